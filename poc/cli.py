@@ -1,0 +1,284 @@
+"""`python -m poc <command>`: exit 0 on success, 2 on bad input (message on stderr), 1 on internal failure.
+
+Heavy imports (TensorFlow) happen inside the commands that need them, so `--help`, `scan` and usage errors
+answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
+
+from poc import artifacts  # noqa: E402
+from poc.config import AUGMENTATIONS, RunConfig, parse_augment  # noqa: E402
+from poc.errors import UserError  # noqa: E402
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m poc", description="ViTrine: CNN vs ViT workbench")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("demo-data", help="write the procedurally generated cartoon dataset")
+    p.add_argument("out", type=Path)
+    p.add_argument("--per-class", type=int, default=100)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("scan", help="validate an image-folder dataset")
+    p.add_argument("data", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--min-per-class", type=int, default=3)
+
+    p = sub.add_parser("split", help="write a stratified train/val/test manifest")
+    p.add_argument("data", type=Path)
+    p.add_argument("--val", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="manifest path (default: print a summary only)")
+
+    p = sub.add_parser("train", help="two-phase training: transfer learning, then fine-tuning")
+    add_train_arguments(p)
+
+    p = sub.add_parser("evaluate", help="recompute the eval artifacts of a finished run")
+    p.add_argument("run")
+    p.add_argument("--runs-dir", type=Path, default=None)
+
+    p = sub.add_parser("predict", help="top-k classes of images with a trained run")
+    p.add_argument("run")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--stage", choices=artifacts.STAGES, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--runs-dir", type=Path, default=None)
+
+    p = sub.add_parser("runs", help="list runs")
+    p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("demo", help="demo data + one CNN and one ViT run (minutes on a 2-core CPU)")
+    p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--data-dir", type=Path, default=None)
+    return parser
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    d = RunConfig(data="")
+    p.add_argument("--data", required=True)
+    p.add_argument("--model", default=d.model)
+    p.add_argument("--weights", default=d.weights, help="imagenet | none | PATH or URL")
+    p.add_argument("--image-size", type=int, default=None, help="default: the model's (224 for most)")
+    p.add_argument("--tl-epochs", type=int, default=d.tl_epochs)
+    p.add_argument("--ft-epochs", type=int, default=d.ft_epochs, help="0 skips phase 2")
+    p.add_argument("--fine-tune-at", default=None, help="layer index, layer name, or blocks:K for ViTs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr-tl", type=float, default=d.lr_tl)
+    p.add_argument("--lr-ft", type=float, default=d.lr_ft)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--augment", default=",".join(AUGMENTATIONS), help="comma list or none")
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--val", type=float, default=d.val)
+    p.add_argument("--test", type=float, default=d.test)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("--from-run", default=None, help="start phase 2 from this run's phase-1 weights and split")
+    p.add_argument("--run-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
+    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto")
+
+
+def config_from_args(a: argparse.Namespace) -> RunConfig:
+    return RunConfig(
+        data=a.data, model=a.model, weights=a.weights, image_size=a.image_size, tl_epochs=a.tl_epochs,
+        ft_epochs=a.ft_epochs, fine_tune_at=a.fine_tune_at, batch_size=a.batch_size, lr_tl=a.lr_tl,
+        lr_ft=a.lr_ft, patience=a.patience, augment=parse_augment(a.augment), dropout=a.dropout, val=a.val,
+        test=a.test, seed=a.seed, name=a.name, from_run=a.from_run, mixed_precision=a.mixed_precision,
+        jit_compile=a.jit_compile,
+    )
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_demo_data(a) -> int:
+    from poc.data.demo import generate_demo_dataset
+
+    if a.per_class < 3:
+        raise UserError(f"--per-class {a.per_class} is too small; at least 3 images per class (train/val/test)")
+    if not 16 <= a.size <= 1024:
+        raise UserError(f"--size {a.size} is out of range; use 16 to 1024 pixels")
+    summary = generate_demo_dataset(a.out, per_class=a.per_class, size=a.size, seed=a.seed,
+                                    progress=_progress_printer("demo-data"))
+    print(f"wrote {summary['images']} images in {len(summary['classes'])} classes "
+          f"({summary['rgba']} RGBA) to {a.out}")
+    return 0
+
+
+def cmd_scan(a) -> int:
+    from poc.data.scan import scan_dataset
+
+    report = scan_dataset(a.data, min_per_class=a.min_per_class, progress=_progress_printer("scan"))
+    print(json.dumps(report.to_dict(), indent=2) if a.json else report.summary_text())
+    return 0 if report.usable else 2
+
+
+def cmd_split(a) -> int:
+    from poc.data.scan import scan_dataset
+    from poc.data.split import split_dataset, split_fingerprint, write_split_csv
+
+    report = scan_dataset(a.data)
+    if not report.usable:
+        raise UserError(f"dataset {a.data} is not usable:\n  " + "\n  ".join(report.problems))
+    df = split_dataset(report, val=a.val, test=a.test, seed=a.seed)
+    table = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=["train", "val", "test"])
+    print(table.to_string())
+    print(f"fingerprint {split_fingerprint(df)}")
+    if a.out:
+        write_split_csv(df, a.out)
+        print(f"wrote {a.out}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from poc.training import train
+
+    _console_logging()
+    rd = train(config_from_args(a), a.runs_dir, run_id=a.run_id)
+    print(rd.path)
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from poc.training import evaluate_run
+
+    _console_logging()
+    rd = _find(a.run, a.runs_dir)
+    stages = evaluate_run(rd)
+    print(f"re-evaluated {rd.id}: stages {', '.join(stages)}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from poc.data.images import ImageRejected, load_array
+    from poc.inference import load_model, predict_arrays, top_k
+
+    run = load_model(_find(a.run, a.runs_dir), a.stage)
+    pixels, kept, results = [], [], []
+    for path in a.images:
+        try:
+            pixels.append(load_array(path, run.image_size))
+            kept.append(path)
+        except (ImageRejected, OSError) as exc:
+            results.append({"image": str(path), "error": getattr(exc, "reason", str(exc))})
+    if pixels:
+        import numpy as np
+
+        probs, latency = predict_arrays(run, np.stack(pixels))
+        for path, ranked in zip(kept, top_k(probs, run.class_names, a.top_k)):
+            results.append({"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]})
+    if a.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']}: rejected ({r['error']})")
+            else:
+                print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"]))
+    return 2 if any("error" in r for r in results) else 0
+
+
+def cmd_runs(a) -> int:
+    from poc.leaderboard import leaderboard
+
+    table = leaderboard(artifacts.list_runs(a.runs_dir))
+    if a.json:
+        print(table.to_json(orient="records", indent=2))
+    elif table.empty:
+        print(f"no runs in {a.runs_dir or artifacts.default_runs_dir()}; try: python -m poc demo")
+    else:
+        cols = ["id", "model", "status", "acc_tl", "acc_ft", "macro_f1"]
+        print(table[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from poc.demo import run_demo
+
+    _console_logging()
+    for rd in run_demo(a.runs_dir, a.data_dir, progress=_progress_printer("demo-data")):
+        print(rd.path)
+    return 0
+
+
+COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "train": cmd_train,
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # argparse exits 2 with its own usage message
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user sees one line, the log keeps the traceback
+        from poc.training import Cancelled
+
+        if isinstance(exc, Cancelled):
+            print(f"run {exc} cancelled", file=sys.stderr)
+            return 130
+        if os.environ.get("VITRINE_DEBUG"):
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc} (set VITRINE_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------- helpers
+
+def _find(ref: str, runs_dir: Path | None):
+    rd = artifacts.find_run(ref, runs_dir)
+    if rd is None:
+        raise UserError(f"no run {ref!r} in {runs_dir or artifacts.default_runs_dir()}; see python -m poc runs")
+    return rd
+
+
+class _NoTraceback(logging.Formatter):
+    """The console gets one line per event; tracebacks go to the run's train.log only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+def _console_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoTraceback())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _progress_printer(label: str):
+    """A one-line progress bar on a terminal, a line per 10% otherwise."""
+    state = {"last": -1}
+
+    def show(done: int, total: int) -> None:
+        if not total:
+            return
+        pct = int(100 * done / total)
+        if sys.stderr.isatty():
+            bar = "#" * (pct // 4)
+            print(f"\r{label} [{bar:<25}] {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
+        elif pct // 10 != state["last"] // 10 or done == total:
+            print(f"{label}: {done}/{total}", file=sys.stderr)
+        state["last"] = pct
+
+    return show

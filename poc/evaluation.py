@@ -1,0 +1,92 @@
+"""Test-split evaluation as pure functions of labels and probabilities; the caller writes the artifacts.
+
+Metrics are computed here from the confusion matrix (tests check them against scikit-learn independently).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def per_class_report(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class; 0 where undefined (no predictions / no support)."""
+    tp = np.diag(cm).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    support = cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall, "f1": f1,
+                         "support": support})
+
+
+def bootstrap_accuracy_ci(correct: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the accuracy over test images."""
+    correct = np.asarray(correct, dtype=float)
+    if len(correct) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, len(correct), size=(n_boot, len(correct)))
+    accuracies = correct[samples].mean(axis=1)
+    low, high = np.percentile(accuracies, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def stage_metrics(y_true: np.ndarray, probs: np.ndarray, report: pd.DataFrame, seed: int = 0) -> dict:
+    """metrics.json: accuracy with its bootstrap CI, macro/weighted F1, top-5, loss, perfect-class share."""
+    y_true = np.asarray(y_true)
+    y_pred = probs.argmax(axis=1)
+    correct = y_pred == y_true
+    support = report["support"].to_numpy(dtype=float)
+    eps = 1e-7
+    metrics = {
+        "accuracy": float(correct.mean()) if len(correct) else float("nan"),
+        "accuracy_ci95": list(bootstrap_accuracy_ci(correct, seed=seed)),
+        "macro_f1": float(report["f1"].mean()),
+        "weighted_f1": float((report["f1"] * support).sum() / support.sum()) if support.sum() else 0.0,
+        "loss": float(-np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0)).mean()),
+        "n": int(len(y_true)),
+        "perfect_class_share": float((report.loc[report["support"] > 0, "f1"] >= 1.0 - 1e-12).mean()),
+    }
+    if probs.shape[1] > 5:
+        top5 = np.argsort(-probs, axis=1)[:, :5]
+        metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
+    return metrics
+
+
+def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """predictions.csv: path, label, pred, confidence, prob_<class>..., in the test split's order."""
+    pred = probs.argmax(axis=1)
+    out = pd.DataFrame({
+        "path": frame["path"].to_numpy(),
+        "label": frame["label"].to_numpy(),
+        "pred": [class_names[i] for i in pred],
+        "confidence": probs.max(axis=1).astype(float),
+    })
+    for i, name in enumerate(class_names):
+        out[f"prob_{name}"] = probs[:, i].astype(float)
+    return out
+
+
+def evaluate_probabilities(frame: pd.DataFrame, probs: np.ndarray, class_names: list[str],
+                           seed: int = 0) -> dict:
+    """Everything a stage writes, from the test frame and the model's probabilities."""
+    index = {name: i for i, name in enumerate(class_names)}
+    y_true = np.array([index[label] for label in frame["label"]])
+    cm = confusion_matrix(y_true, probs.argmax(axis=1), len(class_names))
+    report = per_class_report(cm, class_names)
+    return {
+        "predictions": predictions_frame(frame, probs, class_names),
+        "confusion": pd.DataFrame(cm, index=pd.Index(class_names, name="true"), columns=class_names),
+        "report": report,
+        "metrics": stage_metrics(y_true, probs, report, seed=seed),
+    }

@@ -1,0 +1,70 @@
+"""Classifiers: raw pixels in [0, 255] -> backbone preprocessing -> backbone -> dropout -> softmax head.
+
+`build` is the one constructor used by training, evaluation, the dashboard and the tests; a finished run is
+rebuilt from its run.json with it and then given its saved weights.
+"""
+
+from __future__ import annotations
+
+from poc.models.registry import HUB_PREFIX, MODELS, ModelSpec, get_spec, model_names
+
+__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "resolve_image_size"]
+
+# Google's published ViT checkpoints (ImageNet-21k pretraining, ImageNet-1k fine-tuning at 224 px).
+VIT_IMAGENET_CHECKPOINTS = {
+    "vit_b32": "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_32.npz",
+    "vit_b16": "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_16-224.npz",
+    "vit_s16": "https://storage.googleapis.com/vit_models/augreg/"
+               "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz",
+    "vit_ti16": "https://storage.googleapis.com/vit_models/augreg/"
+                "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224.npz",
+}
+
+
+def resolve_image_size(spec: ModelSpec, image_size: int | None) -> int:
+    from poc.errors import UserError
+
+    size = image_size or spec.default_image_size
+    if size < spec.min_image_size:
+        raise UserError(f"--image-size {size} is too small for {spec.name}; it needs at least "
+                        f"{spec.min_image_size} px")
+    if size % spec.patch:
+        raise UserError(f"--image-size {size} is not a multiple of {spec.name}'s patch size {spec.patch}; "
+                        f"try {max(spec.patch, size // spec.patch * spec.patch)}")
+    return size
+
+
+def build(name: str, num_classes: int, image_size: int | None = None, weights: str = "none",
+          dropout: float = 0.2):
+    """The full classifier as a Keras model: (N, S, S, 3) float pixels in [0, 255] -> (N, C) probabilities."""
+    import keras
+
+    from poc.errors import UserError
+    from poc.models.layers import Preprocess
+
+    spec = get_spec(name)
+    if num_classes < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    size = resolve_image_size(spec, image_size)
+    backbone_weights = weights
+    if spec.family == "vit" and weights not in ("none",):
+        backbone_weights = "none"  # the checkpoint also holds the head: loaded below
+    backbone = spec.load_builder()(spec, size, backbone_weights)
+
+    pixels = keras.Input((size, size, 3), name="pixels")  # (B, S, S, 3) in [0, 255]
+    x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
+    features = backbone(x)  # (B, D)
+    x = keras.layers.Dropout(dropout, name="dropout")(features)
+    probs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)  # (B, C)
+    model = keras.Model(pixels, probs, name=f"{spec.name.replace(':', '_').replace('/', '_')}_classifier"[:64])
+
+    if spec.family == "vit" and weights != "none":
+        from poc.models.vit_checkpoint import load_vit_checkpoint
+
+        source = VIT_IMAGENET_CHECKPOINTS[spec.name] if weights == "imagenet" else weights
+        load_vit_checkpoint(backbone, source, head=model.get_layer("head"))
+    return model
+
+
+def backbone_of(model):
+    return model.get_layer("backbone")

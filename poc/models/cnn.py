@@ -1,0 +1,33 @@
+"""CNN backbones from keras.applications, global-average-pooled, named "backbone" for the classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from poc.errors import UserError
+from poc.models.registry import ModelSpec
+
+
+def build_application(spec: ModelSpec, image_size: int, weights: str) -> keras.Model:
+    """`weights`: "none", "imagenet" (downloads once into ~/.keras), or a path to backbone weights (.h5)."""
+    constructor = getattr(keras.applications, spec.app)
+    source = None if weights == "none" else weights
+    local = source not in (None, "imagenet")
+    if local and not Path(source).is_file():
+        raise UserError(f"--weights {source}: no such file; use 'imagenet', 'none' or a .weights.h5 path")
+    try:
+        backbone = constructor(include_top=False, weights=None if local else source,
+                               input_shape=(image_size, image_size, 3), pooling="avg", name="backbone")
+    except Exception as exc:  # network errors surface as many types
+        if source == "imagenet":
+            raise UserError(f"could not load ImageNet weights for {spec.name} ({exc}); they are downloaded on "
+                            "first use and need internet access. Use --weights none offline.") from exc
+        raise
+    if local:
+        try:
+            backbone.load_weights(source)
+        except Exception as exc:
+            raise UserError(f"--weights {source} does not fit {spec.name} at {image_size} px: {exc}") from exc
+    return backbone

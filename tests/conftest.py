@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny datasets and images generated on the fly, never downloaded or committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from poc.data.demo import generate_demo_dataset
+
+
+def make_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (16, 16), color=0, **save_kwargs) -> Path:
+    """Write a uniform `mode` image of `size` filled with `color`; the format follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path, **save_kwargs)
+    return path
+
+
+def make_class_folders(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 12)) -> Path:
+    """`root/<class>/<i>.png` with `counts[class]` distinct images (each a different shade)."""
+    for class_index, (label, count) in enumerate(sorted(counts.items())):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            make_image(root / label / f"{i:03d}.png", "RGB", size, (class_index * 20, i % 256, i // 256))
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """The cartoon demo dataset: 10 classes x 12 images of about 40 px (seed 0), shared by all tests."""
+    root = tmp_path_factory.mktemp("demo") / "data"
+    generate_demo_dataset(root, per_class=12, size=40, seed=0)
+    return root

@@ -1,0 +1,177 @@
+"""ViT backbone (arXiv 2010.11929): published parameter count, shapes, attention, freezing, save/load."""
+
+import keras
+import numpy as np
+import pytest
+
+from poc.explain.rollout import attention_rollout
+from poc.models.vit import (
+    VIT_VARIANTS,
+    ViTConfig,
+    attention_model,
+    block_names,
+    build_vit_backbone,
+    cutoff_choices,
+    freeze_first_blocks,
+)
+
+TINY = ViTConfig(patch=8, width=32, depth=2, heads=2, mlp=64)
+TINY_SIZE = 32  # 4 x 4 patches, T = 17 tokens
+
+
+def expected_params(c: ViTConfig, image_size: int) -> dict[str, int]:
+    """Parameters per top-level layer, counted from the architecture alone."""
+    d, tokens = c.width, (image_size // c.patch) ** 2 + 1
+    block = (
+        2 * d  # LayerNorm_0 scale + bias
+        + 4 * (d * d + d)  # query, key, value, out projections with biases
+        + 2 * d  # LayerNorm_2
+        + (d * c.mlp + c.mlp)  # MlpBlock_3/Dense_0
+        + (c.mlp * d + d)  # MlpBlock_3/Dense_1
+    )
+    counts = {
+        "embedding": c.patch * c.patch * 3 * d + d,
+        "cls": d,
+        "posembed_input": tokens * d,
+        "encoder_norm": 2 * d,
+    }
+    counts.update({f"encoderblock_{i}": block for i in range(c.depth)})
+    return counts
+
+
+def trainable_count(model: keras.Model) -> int:
+    return sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+
+
+def pixels(batch: int = 2, size: int = TINY_SIZE, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (batch, size, size, 3)).astype("float32")
+
+
+def test_variant_table_matches_the_paper():
+    assert VIT_VARIANTS["vit_b32"] == ViTConfig(32, 768, 12, 12, 3072)
+    assert VIT_VARIANTS["vit_b16"] == ViTConfig(16, 768, 12, 12, 3072)
+    assert VIT_VARIANTS["vit_s16"] == ViTConfig(16, 384, 12, 6, 1536)
+    assert VIT_VARIANTS["vit_ti16"] == ViTConfig(16, 192, 12, 3, 768)
+
+
+def test_vit_b32_has_the_reference_parameter_count():
+    backbone = build_vit_backbone(VIT_VARIANTS["vit_b32"], 224)
+    assert backbone.count_params() == sum(expected_params(VIT_VARIANTS["vit_b32"], 224).values())
+    assert backbone.count_params() == 87_455_232  # reference ViT-B/32 without its head
+
+
+def test_vit_b32_gives_features_and_twelve_attention_maps_at_224():
+    backbone = build_vit_backbone(VIT_VARIANTS["vit_b32"], 224)
+    features, *attentions = attention_model(backbone)(pixels(1, 224))
+    assert features.shape == (1, 768)
+    assert len(attentions) == 12
+    assert all(a.shape == (1, 12, 50, 50) for a in attentions)
+
+
+def test_top_level_layers_mirror_the_checkpoint_names():
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    weighted = [layer.name for layer in backbone.layers if layer.weights]
+    assert weighted == ["embedding", "cls", "posembed_input", "encoderblock_0", "encoderblock_1", "encoder_norm"]
+    assert block_names(backbone) == ["encoderblock_0", "encoderblock_1"]
+    assert {name: backbone.get_layer(name).count_params() for name in weighted} == expected_params(TINY, TINY_SIZE)
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_rejected_quoting_it():
+    with pytest.raises(ValueError, match="image_size=30"):
+        build_vit_backbone(TINY, 30)
+
+
+def test_output_is_the_class_token_features():
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    out = np.asarray(backbone(pixels()))
+    assert out.shape == (2, TINY.width)
+    assert np.all(np.isfinite(out))
+
+
+def test_attention_rows_sum_to_one():
+    _, *attentions = attention_model(build_vit_backbone(TINY, TINY_SIZE))(pixels())
+    for attention in attentions:
+        assert attention.shape == (2, TINY.heads, 17, 17)
+        np.testing.assert_allclose(np.asarray(attention).sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_attention_maps_feed_attention_rollout():
+    _, *attentions = attention_model(build_vit_backbone(TINY, TINY_SIZE))(pixels())
+    maps = attention_rollout([np.asarray(a) for a in attentions])
+    assert maps.shape == (2, 4, 4) and maps.min() >= 0
+    np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0)
+
+
+def test_attention_model_shares_the_backbone_weights():
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    explained = attention_model(backbone)
+    x = pixels()
+    np.testing.assert_allclose(np.asarray(explained(x)[0]), np.asarray(backbone(x)), atol=1e-6)
+    norm = backbone.get_layer("encoder_norm")
+    norm.beta.assign(norm.beta + 1.0)  # a change made through the backbone shows in the attention model
+    np.testing.assert_allclose(np.asarray(explained(x)[0]), np.asarray(backbone(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_freeze_first_blocks_leaves_the_expected_parameters_trainable(k):
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    counts = expected_params(TINY, TINY_SIZE)
+    frozen = {"embedding", "cls", "posembed_input"} | {f"encoderblock_{i}" for i in range(k)}
+    if k == TINY.depth:
+        frozen.add("encoder_norm")
+    expected = sum(n for name, n in counts.items() if name not in frozen)
+    freeze_first_blocks(backbone, k)
+    assert trainable_count(backbone) == expected
+    assert cutoff_choices(backbone)[k][0] == f"blocks:{k}"
+    assert cutoff_choices(backbone)[k][2] == expected
+
+
+def test_freeze_first_blocks_freezes_a_whole_block_and_can_unfreeze_it():
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    freeze_first_blocks(backbone, 2)
+    assert backbone.trainable_weights == []
+    freeze_first_blocks(backbone, 1)  # from a fully frozen backbone, block 1 becomes trainable again
+    block_1 = backbone.get_layer("encoderblock_1")
+    assert {id(v) for v in block_1.weights} <= {id(v) for v in backbone.trainable_weights}
+    assert not any(v.trainable for v in backbone.get_layer("encoderblock_0").weights)
+
+
+def test_cutoff_choices_are_read_without_changing_trainable_flags():
+    backbone = build_vit_backbone(VIT_VARIANTS["vit_b32"], 224)
+    choices = cutoff_choices(backbone)
+    assert [c[0] for c in choices] == [f"blocks:{k}" for k in range(13)]
+    assert choices[8][1] == "freeze patch embedding + blocks 0–7 (train blocks 8–11 + norm)"
+    assert choices[12][2] == 0
+    assert choices[0][2] == 12 * expected_params(VIT_VARIANTS["vit_b32"], 224)["encoderblock_0"] + 2 * 768
+    assert trainable_count(backbone) == backbone.count_params()
+
+
+@pytest.mark.parametrize("k", [-1, 3])
+def test_freeze_first_blocks_rejects_k_outside_the_valid_range(k):
+    with pytest.raises(ValueError, match=r"k=-?\d.*0\.\.2"):
+        freeze_first_blocks(build_vit_backbone(TINY, TINY_SIZE), k)
+
+
+def test_save_and_load_weights_round_trip_gives_identical_outputs(tmp_path):
+    keras.utils.set_random_seed(1)
+    backbone = build_vit_backbone(TINY, TINY_SIZE)
+    backbone.save_weights(tmp_path / "vit.weights.h5")
+    keras.utils.set_random_seed(2)
+    rebuilt = build_vit_backbone(TINY, TINY_SIZE)
+    x = pixels()
+    assert not np.allclose(np.asarray(rebuilt(x)), np.asarray(backbone(x)))
+    rebuilt.load_weights(tmp_path / "vit.weights.h5")
+    np.testing.assert_array_equal(np.asarray(rebuilt(x)), np.asarray(backbone(x)))
+
+
+def test_tiny_vit_builds_and_runs_under_mixed_float16():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        backbone = build_vit_backbone(TINY, TINY_SIZE)
+        features, *attentions = attention_model(backbone)(pixels())
+        assert keras.backend.standardize_dtype(features.dtype) == "float16" and features.shape == (2, TINY.width)
+        assert np.all(np.isfinite(np.asarray(features, dtype="float32")))
+        assert all(a.shape == (2, TINY.heads, 17, 17) for a in attentions)
+        assert all(v.dtype == "float32" for v in backbone.weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
