@@ -259,9 +259,11 @@ class _NoTraceback(logging.Formatter):
 
 
 def _console_logging() -> None:
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, _NoTraceback) for h in root.handlers):
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_NoTraceback())
-    root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
 

@@ -46,6 +46,10 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
     size = resolve_image_size(spec, image_size)
+    if weights == "demo":  # the project's own offline-pretrained backbones (poc/pretrained/), not ImageNet
+        from poc.models.pretrained import demo_weights_path
+
+        weights = str(demo_weights_path(spec.name, size))
     backbone_weights = weights
     if spec.family == "vit" and weights not in ("none",):
         backbone_weights = "none"  # the checkpoint also holds the head: loaded below

@@ -51,7 +51,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("vgg16", "cnn", "VGG16 + global average pooling", 224, 32, "caffe", _APPS,
                   "block5_conv1", r"^block\d_conv1$", "gradcam", "block5_conv3", app="VGG16"),
         ModelSpec("inception_resnet_v2", "cnn", "InceptionResNetV2 + global average pooling", 299, 75, "tf",
-                  _APPS, "block8_1_conv", r"^(mixed_\w+|block(35|17|8)_\d+_conv|conv_7b)$", "gradcam",
+                  _APPS, "mixed_7a", r"^(mixed_(5b|6a|7a)|block(35|17|8)_\d+_ac|conv_7b)$", "gradcam",
                   "conv_7b_ac", app="InceptionResNetV2"),
         ModelSpec("efficientnet_b0", "cnn", "EfficientNetB0 + global average pooling", 224, 32, "raw", _APPS,
                   "block6a_expand_conv", r"^block\d+a_(expand_conv|dwconv)$", "gradcam", "top_activation",

@@ -1,0 +1,147 @@
+"""Live predict: one image through each compared run, with its top-k, explanation and latency."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui import data, state
+from ui import explain_view as ev
+from ui.overlay import overlay, thumbnail
+from ui.sidebar import render_sidebar
+
+MAX_IMAGES = 6  # per rerun: each image costs one forward + one explanation per run
+DISPLAY_SIDE = 256  # px, longer side of the shown overlay
+
+st.set_page_config(page_title="Live predict · ViTrine", layout="wide")
+render_sidebar()
+st.title("Live predict")
+st.caption("Run your own image (or a test image) through each run side by side: top-k classes, where the model "
+           "looked (attention rollout for ViTs, Grad-CAM for CNNs) and how long one image takes.")
+
+
+def choose_runs(board: pd.DataFrame) -> list[str]:
+    """Multiselect over completed runs; runs without weights are offered but flagged."""
+    ids = board["id"].tolist()
+    has_weights = {i: ev.weights_stamp(i) is not None for i in ids}
+    labels = data.run_labels(ids)
+    if "live.runs" not in st.session_state or not set(st.session_state["live.runs"]) <= set(ids):
+        preferred = [i for i in state.selected_runs() if i in ids and has_weights[i]]
+        st.session_state["live.runs"] = preferred or [i for i in ids if has_weights[i]][:2]
+    return st.multiselect(
+        "Runs", ids, key="live.runs",
+        format_func=lambda i: labels.get(i, i) + ("" if has_weights[i] else " (no weights)"),
+        help="Completed runs; the default is the comparison chosen on the Home page.")
+
+
+def test_image_input(run_ids: list[str], board: pd.DataFrame) -> tuple[list, dict]:
+    """[(name, bytes)] of one test image picked from a run's predictions.csv, and {name: true label}."""
+    sources = [i for i in run_ids + board["id"].tolist() if data.run_stages(i)]
+    sources = list(dict.fromkeys(sources))
+    if not sources:
+        st.info("No run has evaluated test images yet; upload an image instead.")
+        return [], {}
+    labels = data.run_labels(sources)
+    left, right = st.columns([1, 2])
+    source = left.selectbox("Test images of", sources, key="live.test_run", format_func=lambda i: labels.get(i, i))
+    stage = data.run_stages(source)[-1]
+    preds = data.load_stage(source, stage).predictions
+    if preds is None or preds.empty:
+        st.warning(f"eval/{stage}/predictions.csv of run {source} is missing or empty; no test image to pick.")
+        return [], {}
+    rows = preds.reset_index(drop=True)
+    row = right.selectbox("Test image", rows.index.tolist(), key="live.test_row",
+                          format_func=lambda r: f"{ev.short_name(rows.at[r, 'path'])}  (true: {rows.at[r, 'label']})")
+    path, label = str(rows.at[row, "path"]), str(rows.at[row, "label"])
+    try:
+        with open(path, "rb") as fh:
+            payload = fh.read()
+    except OSError as exc:
+        st.error(f"Test image {path} cannot be read ({exc.strerror or exc}); was the dataset moved?")
+        return [], {}
+    name = ev.short_name(path)
+    return [(name, payload)], {name: label}
+
+
+def topk_chart(top: list[tuple[str, float]], true_label: str | None) -> alt.Chart:
+    frame = pd.DataFrame(top, columns=["class", "probability"])
+    frame["kind"] = ["true class" if c == true_label else "other" for c in frame["class"]]
+    base = alt.Chart(frame).encode(
+        y=alt.Y("class:N", sort=None, title=None),
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)))
+    bars = base.mark_bar().encode(
+        color=alt.Color("kind:N", scale=alt.Scale(domain=["true class", "other"], range=["#2e9d5b", "#4b6cb7"]),
+                        legend=None),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".1%")])
+    text = base.mark_text(align="left", dx=3).encode(text=alt.Text("probability:Q", format=".1%"))
+    return (bars + text).properties(height=26 * len(frame) + 10)
+
+
+def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str | None, opacity: float) -> None:
+    st.markdown(f"**{label}**")
+    if ev.weights_stamp(run_id) is None:
+        st.error(f"Run {run_id} has no saved weights (model.weights.h5 is missing), so it cannot predict. "
+                 "Re-run its training or pick another run.")
+        return
+    try:
+        with st.spinner("Predicting..."):
+            result = ev.predict_live(run_id, upload.image, upload.digest)
+    except Exception as exc:  # noqa: BLE001 - UserError, a damaged weights file, an unknown model: all shown
+        st.error(f"Run {run_id} could not predict: {exc}")
+        return
+    name, prob = result.top[0]
+    verdict = "" if true_label is None else (" ✓" if name == true_label else f" ✗ (true: {true_label})")
+    st.markdown(f"Top-1: **{name}** ({prob:.1%}){verdict}")
+    st.altair_chart(topk_chart(result.top, true_label), width="stretch")
+    st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (after a warm-up call)")
+    shown = thumbnail(upload.image, DISPLAY_SIDE)
+    if result.heatmap is None:
+        st.image(shown, width="stretch")
+        st.info(f"No explanation: {result.note}.")
+    else:
+        h, w = result.heatmap.shape
+        st.image(overlay(shown, result.heatmap, opacity), width="stretch",
+                 caption=f"{ev.METHOD_LABELS.get(result.method, result.method)} ({h}×{w} map)")
+
+
+board = ev.completed_board()
+if board.empty:
+    st.info("No completed run yet. Train one from the sidebar, or run `python -m poc demo` for a CNN and a ViT.")
+    st.stop()
+
+run_ids = choose_runs(board)
+source = st.radio("Image source", ["Test image", "Upload", "Camera"], horizontal=True, key="live.source",
+                  help="The camera is only asked for when you pick it.")
+files, true_labels = [], {}
+if source == "Upload":
+    files = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF; up to 20 MB and 80 megapixels each)",
+                             accept_multiple_files=True, key="live.uploads") or []
+elif source == "Camera":
+    shot = st.camera_input("Take a photo", key="live.camera")
+    files = [shot] if shot is not None else []
+else:
+    files, true_labels = test_image_input(run_ids, board)
+opacity = st.slider("Explanation opacity", 0.0, 1.0, 0.5, 0.05, key="live.opacity")
+
+images, errors = ev.read_uploads(files)
+for name, reason in errors:
+    st.error(f"{name}: {reason}. This file was skipped.")
+if len(images) > MAX_IMAGES:
+    st.warning(f"{len(images)} images uploaded; showing the first {MAX_IMAGES} to keep the page responsive.")
+    images = images[:MAX_IMAGES]
+if not run_ids:
+    st.info("Pick at least one run above.")
+elif not images and not errors:
+    st.info("Upload an image, take a photo or pick a test image to see the predictions.")
+
+labels = data.run_labels(run_ids)
+for upload in images:
+    st.subheader(upload.name)
+    cols = st.columns([1] + [2] * len(run_ids)) if run_ids else []
+    if cols:
+        cols[0].image(thumbnail(upload.image, DISPLAY_SIDE), width="stretch",
+                      caption=f"{upload.image.width}×{upload.image.height} px")
+    for col, run_id in zip(cols[1:], run_ids):
+        with col:
+            show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name), opacity)

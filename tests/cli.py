@@ -1,0 +1,38 @@
+"""Run `python -m poc` as a user does: a real subprocess, or in-process (`main(argv)`) where speed matters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, runs_dir: Path | None = None, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    if runs_dir is not None:
+        environ["VITRINE_RUNS_DIR"] = str(runs_dir)
+    return subprocess.run([sys.executable, "-m", "poc", *map(str, args)], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call_cli(capsys, monkeypatch, *args, runs_dir: Path | None = None) -> Result:
+    """`python -m poc ARGS` in this process: same parser, same exit codes, without paying TF's import again."""
+    from poc.cli import main
+
+    if runs_dir is not None:
+        monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs_dir))
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return Result(code, out, err)

@@ -1,0 +1,202 @@
+"""Live-predict and Attention-maps pages under Streamlit's AppTest, on the fixture runs; upload handling unit-tested.
+
+AppTest cannot upload files, so the upload path is the pure `ui.explain_view.read_uploads`, tested directly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.fixture_runs import make_fixture_runs
+from ui.explain_view import read_uploads
+
+LIVE = "../pages/3_Live_predict.py"  # relative to this file, as AppTest resolves it
+ATTENTION = "../pages/4_Attention_maps.py"
+
+
+@pytest.fixture(scope="session")
+def fixture_runs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("fixture_runs")
+    return make_fixture_runs(base / "runs", base / "images")
+
+
+def _page(path: str, runs_root: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs_root))
+    return AppTest.from_file(path, default_timeout=120).run()
+
+
+def _texts(at: AppTest) -> list[str]:
+    return [e.value for kind in ("markdown", "caption", "subheader") for e in getattr(at, kind)]
+
+
+def _image_captions(at: AppTest) -> list[str]:
+    return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+
+def _run_subset(fixture_runs, tmp_path: Path, keys: list[str]) -> Path:
+    """A runs folder holding copies of some fixture runs (so a test may damage them)."""
+    root = tmp_path / "runs"
+    for key in keys:
+        shutil.copytree(fixture_runs[key], root / fixture_runs[key].name)
+    return root
+
+
+# ---------------------------------------------------------------- read_uploads (the upload path)
+
+def _png_bytes(mode="RGB", size=(20, 16), color=(10, 200, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_read_uploads_rejects_corrupt_and_text_files_by_name_and_keeps_the_good_ones():
+    good = _png_bytes()
+    files = [("first.png", good), ("broken.png", good[: len(good) // 2]), ("notes.txt", b"not an image\n"),
+             ("last.png", _png_bytes(color=(200, 0, 0)))]
+    images, errors = read_uploads(files)
+    assert [u.name for u in images] == ["first.png", "last.png"]
+    assert [name for name, _ in errors] == ["broken.png", "notes.txt"]
+    assert "corrupt" in errors[0][1] or "truncated" in errors[0][1]
+    assert errors[1][1] == "not an image file"
+    assert images[0].image.size == (20, 16) and images[0].image.mode == "RGB"
+
+
+def test_read_uploads_rejects_files_over_the_size_limit_before_decoding():
+    images, errors = read_uploads([("big.png", _png_bytes())], max_bytes=10)
+    assert images == []
+    assert errors[0][0] == "big.png" and errors[0][1].startswith("too large")
+
+
+def test_read_uploads_rejects_images_over_the_pixel_limit():
+    _, errors = read_uploads([("wide.png", _png_bytes(size=(200, 100)))], max_pixels=10_000)
+    assert "too large" in errors[0][1] and "20,000" in errors[0][1]
+
+
+def test_read_uploads_scales_16_bit_images_instead_of_whitening_them():
+    buf = io.BytesIO()
+    Image.fromarray(np.full((12, 12), 32768, np.uint16)).save(buf, format="PNG")  # mid-grey, mode I;16
+    images, errors = read_uploads([("deep.png", buf.getvalue())])
+    assert errors == []
+    assert np.asarray(images[0].image).max() == 128
+
+
+def test_read_uploads_accepts_uploaded_file_objects_and_tells_identical_bytes_apart_by_digest():
+    class Uploaded:  # what st.file_uploader returns: .name and .getvalue()
+        def __init__(self, name, payload):
+            self.name, self._payload = name, payload
+
+        def getvalue(self):
+            return self._payload
+
+    png = _png_bytes()
+    images, _ = read_uploads([Uploaded("a.png", png), Uploaded("b.png", png), Uploaded("c.png", _png_bytes(color=0))])
+    assert images[0].digest == images[1].digest != images[2].digest
+
+
+# ---------------------------------------------------------------- live predict page
+
+def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):
+    at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
+    assert not at.exception
+    at.selectbox(key="live.test_run").set_value(fixture_runs["vit"].name)
+    at.selectbox(key="live.test_row").set_value(3).run()
+    assert not at.exception and not at.error
+
+    preds = pd.read_csv(fixture_runs["vit"] / "eval" / "ft" / "predictions.csv")
+    picked = Path(preds.at[3, "path"])
+    assert at.subheader[0].value == f"{picked.parent.name}/{picked.name}"
+    texts = _texts(at)
+    assert any("mobilenet_v2 fixture" in t for t in texts) and any("vit_ti16 fixture" in t for t in texts)
+    top1 = [t for t in texts if t.startswith("Top-1:")]
+    assert len(top1) == 2
+    assert f"**{preds.at[3, 'pred']}**" in top1[1]  # the live ViT agrees with its own stored prediction
+    assert sum("Inference latency" in t for t in texts) == 2
+    captions = _image_captions(at)
+    assert any(c.startswith("Grad-CAM") for c in captions)
+    assert any(c.startswith("attention rollout (2×2 map)") for c in captions)
+
+
+def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
+    at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
+    at.multiselect(key="live.runs").set_value([fixture_runs["cnn"].name, fixture_runs["many_classes"].name]).run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        f"Run {fixture_runs['many_classes'].name} has no saved weights (model.weights.h5 is missing), so it "
+        "cannot predict. Re-run its training or pick another run."]
+    assert sum(t.startswith("Top-1:") for t in _texts(at)) == 1
+
+
+# ---------------------------------------------------------------- attention maps page
+
+def test_attention_page_shows_the_grid_mean_map_and_cnn_beside_it(fixture_runs, monkeypatch):
+    at = _page(ATTENTION, fixture_runs["cnn"].parent, monkeypatch)
+    assert not at.exception and not at.error and not at.warning
+    assert at.selectbox(key="attn.run").value == fixture_runs["vit"].name
+    assert at.selectbox(key="attn.stage." + fixture_runs["vit"].name).value == "ft"
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders[:2] == ["Mean map · all classes", "Test images · 12 of 20"]
+    captions = _image_captions(at)
+    assert "ViT mean attention rollout · all classes · 20 images" in captions
+    assert "CNN mean Grad-CAM · all classes · 20 images" in captions
+    grid = [c for c in captions if " · ViT: " in c]
+    assert len(grid) == 12 and all(" · CNN: " in c for c in grid)
+    assert sum(c.startswith("layer 12, head") for c in captions) == 3  # vit_ti16: 12 blocks x 3 heads
+
+
+def test_attention_page_filters_by_class_and_outcome(fixture_runs, monkeypatch):
+    preds = pd.read_csv(fixture_runs["vit"] / "eval" / "ft" / "predictions.csv")
+    wrong = preds[preds["label"] != preds["pred"]]
+    assert not wrong.empty and len(wrong) < len(preds)  # the fixture has both outcomes
+    label = wrong["label"].iloc[0]
+    n_wrong = int((wrong["label"] == label).sum())
+    all_right = sorted(set(preds["label"]) - set(wrong["label"]))
+
+    at = _page(ATTENTION, fixture_runs["cnn"].parent, monkeypatch)
+    at.selectbox(key="attn.class").set_value(label)
+    at.radio(key="attn.outcome").set_value("incorrect").run()
+    assert not at.exception
+    assert at.subheader[0].value == f"Mean map · class {label}, incorrect only"
+    assert f"ViT mean attention rollout · class {label}, incorrect only · {n_wrong} images" in _image_captions(at)
+    if all_right:
+        at.selectbox(key="attn.class").set_value(all_right[0]).run()
+        assert not at.exception
+        assert any(f"No incorrect test image of class {all_right[0]}" in i.value for i in at.info)
+
+
+def test_attention_page_explains_a_run_without_stored_maps(fixture_runs, tmp_path, monkeypatch):
+    root = _run_subset(fixture_runs, tmp_path, ["vit"])
+    for npz in root.glob("*/eval/*/explanations.npz"):
+        npz.unlink()
+    at = _page(ATTENTION, root, monkeypatch)
+    assert not at.exception
+    assert any("explanations.npz is missing" in i.value and "python -m poc evaluate" in i.value for i in at.info)
+    assert not any(s.value.startswith("Mean map") for s in at.subheader)
+
+
+def test_attention_page_without_a_vit_run_suggests_training_one(fixture_runs, tmp_path, monkeypatch):
+    root = _run_subset(fixture_runs, tmp_path, ["cnn"])
+    hub = root / "20250102-000000-hub-x"  # a TF-Hub run: no attention to show, named as such
+    hub.mkdir()
+    (hub / "run.json").write_text(json.dumps({"id": hub.name, "status": "completed", "model": "hub:/nowhere",
+                                              "family": "hub", "class_names": ["a", "b"]}))
+    at = _page(ATTENTION, root, monkeypatch)
+    assert not at.exception
+    infos = [i.value for i in at.info]
+    assert any("No ViT run yet" in i and "python -m poc train" in i and "vit_ti16" in i for i in infos)
+    assert any("TF-Hub" in i for i in infos)
+
+
+def test_pages_render_with_no_runs_at_all(tmp_path, monkeypatch):
+    for page in (LIVE, ATTENTION):
+        at = _page(page, tmp_path / "empty", monkeypatch)
+        assert not at.exception
+        assert at.info, page

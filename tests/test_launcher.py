@@ -1,0 +1,174 @@
+"""The dashboard's background jobs: validation before any process, real tiny runs, cancel, restart survival."""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from poc import artifacts, launcher
+from poc.cli import build_parser, config_from_args
+from poc.config import RunConfig
+from poc.data.demo import generate_demo_dataset
+from poc.errors import UserError
+
+TINY = dict(model="mobilenet_v2", image_size=32, tl_epochs=1, ft_epochs=1, batch_size=16, augment=[])
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """A data root holding the demo dataset, and a runs dir, both exported as the dashboard sees them."""
+    base = tmp_path_factory.mktemp("launcher")
+    data_root, runs = base / "data", base / "runs"
+    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VITRINE_DATA_ROOT", str(data_root))
+        mp.setenv("VITRINE_RUNS_DIR", str(runs))
+        yield data_root, runs
+
+
+@pytest.fixture
+def no_process(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a process was started for an invalid config")
+
+    monkeypatch.setattr(launcher, "_start", refuse)  # the one place that spawns a job
+
+
+def wait_for(runs: Path, job_id: str, done, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = next(s for s in launcher.list_jobs(runs) if s.id == job_id)
+        if done(status):
+            return status
+        time.sleep(0.5)
+    log = Path(status.job.log).read_text()[-3000:]
+    raise AssertionError(f"job {job_id} still {status.status} ({status.phase}) after {timeout_s}s; log:\n{log}")
+
+
+@pytest.fixture(scope="module")
+def completed_job(roots):
+    data_root, runs = roots
+    job = launcher.launch_training(RunConfig(data=str(data_root / "demo"), **TINY), runs)
+    status = wait_for(runs, job.id, lambda s: not s.active)
+    return job, status
+
+
+# ---------------------------------------------------------------- validation: a message, no process
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "resnet5"}, "unknown model 'resnet5'"),
+    ({"fine_tune_at": "999"}, "--fine-tune-at 999 is out of range"),
+    ({"model": "vit_ti16", "fine_tune_at": "blocks:13"}, "vit_ti16 has 12 encoder blocks"),
+    ({"tl_epochs": 0}, "--tl-epochs must be at least 1"),
+    ({"ft_epochs": -1}, "--ft-epochs -1 is out of range"),
+    ({"image_size": 33, "model": "vit_ti16"}, "not a multiple of vit_ti16's patch size 16"),
+    ({"weights": "/nowhere/ckpt.npz"}, "no such file"),
+])
+def test_invalid_settings_are_rejected_with_a_message(roots, no_process, changes, message):
+    data_root, runs = roots
+    config = RunConfig(data=str(data_root / "demo"), **{**TINY, **changes})
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        launcher.launch_training(config, runs)
+
+
+def test_data_folder_outside_the_data_root_is_rejected(roots, tmp_path, no_process):
+    generate_demo_dataset(tmp_path / "elsewhere", per_class=3, size=20)
+    with pytest.raises(UserError, match="outside the data root"):
+        launcher.launch_training(RunConfig(data=str(tmp_path / "elsewhere"), **TINY), roots[1])
+    with pytest.raises(UserError, match="outside the data root"):  # no escaping through ..
+        launcher.launch_training(RunConfig(data=str(roots[0] / ".." / ".." / "elsewhere"), **TINY), roots[1])
+
+
+def test_missing_data_folder_is_rejected(roots, no_process):
+    with pytest.raises(UserError, match="does not exist"):
+        launcher.launch_training(RunConfig(data=str(roots[0] / "nope"), **TINY), roots[1])
+
+
+def test_config_to_argv_round_trips_through_the_cli():
+    config = RunConfig(data="data/demo", model="vit_ti16", image_size=64, tl_epochs=3, ft_epochs=0,
+                       fine_tune_at="blocks:8", lr_ft=1e-4, augment=["flip"], name="my run")
+    args = build_parser().parse_args(["train", *launcher.config_to_argv(config)])
+    assert config_from_args(args) == config
+    none = RunConfig(data="d", augment=[])
+    assert config_from_args(build_parser().parse_args(["train", *launcher.config_to_argv(none)])) == none
+
+
+def test_describe_cutoffs_lists_block_boundaries_with_trainable_counts():
+    choices = launcher.describe_cutoffs("vit_ti16", 32)
+    values = [c.value for c in choices]
+    assert values[:2] == ["blocks:0", "blocks:1"] and "blocks:12" in values
+    counts = [c.trainable_params for c in choices]
+    assert counts == sorted(counts, reverse=True)  # freezing more never trains more
+
+
+# ---------------------------------------------------------------- real jobs
+
+def test_launched_job_trains_to_completion(completed_job, roots):
+    job, status = completed_job
+    assert status.status == "completed", status.message
+    assert status.progress == 1.0
+    rd = artifacts.run_dir(roots[1], job.run_id)
+    assert artifacts.read_json(rd.run_json)["status"] == "completed"
+    for stage in ("tl", "ft"):
+        for kind in ("predictions", "confusion_matrix", "classification_report", "metrics"):
+            assert rd.eval_file(stage, kind).exists(), (stage, kind)
+
+
+
+def test_the_wrapper_records_the_exit_code(completed_job):
+    job, _ = completed_job
+    exit_file = Path(job.log).with_suffix(".exit.json")
+    deadline = time.monotonic() + 30  # the process exits a moment after its run.json says completed
+    while not exit_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert artifacts.read_json(exit_file)["returncode"] == 0
+
+
+def test_cancelling_a_finished_job_is_a_no_op(completed_job, roots):
+    job, _ = completed_job
+    launcher.cancel(job.id, roots[1])
+    assert launcher.job_status(launcher.load_job(job.id, roots[1]), roots[1]).status == "completed"
+
+
+def test_jobs_survive_a_dashboard_restart(completed_job, roots):
+    job, _ = completed_job
+    fresh = importlib.reload(launcher)  # nothing in memory: children, caches
+    listed = {s.id: s for s in fresh.list_jobs(roots[1])}
+    assert listed[job.id].status == "completed" and listed[job.id].run_id == job.run_id
+
+
+def test_cancel_stops_a_running_job_and_marks_its_run_cancelled(roots, completed_job):
+    data_root, runs = roots
+    config = RunConfig(data=str(data_root / "demo"), **{**TINY, "tl_epochs": 200})
+    job = launcher.launch_training(config, runs)
+    wait_for(runs, job.id, lambda s: s.status == "running")
+    launcher.cancel(job.id, runs, grace_s=30)
+    assert not _group_alive(job.pid)
+    info = artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)
+    assert info["status"] == "cancelled"
+    assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
+
+
+def test_cancel_of_a_queued_job_marks_the_run_cancelled(roots, tmp_path):
+    """Waiting for the device, training cannot write its own status: the launcher does, once it is dead."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    with open(runs / ".device.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another training holds the device
+        job = launcher.launch_training(RunConfig(data=str(roots[0] / "demo"), **TINY), runs)
+        status = wait_for(runs, job.id, lambda s: s.phase == "queued")
+        assert status.status == "queued"
+        launcher.cancel(job.id, runs, grace_s=10)
+    assert not _group_alive(job.pid)
+    assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Asked of `ps`, independently of the launcher's own /proc reading."""
+    out = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True, check=True).stdout
+    return any(int(pg) == pgid and not stat.startswith("Z") for pg, stat in (ln.split() for ln in out.splitlines()))

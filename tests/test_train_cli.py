@@ -1,0 +1,139 @@
+"""A tiny end-to-end `python -m poc train` through the CLI, checked against the artifact contract."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from cli import call_cli, run_cli
+from poc import artifacts
+
+TINY = ["--model", "mobilenet_v2", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
+        "--batch-size", "16", "--fine-tune-at", "block_14_expand"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(demo_dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli("train", "--data", demo_dataset, *TINY, "--name", "tiny", runs_dir=runs)
+    assert result.returncode == 0, result.stderr
+    rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    return rd
+
+
+def test_run_json_records_status_config_dataset_and_params(tiny_run):
+    info = json.loads(tiny_run.run_json.read_text())
+    for key in ("id", "name", "status", "created", "started", "finished", "config", "dataset", "class_names",
+                "model", "weights", "params", "fine_tune_at", "device", "versions", "seed", "timing",
+                "best_epoch", "error"):
+        assert key in info, key
+    assert info["status"] == "completed" and info["error"] is None
+    assert info["name"] == "tiny" and info["model"] == "mobilenet_v2" and info["fine_tune_at"] == "block_14_expand"
+    assert info["dataset"]["counts"] == {"train": 100, "val": 10, "test": 10}
+    assert set(info["timing"]) == {"tl", "ft"} and set(info["best_epoch"]) == {"tl", "ft"}
+    assert {"python", "tensorflow", "keras"} <= set(info["versions"])
+
+
+def test_phase_one_trains_only_the_head(tiny_run):
+    info = json.loads(tiny_run.run_json.read_text())
+    features, classes = 1280, 10  # MobileNetV2's pooled feature width, ten cartoon classes
+    assert info["params"]["trainable_tl"] == features * classes + classes
+    assert info["params"]["trainable_tl"] < info["params"]["trainable_ft"] < info["params"]["total"]
+
+
+def test_every_contract_file_exists_with_its_columns(tiny_run):
+    assert list(pd.read_csv(tiny_run.split_csv).columns) == ["path", "label", "split", "sha256"]
+    history = pd.read_csv(tiny_run.history_csv)
+    assert list(history.columns) == artifacts.HISTORY_COLUMNS
+    assert {"phase", "epoch", "epochs", "step", "steps", "metrics", "eta_seconds", "updated"} <= \
+        set(json.loads(tiny_run.progress_json.read_text()))
+    assert tiny_run.weights.exists() and tiny_run.train_log.exists()
+    assert any(tiny_run.logs_dir.rglob("events.out.tfevents*"))
+    for stage in ("tl", "ft"):
+        for kind in artifacts.EVAL_FILES:
+            assert tiny_run.eval_file(stage, kind).exists(), (stage, kind)
+        report = pd.read_csv(tiny_run.eval_file(stage, "classification_report"))
+        assert list(report.columns) == ["class", "precision", "recall", "f1", "support"]
+        metrics = json.loads(tiny_run.eval_file(stage, "metrics").read_text())
+        assert {"accuracy", "accuracy_ci95", "macro_f1", "weighted_f1", "top5_accuracy", "loss", "n",
+                "perfect_class_share"} <= set(metrics)
+
+
+def test_history_has_both_phases_with_global_epochs(tiny_run):
+    history = pd.read_csv(tiny_run.history_csv)
+    assert history["phase"].tolist()[:1] == ["tl"] and "ft" in set(history["phase"])
+    assert history["epoch"].tolist() == list(range(1, len(history) + 1))
+    assert (history.loc[history["phase"] == "ft", "lr"].round(8) == 1e-5).all()
+
+
+@pytest.mark.parametrize("stage", ["tl", "ft"])
+def test_report_and_confusion_matrix_equal_scikit_learn(tiny_run, stage):
+    predictions = pd.read_csv(tiny_run.eval_file(stage, "predictions"))
+    classes = json.loads(tiny_run.run_json.read_text())["class_names"]
+    cm = pd.read_csv(tiny_run.eval_file(stage, "confusion_matrix"), index_col=0)
+    expected_cm = confusion_matrix(predictions["label"], predictions["pred"], labels=classes)
+    np.testing.assert_array_equal(cm.to_numpy(), expected_cm)
+    assert list(cm.columns) == classes and list(cm.index) == classes
+    assert cm.to_numpy().sum() == len(predictions) == 10
+    p, r, f, s = precision_recall_fscore_support(predictions["label"], predictions["pred"], labels=classes,
+                                                 zero_division=0)
+    report = pd.read_csv(tiny_run.eval_file(stage, "classification_report"))
+    np.testing.assert_allclose(report[["precision", "recall", "f1"]].to_numpy(), np.stack([p, r, f], 1))
+    np.testing.assert_array_equal(report["support"], s)
+
+
+def test_predictions_hold_one_probability_column_per_class_summing_to_one(tiny_run):
+    predictions = pd.read_csv(tiny_run.eval_file("ft", "predictions"))
+    probs = predictions.filter(like="prob_")
+    assert probs.shape[1] == 10
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(predictions["confidence"], probs.max(axis=1), atol=1e-6)
+
+
+def test_test_split_matches_the_manifest_and_is_never_trained_on(tiny_run):
+    split = pd.read_csv(tiny_run.split_csv)
+    predictions = pd.read_csv(tiny_run.eval_file("tl", "predictions"))
+    assert sorted(predictions["path"]) == sorted(split.loc[split["split"] == "test", "path"])
+
+
+def test_predict_command_ranks_classes(tiny_run, demo_dataset, capsys, monkeypatch):
+    image = next((demo_dataset / "cat").iterdir())
+    result = call_cli(capsys, monkeypatch, "predict", tiny_run.path, image, "--json", "--top-k", "3")
+    assert result.returncode == 0, result.stderr
+    ranked = json.loads(result.stdout)[0]["top_k"]
+    assert len(ranked) == 3 and ranked[0]["probability"] >= ranked[-1]["probability"]
+
+
+def test_runs_command_lists_the_run(tiny_run, capsys, monkeypatch):
+    result = call_cli(capsys, monkeypatch, "runs", "--runs-dir", tiny_run.path.parent, "--json")
+    rows = json.loads(result.stdout)
+    assert result.returncode == 0 and rows[0]["id"] == tiny_run.id and rows[0]["status"] == "completed"
+
+
+def test_evaluate_rewrites_identical_metrics(tiny_run, capsys, monkeypatch):
+    before = json.loads(tiny_run.eval_file("ft", "metrics").read_text())
+    result = call_cli(capsys, monkeypatch, "evaluate", tiny_run.path)
+    assert result.returncode == 0, result.stderr
+    after = json.loads(tiny_run.eval_file("ft", "metrics").read_text())
+    assert after["accuracy"] == before["accuracy"]
+    assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
+
+
+def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, demo_dataset, capsys,
+                                                                       monkeypatch):
+    result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--from-run", tiny_run.path,
+                     "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
+                     runs_dir=tiny_run.path.parent)
+    assert result.returncode == 0, result.stderr
+    new = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    source_info, info = (json.loads(p.read_text()) for p in (tiny_run.run_json, new.run_json))
+    assert info["dataset"]["split_fingerprint"] == source_info["dataset"]["split_fingerprint"]
+    assert info["from_run"] == tiny_run.id
+    history = pd.read_csv(new.history_csv)
+    assert set(history["phase"]) == {"ft"}
+    same_tl = [json.loads(rd.eval_file("tl", "metrics").read_text())["accuracy"] for rd in (tiny_run, new)]
+    assert same_tl[0] == same_tl[1]

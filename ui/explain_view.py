@@ -1,0 +1,246 @@
+"""Live predictions and explanations for the Live-predict and Attention-maps pages.
+
+Models come from `ui.data.load_model` (@st.cache_resource, keyed on the run path and its weights file's
+mtime); the explanations computed here are @st.cache_data keyed on the run, the weights file's stamp and the
+image's bytes, so moving a slider does not recompute them. `read_uploads` is pure (no Streamlit calls) and
+unit-tested on its own: AppTest cannot upload files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from poc import artifacts
+from poc.data.images import ImageRejected, open_rgb
+from ui import data
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # matches .streamlit/config.toml maxUploadSize = 20 (MB)
+MAX_UPLOAD_PIXELS = 80_000_000
+NO_EXPLANATION = {
+    "hub": "no explanation for TF-Hub models: the SavedModel exposes neither attention weights nor a "
+           "convolutional feature map to take Grad-CAM from",
+}
+METHOD_LABELS = {"attention_rollout": "attention rollout", "gradcam": "Grad-CAM"}
+
+
+# ---------------------------------------------------------------- uploads (pure)
+
+@dataclass
+class Upload:
+    name: str
+    image: Image.Image  # RGB, upright, 8 bits per channel
+    digest: str  # sha256 of the file's bytes: the cache key of its predictions
+
+
+def _name_and_bytes(item) -> tuple[str, bytes]:
+    """An st.file_uploader / st.camera_input UploadedFile, or a (name, bytes) pair."""
+    if isinstance(item, tuple):
+        name, payload = item
+    else:
+        name = getattr(item, "name", None) or "camera image"
+        payload = item.getvalue() if hasattr(item, "getvalue") else item.read()
+    return str(name), bytes(payload)
+
+
+def read_uploads(files, max_bytes: int = MAX_UPLOAD_BYTES,
+                 max_pixels: int = MAX_UPLOAD_PIXELS) -> tuple[list[Upload], list[tuple[str, str]]]:
+    """(decoded images, [(file name, reason)] for the files that are not usable images), in upload order.
+
+    One bad file never stops the others: each is decoded by poc.data.images.open_rgb (corrupt, truncated,
+    non-image, 16-bit, transparent, huge) and rejected with its reason.
+    """
+    images, errors = [], []
+    for item in files or []:
+        try:
+            name, payload = _name_and_bytes(item)
+        except Exception as exc:  # noqa: BLE001 - an unreadable upload object is one bad file, not a crash
+            errors.append((str(getattr(item, "name", "upload")), f"could not be read ({exc})"))
+            continue
+        if len(payload) > max_bytes:
+            errors.append((name, f"too large ({len(payload) / 2**20:.1f} MB; limit {max_bytes / 2**20:.0f} MB)"))
+            continue
+        try:
+            image = open_rgb(payload, max_pixels=max_pixels)
+        except ImageRejected as exc:
+            errors.append((name, exc.reason))
+            continue
+        images.append(Upload(name, image, hashlib.sha256(payload).hexdigest()))
+    return images, errors
+
+
+def to_pixels(image: Image.Image, size: int) -> np.ndarray:
+    """(size, size, 3) uint8, resized exactly like poc.data.images.load_array (no crop, bilinear)."""
+    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- runs
+
+def run_family(row) -> str:
+    """"cnn" | "vit" | "hub" | "unknown" from a leaderboard row (run.json's family, else the model name)."""
+    family = row.get("family")
+    if isinstance(family, str) and family:
+        return family
+    try:
+        from poc.models import get_spec
+
+        return get_spec(str(row.get("model"))).family
+    except Exception:  # noqa: BLE001 - an unknown model name is shown as such, not raised
+        return "unknown"
+
+
+def completed_board() -> pd.DataFrame:
+    """Leaderboard rows of completed runs, newest first, with a `fam` column (see run_family)."""
+    board = data.load_leaderboard()
+    if board.empty:
+        return board.assign(fam=pd.Series(dtype=str))
+    done = board[board["status"] == "completed"].copy()
+    done["fam"] = [run_family(r) for r in done.to_dict("records")]
+    return done
+
+
+def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | None:
+    """(mtime_ns, size) of the run's final (or stage) weights; None when the file is missing."""
+    rd = artifacts.run_dir(data.runs_dir(), run_id)
+    path = rd.stage_weights(stage) if stage else rd.weights
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+# ---------------------------------------------------------------- live prediction + explanation
+
+@dataclass
+class LivePrediction:
+    top: list[tuple[str, float]]  # (class, probability), best first
+    latency_ms: float  # one image, after a warm-up call
+    heatmap: np.ndarray | None = None  # (h, w) in [0, 1]
+    method: str | None = None
+    note: str | None = None  # why there is no heatmap
+    class_names: list[str] = field(default_factory=list)
+
+
+def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> LivePrediction:
+    """Top-k, latency and explanation of one image by a run's final weights.
+
+    Raises poc.errors.UserError when the run has no usable weights (the page shows the message)."""
+    return _cached_predict(str(data.runs_dir()), run_id, weights_stamp(run_id), digest, k, _image=image)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, _image: Image.Image) -> LivePrediction:
+    from poc.explain import explain_images
+    from poc.inference import predict_arrays, top_k
+
+    run = data.load_model(run_id)
+    pixels = to_pixels(_image, run.image_size)[None].astype(np.float32)  # (1, S, S, 3)
+    predict_arrays(run, pixels)  # warm-up: the first eager call of a Keras model also traces it
+    probs, seconds = predict_arrays(run, pixels)
+    top = top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
+    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names)
+    if run.spec.explanation == "none":
+        result.note = NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}")
+        return result
+    try:
+        explained = explain_images(run.model, run.spec, pixels)
+    except Exception as exc:  # noqa: BLE001 - the prediction stands even when its explanation fails
+        result.note = f"explanation failed: {exc}"
+        return result
+    if explained is None:
+        result.note = f"no explanation method for {run.spec.name}"
+    else:
+        maps, result.method = explained
+        result.heatmap = maps[0]
+    return result
+
+
+# ---------------------------------------------------------------- per-layer attention of one image
+
+def per_layer_attention(run_id: str, stage: str | None, image_path: str) -> np.ndarray:
+    """(L, H, g, g) class-token attention per layer and head of one image, computed live with the stage's
+    weights (final weights when the stage has none). Raises UserError / ImageRejected with a message."""
+    use_stage = stage if stage and weights_stamp(run_id, stage) else None
+    try:
+        image_stamp = os.stat(image_path).st_mtime_ns
+    except OSError:
+        raise ImageRejected(f"test image {image_path} is missing") from None
+    return _cached_per_layer(str(data.runs_dir()), run_id, use_stage, weights_stamp(run_id, use_stage),
+                             str(image_path), image_stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _cached_per_layer(root: str, run_id: str, stage, stamp, image_path: str, image_stamp: int) -> np.ndarray:
+    from poc.data.images import load_array
+    from poc.explain.attention import per_layer_maps
+
+    run = data.load_model(run_id, stage)
+    pixels = load_array(image_path, run.image_size)[None].astype(np.float32)  # (1, S, S, 3)
+    return per_layer_maps(run.model, pixels)[0]  # (L, H, g, g)
+
+
+# ---------------------------------------------------------------- stored explanations
+
+@dataclass
+class StoredMaps:
+    """A stage's predictions joined with its stored explanation maps (rows aligned), or why not."""
+
+    predictions: pd.DataFrame | None = None  # predictions.csv, with a `row` column (index into maps)
+    maps: np.ndarray | None = None  # (N, h, w)
+    method: str | None = None
+    problem: str | None = None  # what is missing and why; set when maps or predictions are None
+
+
+def stored_maps(run_id: str, stage: str, family: str) -> StoredMaps:
+    """predictions.csv + explanations.npz of a stage; `problem` explains a missing or mismatched part."""
+    if family == "hub":
+        return StoredMaps(problem=NO_EXPLANATION["hub"].capitalize() + ".")
+    ev = data.load_stage(run_id, stage)
+    if ev.predictions is None:
+        return StoredMaps(problem=f"eval/{stage}/predictions.csv is missing or unreadable, so its maps cannot "
+                                  f"be matched to test images. Recompute with `python -m poc evaluate {run_id}`.")
+    preds = ev.predictions.reset_index(drop=True).assign(row=lambda d: np.arange(len(d)))
+    loaded = data.load_explanations(run_id, stage)
+    if loaded is None:
+        return StoredMaps(predictions=preds,
+                          problem=f"eval/{stage}/explanations.npz is missing or unreadable (the run was evaluated "
+                                  f"without explanations, or the file is damaged). Recompute it with "
+                                  f"`python -m poc evaluate {run_id}`.")
+    maps, method = loaded
+    if maps.ndim != 3 or len(maps) != len(preds):
+        return StoredMaps(predictions=preds, method=method,
+                          problem=f"eval/{stage}/explanations.npz holds {len(maps)} maps of shape "
+                                  f"{tuple(maps.shape[1:])} but predictions.csv has {len(preds)} rows; the "
+                                  f"files are from different evaluations. Recompute with "
+                                  f"`python -m poc evaluate {run_id}`.")
+    return StoredMaps(preds, maps, method)
+
+
+def filter_rows(preds: pd.DataFrame, label: str | None, outcome: str) -> pd.DataFrame:
+    """Rows of one true class (None: all) and outcome "all" | "correct" | "incorrect"."""
+    rows = preds if label is None else preds[preds["label"].astype(str) == label]
+    if outcome == "correct":
+        rows = rows[rows["label"].astype(str) == rows["pred"].astype(str)]
+    elif outcome == "incorrect":
+        rows = rows[rows["label"].astype(str) != rows["pred"].astype(str)]
+    return rows
+
+
+def mean_map(maps: np.ndarray, rows) -> np.ndarray | None:
+    """Average (h, w) of the selected maps, None when no row is selected."""
+    rows = np.asarray(list(rows), dtype=int)
+    return maps[rows].mean(axis=0) if len(rows) else None
+
+
+def short_name(path) -> str:
+    """`<class folder>/<file>` of a dataset path, for captions."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
