@@ -51,6 +51,11 @@ def pixels(n: int = 4, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype(np.float32)
 
 
+def features(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The backbone's (B, D) output for raw pixels, through the classifier's own preprocessing."""
+    return np.asarray(model.get_layer("backbone")(model.get_layer("preprocess")(x)))
+
+
 def test_hub_classifier_gives_probabilities(saved_model):
     model = build("hub:" + saved_model, CLASSES, SIZE)
     backbone = model.get_layer("backbone")
@@ -65,8 +70,18 @@ def test_backbone_feeds_the_savedmodel_unit_range_pixels(saved_model):
     reloaded = tf.saved_model.load(saved_model).signatures["serving_default"]
     x = pixels()
     expected = reloaded(images=tf.constant(x / 255.0))["output_0"]  # "unit" preprocessing: [0, 255] -> [0, 1]
-    inner = keras.Model(model.input, model.get_layer("backbone").output)
-    np.testing.assert_allclose(inner(x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features(model, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hub_layer_stays_float32_under_mixed_precision(saved_model):
+    keras.mixed_precision.set_global_policy("mixed_float16")  # what poc.device turns on for GPUs
+    try:
+        model = build("hub:" + saved_model, CLASSES, SIZE)
+        probs = np.asarray(model(pixels(), training=False))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("backbone").get_layer("hub").compute_dtype == "float32"
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_phase_one_trains_only_the_head(saved_model):
@@ -100,7 +115,7 @@ def test_cutoffs_are_whole_backbone_only(saved_model):
     spec = get_spec("hub:" + saved_model)
     model = build(spec.name, CLASSES, SIZE)
     backbone = model.get_layer("backbone")
-    assert [layer.name for layer in backbone.layers] == ["pixels", "hub"]
+    assert [layer.name for layer in backbone.layers] == ["images", "hub"]
     assert resolve_cutoff(backbone, None, spec) == 0  # default: fine-tune the whole SavedModel
     head = FEATURES * CLASSES + CLASSES
     choices = {c.value: c.trainable_params for c in cutoff_choices(model, spec)}
@@ -114,15 +129,30 @@ def test_cutoffs_are_whole_backbone_only(saved_model):
 def test_multi_output_signature_uses_the_feature_vector_key(tmp_path):
     path = export(tmp_path / "two", outputs=("logits", "feature_vector"))
     model = build("hub:" + path, CLASSES, SIZE)
-    inner = keras.Model(model.input, model.get_layer("backbone").output)
     expected = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(pixels() / 255.0))
-    np.testing.assert_allclose(inner(pixels()), expected["feature_vector"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features(model, pixels()), expected["feature_vector"], rtol=1e-5, atol=1e-6)
 
 
 def test_unrecognised_multi_output_signature_is_rejected_listing_the_outputs(tmp_path):
     path = export(tmp_path / "two", outputs=("a", "b"))
     with pytest.raises(UserError, match=r"\['a', 'b'\]"):
         build("hub:" + path, CLASSES, SIZE)
+
+
+def test_a_savedmodel_without_serving_default_is_rejected(tmp_path):
+    module = FeatureVector()
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures={"serve": module.serve})
+    with pytest.raises(UserError, match="serving_default"):
+        build(f"hub:{tmp_path / 'other'}", CLASSES, SIZE)
+
+
+def test_a_spatial_output_is_rejected_as_not_a_feature_vector(tmp_path):
+    module = tf.Module()
+    module.serve = tf.function(lambda images: {"output_0": images * 2},
+                               input_signature=[tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "maps"), signatures={"serving_default": module.serve})
+    with pytest.raises(UserError, match="not a \\(batch, features\\) vector"):
+        build(f"hub:{tmp_path / 'maps'}", CLASSES, SIZE)
 
 
 def test_fixed_input_size_mismatch_names_the_size_to_use(saved_model):
@@ -165,11 +195,4 @@ def test_cli_trains_a_hub_model_without_explanations(saved_model, demo_dataset, 
         assert rd.eval_file(stage, "predictions").exists()
         assert not rd.eval_file(stage, "explanations").exists()
     assert rd.weights.exists()
-
-
-def test_cli_reports_a_missing_hub_path_with_exit_code_2(demo_dataset, tmp_path):
-    result = run_cli("train", "--model", f"hub:{tmp_path / 'gone'}", "--data", demo_dataset,
-                     "--image-size", str(SIZE), runs_dir=tmp_path / "runs")
-    assert result.returncode == 2
-    assert "gone" in result.stderr and "Traceback" not in result.stderr
 

@@ -62,14 +62,15 @@ def build_hub(spec: ModelSpec, image_size: int, weights: str) -> keras.Model:
                         "leave --weights at its default")
     path = resolve_handle(handle)
     try:
-        layer = HubFeatureLayer(path, trainable=True, name="hub")
+        # float32 even under mixed precision: the signature's input dtype is fixed when it was exported.
+        layer = HubFeatureLayer(path, trainable=True, name="hub", dtype="float32")
     except ValueError as exc:  # no serving_default signature
         raise UserError(f"{spec.name}: the SavedModel at {path} has no '{ENDPOINT}' signature ({exc})") from exc
     signature = layer.call_endpoint_fn
     layer.output_key = _feature_key(spec.name, signature.structured_outputs)
     _check_input(spec.name, signature.structured_input_signature, image_size)
 
-    images = keras.Input((image_size, image_size, 3), name="pixels")  # (B, S, S, 3) in [0, 1]
+    images = keras.Input((image_size, image_size, 3), name="images")  # (B, S, S, 3) in [0, 1]
     features = layer(images)
     if len(features.shape) != 2:
         raise UserError(f"{spec.name} returns {layer.output_key!r} of shape {tuple(features.shape)}, not a "
