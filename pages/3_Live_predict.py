@@ -12,7 +12,8 @@ from ui.overlay import overlay, thumbnail
 from ui.sidebar import render_sidebar
 
 MAX_IMAGES = 6  # per rerun: each image costs one forward + one explanation per run
-DISPLAY_SIDE = 256  # px, longer side of the shown overlay
+DISPLAY_SIDE = 256  # px, longer side of the image the overlay is drawn on
+OVERLAY_WIDTH = 320  # px on screen (narrower columns shrink it)
 
 st.set_page_config(page_title="Live predict · ViTrine", layout="wide")
 render_sidebar()
@@ -51,6 +52,8 @@ def test_image_input(run_ids: list[str], board: pd.DataFrame) -> tuple[list, dic
         st.warning(f"eval/{stage}/predictions.csv of run {source} is missing or empty; no test image to pick.")
         return [], {}
     rows = preds.reset_index(drop=True)
+    if st.session_state.get("live.test_row") not in rows.index:  # another run's test split may be shorter
+        st.session_state["live.test_row"] = 0
     row = right.selectbox("Test image", rows.index.tolist(), key="live.test_row",
                           format_func=lambda r: f"{ev.short_name(rows.at[r, 'path'])}  (true: {rows.at[r, 'label']})")
     path, label = str(rows.at[row, "path"]), str(rows.at[row, "label"])
@@ -68,14 +71,14 @@ def topk_chart(top: list[tuple[str, float]], true_label: str | None) -> alt.Char
     frame = pd.DataFrame(top, columns=["class", "probability"])
     frame["kind"] = ["true class" if c == true_label else "other" for c in frame["class"]]
     base = alt.Chart(frame).encode(
-        y=alt.Y("class:N", sort=None, title=None),
+        y=alt.Y("class:N", sort=None, title=None, axis=alt.Axis(labelOverlap=False, labelLimit=140)),
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)))
     bars = base.mark_bar().encode(
         color=alt.Color("kind:N", scale=alt.Scale(domain=["true class", "other"], range=["#2e9d5b", "#4b6cb7"]),
                         legend=None),
         tooltip=["class", alt.Tooltip("probability:Q", format=".1%")])
     text = base.mark_text(align="left", dx=3).encode(text=alt.Text("probability:Q", format=".1%"))
-    return (bars + text).properties(height=26 * len(frame) + 10)
+    return (bars + text).properties(height=30 * len(frame))
 
 
 def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str | None, opacity: float) -> None:
@@ -94,15 +97,19 @@ def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str 
     verdict = "" if true_label is None else (" ✓" if name == true_label else f" ✗ (true: {true_label})")
     st.markdown(f"Top-1: **{name}** ({prob:.1%}){verdict}")
     st.altair_chart(topk_chart(result.top, true_label), width="stretch")
-    st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (after a warm-up call)")
+    st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (median of {ev.LATENCY_REPEATS} "
+               "calls after a warm-up, batch of 1, on the machine serving this page)")
     shown = thumbnail(upload.image, DISPLAY_SIDE)
     if result.heatmap is None:
-        st.image(shown, width="stretch")
+        st.image(shown, width=OVERLAY_WIDTH)
         st.info(f"No explanation: {result.note}.")
     else:
         h, w = result.heatmap.shape
-        st.image(overlay(shown, result.heatmap, opacity), width="stretch",
+        st.image(overlay(shown, result.heatmap, opacity), width=OVERLAY_WIDTH,
                  caption=f"{ev.METHOD_LABELS.get(result.method, result.method)} ({h}×{w} map)")
+        if h * w == 1:
+            st.caption(f"A 1×1 map carries no location: at {result.input_size} px input the last feature map "
+                       "is a single cell. Train with a larger `--image-size` to see where the CNN looks.")
 
 
 board = ev.completed_board()

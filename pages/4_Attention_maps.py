@@ -13,6 +13,7 @@ from ui.sidebar import render_sidebar
 
 STAGE_LABELS = {"tl": "tl (after transfer learning)", "ft": "ft (after fine-tuning)"}
 TILE = 160  # px, longer side of a grid tile
+MEAN_WIDTH = 240  # px on screen
 NO_CNN = ""
 
 st.set_page_config(page_title="Attention maps · ViTrine", layout="wide")
@@ -74,7 +75,7 @@ def show_mean_maps(rows: pd.DataFrame, vit: ev.StoredMaps, cnn: ev.StoredMaps | 
                    what: str) -> None:
     cols = st.columns(3)
     vit_mean = ev.mean_map(vit.maps, rows["row"])
-    cols[0].image(heatmap_image(normalise(vit_mean), (TILE, TILE)), width="stretch",
+    cols[0].image(heatmap_image(normalise(vit_mean), (TILE, TILE)), width=MEAN_WIDTH,
                   caption=f"ViT mean attention rollout · {what} · {len(rows)} images")
     if cnn is not None:
         matched = [cnn_rows[p] for p in rows["path"].astype(str) if p in cnn_rows]
@@ -82,7 +83,7 @@ def show_mean_maps(rows: pd.DataFrame, vit: ev.StoredMaps, cnn: ev.StoredMaps | 
         if cnn_mean is None:
             cols[1].info("The CNN's test split has none of these images (different dataset or split).")
         else:
-            cols[1].image(heatmap_image(normalise(cnn_mean), (TILE, TILE)), width="stretch",
+            cols[1].image(heatmap_image(normalise(cnn_mean), (TILE, TILE)), width=MEAN_WIDTH,
                           caption=f"CNN mean Grad-CAM · {what} · {len(matched)} images")
     cols[2].markdown(
         "The mean map averages the per-image maps (each scaled to max 1) and is rescaled to [0, 1]. "
@@ -98,6 +99,8 @@ def show_layers(run_id: str, stage: str, rows: pd.DataFrame, vit: ev.StoredMaps,
                "uniformly; rollout (above) multiplies all layers together.")
     choices = rows["row"].astype(int).tolist()
     by_row = rows.set_index("row")
+    if st.session_state.get(f"attn.image.{run_id}.{stage}") not in choices:  # filtered out: start over
+        st.session_state.pop(f"attn.image.{run_id}.{stage}", None)
     pick = st.selectbox("Image", choices, key=f"attn.image.{run_id}.{stage}",
                         format_func=lambda r: f"{ev.short_name(by_row.at[r, 'path'])} "
                                               f"(true {by_row.at[r, 'label']}, ViT {by_row.at[r, 'pred']})")
@@ -186,6 +189,8 @@ def main() -> None:
         return
 
     class_names = sorted(vit.predictions["label"].astype(str).unique())
+    if st.session_state.get("attn.class", "all") not in ["all", *class_names]:  # a run with other classes
+        st.session_state["attn.class"] = "all"
     f1, f2, f3, f4 = st.columns([2, 2, 2, 2])
     label = f1.selectbox("Class (true label)", ["all", *class_names], key="attn.class")
     outcome = f2.radio("Predictions", ["all", "correct", "incorrect"], horizontal=True, key="attn.outcome")

@@ -24,6 +24,7 @@ from ui import data
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # matches .streamlit/config.toml maxUploadSize = 20 (MB)
 MAX_UPLOAD_PIXELS = 80_000_000
+LATENCY_REPEATS = 3  # timed forward passes after the warm-up; the median is reported
 NO_EXPLANATION = {
     "hub": "no explanation for TF-Hub models: the SavedModel exposes neither attention weights nor a "
            "convolutional feature map to take Grad-CAM from",
@@ -122,11 +123,12 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | No
 @dataclass
 class LivePrediction:
     top: list[tuple[str, float]]  # (class, probability), best first
-    latency_ms: float  # one image, after a warm-up call
+    latency_ms: float  # one image: median of LATENCY_REPEATS calls after a warm-up call
     heatmap: np.ndarray | None = None  # (h, w) in [0, 1]
     method: str | None = None
     note: str | None = None  # why there is no heatmap
     class_names: list[str] = field(default_factory=list)
+    input_size: int = 0  # px, the run's square input
 
 
 def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> LivePrediction:
@@ -143,10 +145,12 @@ def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, _image: 
 
     run = data.load_model(run_id)
     pixels = to_pixels(_image, run.image_size)[None].astype(np.float32)  # (1, S, S, 3)
-    predict_arrays(run, pixels)  # warm-up: the first eager call of a Keras model also traces it
-    probs, seconds = predict_arrays(run, pixels)
+    predict_arrays(run, pixels)  # warm-up: the first eager call of a Keras model also builds it
+    timed = [predict_arrays(run, pixels) for _ in range(LATENCY_REPEATS)]
+    probs = timed[0][0]
     top = top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
-    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names)
+    latency = float(np.median([seconds for _, seconds in timed]))  # median: robust to a busy CPU's spikes
+    result = LivePrediction(top, latency * 1000.0, class_names=run.class_names, input_size=run.image_size)
     if run.spec.explanation == "none":
         result.note = NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}")
         return result
