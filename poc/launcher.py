@@ -55,12 +55,6 @@ class Job:
     config: dict | None = None
     cancelled: str | None = None  # when cancel() was asked
 
-    @property
-    def command(self) -> str:
-        import shlex
-
-        return shlex.join(["python", *self.argv[1:]])
-
 
 @dataclass
 class JobStatus:

@@ -51,11 +51,84 @@ def wait_for(runs: Path, job_id: str, done, timeout_s: float = 120):
 
 
 @pytest.fixture(scope="module")
-def completed_job(roots):
-    data_root, runs = roots
-    job = launcher.launch_training(RunConfig(data=str(data_root / "demo"), **TINY), runs)
+def jobs(roots, tmp_path_factory):
+    """Three real tiny jobs started together, so their start-ups overlap on a 2-core machine.
+
+    Each has its own runs dir (its own device lock): `done` trains to completion, `long` (200 epochs) is
+    cancelled while running, `queued` waits behind a device lock held here and is cancelled while waiting.
+    """
+    data = str(roots[0] / "demo")
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("done", "long", "queued")}
+    with open(dirs["queued"] / ".device.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another training holds this device
+        started = {
+            "done": launcher.launch_training(RunConfig(data=data, **TINY), dirs["done"]),
+            "long": launcher.launch_training(RunConfig(data=data, **{**TINY, "tl_epochs": 200}), dirs["long"]),
+            "queued": launcher.launch_training(RunConfig(data=data, **TINY), dirs["queued"]),
+        }
+        yield {name: (job, dirs[name]) for name, job in started.items()}
+    for name, job in started.items():
+        launcher.cancel(job.id, dirs[name], grace_s=2)  # leave no process behind, whatever failed
+
+
+# ---------------------------------------------------------------- real jobs
+
+def test_cancel_of_a_queued_job_marks_the_run_cancelled(jobs):
+    """Waiting for the device, training cannot write its own status: the launcher does, once it is dead."""
+    job, runs = jobs["queued"]
+    status = wait_for(runs, job.id, lambda s: s.phase == "queued" or not s.active)
+    assert status.status == "queued"
+    launcher.cancel(job.id, runs, grace_s=10)
+    assert not _group_alive(job.pid)
+    assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
+    assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
+
+
+def test_cancel_stops_a_running_job_and_marks_its_run_cancelled(jobs):
+    job, runs = jobs["long"]
+    wait_for(runs, job.id, lambda s: s.status == "running" or not s.active)
+    launcher.cancel(job.id, runs, grace_s=30)
+    assert not _group_alive(job.pid)
+    info = artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)
+    assert info["status"] == "cancelled"
+    assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
+
+
+def test_launched_job_trains_to_completion(jobs):
+    job, runs = jobs["done"]
     status = wait_for(runs, job.id, lambda s: not s.active)
-    return job, status
+    assert status.status == "completed", status.message
+    assert status.progress == 1.0
+    rd = artifacts.run_dir(runs, job.run_id)
+    assert artifacts.read_json(rd.run_json)["status"] == "completed"
+    for stage in ("tl", "ft"):
+        for kind in ("predictions", "confusion_matrix", "classification_report", "metrics"):
+            assert rd.eval_file(stage, kind).exists(), (stage, kind)
+
+
+def test_the_wrapper_records_the_exit_code(jobs):
+    job, runs = jobs["done"]
+    wait_for(runs, job.id, lambda s: not s.active)
+    exit_file = Path(job.log).with_suffix(".exit.json")
+    deadline = time.monotonic() + 30  # the process exits a moment after its run.json says completed
+    while not exit_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert artifacts.read_json(exit_file)["returncode"] == 0
+
+
+def test_cancelling_a_finished_job_is_a_no_op(jobs):
+    job, runs = jobs["done"]
+    wait_for(runs, job.id, lambda s: not s.active)
+    launcher.cancel(job.id, runs)
+    assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "completed"
+
+
+def test_jobs_survive_a_dashboard_restart(jobs):
+    fresh = importlib.reload(launcher)  # nothing in memory: children, caches
+    for name, expected in (("done", "completed"), ("long", "cancelled"), ("queued", "cancelled")):
+        job, runs = jobs[name]
+        listed = {s.id: s for s in fresh.list_jobs(runs)}
+        assert listed[job.id].status == expected and listed[job.id].run_id == job.run_id
 
 
 # ---------------------------------------------------------------- validation: a message, no process
@@ -104,68 +177,6 @@ def test_describe_cutoffs_lists_block_boundaries_with_trainable_counts():
     assert values[:2] == ["blocks:0", "blocks:1"] and "blocks:12" in values
     counts = [c.trainable_params for c in choices]
     assert counts == sorted(counts, reverse=True)  # freezing more never trains more
-
-
-# ---------------------------------------------------------------- real jobs
-
-def test_launched_job_trains_to_completion(completed_job, roots):
-    job, status = completed_job
-    assert status.status == "completed", status.message
-    assert status.progress == 1.0
-    rd = artifacts.run_dir(roots[1], job.run_id)
-    assert artifacts.read_json(rd.run_json)["status"] == "completed"
-    for stage in ("tl", "ft"):
-        for kind in ("predictions", "confusion_matrix", "classification_report", "metrics"):
-            assert rd.eval_file(stage, kind).exists(), (stage, kind)
-
-
-
-def test_the_wrapper_records_the_exit_code(completed_job):
-    job, _ = completed_job
-    exit_file = Path(job.log).with_suffix(".exit.json")
-    deadline = time.monotonic() + 30  # the process exits a moment after its run.json says completed
-    while not exit_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert artifacts.read_json(exit_file)["returncode"] == 0
-
-
-def test_cancelling_a_finished_job_is_a_no_op(completed_job, roots):
-    job, _ = completed_job
-    launcher.cancel(job.id, roots[1])
-    assert launcher.job_status(launcher.load_job(job.id, roots[1]), roots[1]).status == "completed"
-
-
-def test_jobs_survive_a_dashboard_restart(completed_job, roots):
-    job, _ = completed_job
-    fresh = importlib.reload(launcher)  # nothing in memory: children, caches
-    listed = {s.id: s for s in fresh.list_jobs(roots[1])}
-    assert listed[job.id].status == "completed" and listed[job.id].run_id == job.run_id
-
-
-def test_cancel_stops_a_running_job_and_marks_its_run_cancelled(roots, completed_job):
-    data_root, runs = roots
-    config = RunConfig(data=str(data_root / "demo"), **{**TINY, "tl_epochs": 200})
-    job = launcher.launch_training(config, runs)
-    wait_for(runs, job.id, lambda s: s.status == "running")
-    launcher.cancel(job.id, runs, grace_s=30)
-    assert not _group_alive(job.pid)
-    info = artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)
-    assert info["status"] == "cancelled"
-    assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
-
-
-def test_cancel_of_a_queued_job_marks_the_run_cancelled(roots, tmp_path):
-    """Waiting for the device, training cannot write its own status: the launcher does, once it is dead."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    with open(runs / ".device.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another training holds the device
-        job = launcher.launch_training(RunConfig(data=str(roots[0] / "demo"), **TINY), runs)
-        status = wait_for(runs, job.id, lambda s: s.phase == "queued")
-        assert status.status == "queued"
-        launcher.cancel(job.id, runs, grace_s=10)
-    assert not _group_alive(job.pid)
-    assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
 
 
 def _group_alive(pgid: int) -> bool:

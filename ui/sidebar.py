@@ -1,7 +1,245 @@
-"""Sidebar launcher shown on every page (placeholder until the launcher lands)."""
+"""Sidebar on every page: the training launcher and the background jobs list.
+
+Cheap on every rerun: the launcher's content (which imports TensorFlow to list cutoffs and the device) runs
+only while its expander is open; the jobs list reads a few small JSON files and refreshes itself every 2 s
+while a job is active. Jobs belong to `poc.launcher`, not to this browser session.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
 
 import streamlit as st
 
+from poc import artifacts, launcher
+from poc.config import AUGMENTATIONS, RunConfig
+from poc.errors import UserError
+from poc.models import get_spec, model_names
+
+LEARNING_RATES = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
+BATCH_SIZES = [8, 16, 32, 64, 128]
+WEIGHTS = {"none": "none (random start)", "imagenet": "imagenet (needs internet)", "path": "checkpoint file…"}
+STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "queued": "⏳",
+                "running": "▶️"}
+CPU_MODELS = ("vit_ti16", "mobilenet_v2")
+
 
 def render_sidebar() -> None:
-    st.sidebar.caption("Launcher coming soon")
+    with st.sidebar:
+        box = st.expander("Launch a training run", key="launcher_open", on_change="rerun",
+                          icon=":material/rocket_launch:")
+        with box:
+            if box.open:
+                _launcher()
+        _jobs_section()
+
+
+# ---------------------------------------------------------------- cached look-ups (TensorFlow inside)
+
+@st.cache_resource(show_spinner="Checking the device…")
+def _device() -> dict:
+    return launcher.device_summary()
+
+
+@st.cache_resource(show_spinner="Building the model to list its layers…")
+def _cutoffs(model: str, image_size: int) -> list:
+    return launcher.describe_cutoffs(model, image_size)
+
+
+# ---------------------------------------------------------------- the launcher
+
+def _launcher() -> None:
+    device = _device()
+    if not device["gpu"]:
+        st.info(f"No GPU here ({device['text']}): training is slow. For a first run try image size 64, "
+                f"a few epochs and {' or '.join(CPU_MODELS)}.")
+    mode = st.radio("Start from", ["new", "run"], horizontal=True, key="launcher_mode",
+                    format_func={"new": "a backbone", "run": "an existing run (fine-tune)"}.get)
+    settings = _new_run_settings(device["gpu"]) if mode == "new" else _from_run_settings()
+    if settings is None:
+        return
+    cutoff = _cutoff_picker(settings["model"], settings["image_size"])
+    ft_epochs = st.number_input("Fine-tuning epochs (phase 2, 0 skips it)", 0, 10_000,
+                                3 if not device["gpu"] else RunConfig.ft_epochs, key="launcher_ft_epochs")
+    lr_ft = st.select_slider("Learning rate, phase 2", LEARNING_RATES, value=RunConfig.lr_ft,
+                             format_func="{:.0e}".format, key="launcher_lr_ft")
+    batch = st.selectbox("Batch size", BATCH_SIZES, index=BATCH_SIZES.index(RunConfig.batch_size),
+                         key="launcher_batch")
+    augment = st.multiselect("Augmentation (training images only)", AUGMENTATIONS, default=list(AUGMENTATIONS),
+                             key="launcher_augment")
+    name = st.text_input("Run name (optional)", key="launcher_name").strip() or None
+    config = RunConfig(**settings, fine_tune_at=cutoff, ft_epochs=int(ft_epochs), lr_ft=lr_ft,
+                       batch_size=batch, augment=augment, name=name)
+    st.caption("Equivalent command")
+    st.code("python -m poc train " + shlex.join(launcher.config_to_argv(config)), language="bash")
+    if st.button("Launch", type="primary", key="launcher_launch", icon=":material/play_arrow:"):
+        _launch(config)
+
+
+def _new_run_settings(gpu: bool) -> dict | None:
+    root = launcher.data_root()
+    datasets = _datasets(root)
+    how = (f"Add a dataset: a folder with one sub-folder of images per class, under `{root}` "
+           "(or point VITRINE_DATA_ROOT elsewhere).")
+    if not (root / "demo").is_dir():
+        st.caption("No demo data yet: the demo generates it and trains a CNN and a ViT on it.")
+        if st.button("Run the demo", key="launcher_demo", icon=":material/auto_awesome:"):
+            _launch_demo()
+    if not datasets:
+        st.warning("No dataset under the data root yet. " + how)
+        return None
+    data = st.selectbox("Dataset", datasets, key="launcher_data", format_func=lambda p: _relative(p, root),
+                        help=how)
+    models = model_names()
+    model = st.selectbox("Model", models, key="launcher_model",
+                         index=models.index("mobilenet_v2" if not gpu else "vit_b16"),
+                         format_func=lambda m: f"{m} · {get_spec(m).description}")
+    spec = get_spec(model)
+    weights = st.radio("Starting weights", list(WEIGHTS), format_func=WEIGHTS.get, key="launcher_weights")
+    if weights == "path":
+        weights = st.text_input("Checkpoint path or URL", key="launcher_weights_path",
+                                placeholder="/path/to/ViT-B_16.npz").strip() or "path"
+    size_default = spec.default_image_size if gpu else max(64, spec.min_image_size)
+    size_default = -(-size_default // spec.patch) * spec.patch  # up to a multiple of the patch size
+    image_size = st.number_input("Image size (px)", 16, 1024, size_default, step=spec.patch,
+                                 key=f"launcher_size_{model}")
+    tl_epochs = st.number_input("Transfer-learning epochs (phase 1)", 1, 10_000,
+                                RunConfig.tl_epochs if gpu else 5, key="launcher_tl_epochs")
+    lr_tl = st.select_slider("Learning rate, phase 1", LEARNING_RATES, value=RunConfig.lr_tl,
+                             format_func="{:.0e}".format, key="launcher_lr_tl")
+    return {"data": str(data), "model": model, "weights": weights, "image_size": int(image_size),
+            "tl_epochs": int(tl_epochs), "lr_tl": lr_tl}
+
+
+def _from_run_settings() -> dict | None:
+    runs = {r.id: r.info for r in artifacts.list_runs()
+            if r.status == "completed" and r.dir.stage_weights("tl").exists()}
+    if not runs:
+        st.info("No completed run with phase-1 weights yet: train one from a backbone first.")
+        return None
+    run_id = st.selectbox("Run", list(runs), key="launcher_from_run",
+                          format_func=lambda r: f"{runs[r].get('name') or r} · {runs[r].get('model')}")
+    info = runs[run_id]
+    st.caption(f"Reuses {run_id}'s phase-1 weights and split ({info.get('model')}, {info.get('image_size')} px): "
+               "only phase 2 runs, so phase-1 epochs and learning rate do not apply.")
+    return {"data": str((info.get("dataset") or {}).get("path", "")), "model": info.get("model"),
+            "image_size": info.get("image_size"), "tl_epochs": 0, "from_run": run_id}
+
+
+def _cutoff_picker(model: str, image_size: int | None) -> str | None:
+    """The phase-2 cutoff, labelled with layer/block names and the trainable parameters it leaves."""
+    try:
+        choices = _cutoffs(model, image_size)
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+    by_value = {c.value: c for c in choices}
+    default = get_spec(model).default_cutoff
+    values = list(by_value)
+    value = st.selectbox("Frozen-layer cutoff (phase 2)", values, key=f"launcher_cutoff_{model}_{image_size}",
+                         index=values.index(default) if default in by_value else 0,
+                         format_func=lambda v: f"{v} · {by_value[v].trainable_params:,} trainable",
+                         help="Layers before the cutoff stay frozen while fine-tuning; BatchNorm always does.")
+    chosen, head_only = by_value[value], choices[-1].trainable_params
+    st.caption(f"{chosen.label.capitalize()}: **{chosen.trainable_params:,}** trainable parameters in phase 2 "
+               f"({head_only:,} in phase 1, the head only).")
+    return value
+
+
+def _datasets(root: Path) -> list[Path]:
+    """The demo data first, then every folder under the data root that has sub-folders (classes)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+             and any(c.is_dir() and not c.name.startswith(".") for c in p.iterdir())]
+    return sorted(found, key=lambda p: p.name != "demo")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _launch(config: RunConfig) -> None:
+    try:
+        with st.spinner("Checking the settings…"):
+            job = launcher.launch_training(config)
+    except UserError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the user gets a sentence, never a traceback
+        st.error(f"Could not start the run: {type(exc).__name__}: {exc}")
+    else:
+        st.success(f"Launched run `{job.run_id}`: follow it under Jobs below.")
+
+
+def _launch_demo() -> None:
+    try:
+        launcher.launch_demo()
+    except Exception as exc:  # noqa: BLE001
+        st.error(f"Could not start the demo: {type(exc).__name__}: {exc}")
+    else:
+        st.success("Demo started: demo data, then a CNN and a ViT run (minutes on a CPU).")
+
+
+# ---------------------------------------------------------------- jobs
+
+def _jobs_section() -> None:
+    active = any(j.active for j in launcher.list_jobs())
+    # Refresh every 2 s only while something runs; the fragment reruns alone, not the page.
+    st.fragment(run_every=2 if active else None)(_jobs)(active)
+
+
+def _jobs(was_active: bool) -> None:
+    jobs = launcher.list_jobs()
+    active = [j for j in jobs if j.active]
+    if was_active and not active:
+        st.rerun()  # a job just finished: refresh the whole page (runs table) and stop the timer
+    st.markdown("**Jobs**")
+    if error := st.session_state.pop("jobs_error", None):
+        st.error(error)
+    if not jobs:
+        st.caption("No jobs yet: launch a run above, or `python -m poc demo` in a terminal.")
+        return
+    for job in active:
+        _active_job(job)
+    finished = [j for j in jobs if not j.active]
+    if finished:
+        with st.expander(f"Finished jobs ({len(finished)})"):
+            for job in finished[:20]:
+                _finished_job(job)
+
+
+def _active_job(job: launcher.JobStatus) -> None:
+    st.markdown(f"{STATUS_ICONS.get(job.status, '')} **{job.name}** · {job.status}")
+    parts = [launcher.PHASE_WORDS.get(job.phase, job.phase or job.status)]
+    if job.epoch and job.epochs:
+        parts.append(f"epoch {job.epoch}/{job.epochs}")
+    if job.eta_seconds is not None:
+        parts.append(f"ETA {_duration(job.eta_seconds)}")
+    st.progress(float(job.progress or 0.0), text=" · ".join(parts))
+    st.button("Cancel", key=f"cancel_{job.id}", on_click=_cancel, args=(job.id,), icon=":material/stop:")
+
+
+def _finished_job(job: launcher.JobStatus) -> None:
+    st.markdown(f"{STATUS_ICONS.get(job.status, '')} **{job.name}** · {job.status}")
+    if job.message and job.status != "completed":
+        st.caption(job.message)
+
+
+def _cancel(job_id: str) -> None:
+    try:
+        launcher.cancel(job_id)
+    except Exception as exc:  # noqa: BLE001
+        st.session_state["jobs_error"] = f"Could not cancel {job_id}: {exc}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
