@@ -11,8 +11,6 @@ from poc.models.vit import (
     attention_model,
     block_names,
     build_vit_backbone,
-    cutoff_choices,
-    freeze_first_blocks,
 )
 
 TINY = ViTConfig(patch=8, width=32, depth=2, heads=2, mlp=64)
@@ -112,44 +110,38 @@ def test_attention_model_shares_the_backbone_weights():
     np.testing.assert_allclose(np.asarray(explained(x)[0]), np.asarray(backbone(x)), atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [0, 1, 2])
-def test_freeze_first_blocks_leaves_the_expected_parameters_trainable(k):
-    backbone = build_vit_backbone(TINY, TINY_SIZE)
-    counts = expected_params(TINY, TINY_SIZE)
+@pytest.fixture(scope="module")
+def ti16_classifier():
+    from poc.models import build, get_spec
+
+    return build("vit_ti16", 5, 32), get_spec("vit_ti16")
+
+
+@pytest.mark.parametrize("k", [0, 1, 8, 12])
+def test_blocks_cutoff_freezes_embedding_and_the_first_k_blocks(ti16_classifier, k):
+    from poc.models.cutoffs import cutoff_choices, resolve_cutoff, unfreeze_from
+
+    model, spec = ti16_classifier
+    config = VIT_VARIANTS["vit_ti16"]
+    counts = expected_params(config, 32)
     frozen = {"embedding", "cls", "posembed_input"} | {f"encoderblock_{i}" for i in range(k)}
-    if k == TINY.depth:
-        frozen.add("encoder_norm")
-    expected = sum(n for name, n in counts.items() if name not in frozen)
-    freeze_first_blocks(backbone, k)
-    assert trainable_count(backbone) == expected
-    assert cutoff_choices(backbone)[k][0] == f"blocks:{k}"
-    assert cutoff_choices(backbone)[k][2] == expected
+    head = config.width * 5 + 5
+    expected = sum(n for name, n in counts.items() if name not in frozen) + head
+    unfreeze_from(model, resolve_cutoff(model.get_layer("backbone"), f"blocks:{k}", spec))
+    assert trainable_count(model) == expected
+    choices = {c.value: c.trainable_params for c in cutoff_choices(model, spec)}
+    assert choices[f"blocks:{k}"] == expected
 
 
-def test_freeze_first_blocks_freezes_a_whole_block_and_can_unfreeze_it():
-    backbone = build_vit_backbone(TINY, TINY_SIZE)
-    freeze_first_blocks(backbone, 2)
-    assert backbone.trainable_weights == []
-    freeze_first_blocks(backbone, 1)  # from a fully frozen backbone, block 1 becomes trainable again
-    block_1 = backbone.get_layer("encoderblock_1")
-    assert {id(v) for v in block_1.weights} <= {id(v) for v in backbone.trainable_weights}
-    assert not any(v.trainable for v in backbone.get_layer("encoderblock_0").weights)
+def test_blocks_cutoff_freezes_whole_blocks(ti16_classifier):
+    from poc.models.cutoffs import resolve_cutoff, unfreeze_from
 
-
-def test_cutoff_choices_are_read_without_changing_trainable_flags():
-    backbone = build_vit_backbone(VIT_VARIANTS["vit_b32"], 224)
-    choices = cutoff_choices(backbone)
-    assert [c[0] for c in choices] == [f"blocks:{k}" for k in range(13)]
-    assert choices[8][1] == "freeze patch embedding + blocks 0–7 (train blocks 8–11 + norm)"
-    assert choices[12][2] == 0
-    assert choices[0][2] == 12 * expected_params(VIT_VARIANTS["vit_b32"], 224)["encoderblock_0"] + 2 * 768
-    assert trainable_count(backbone) == backbone.count_params()
-
-
-@pytest.mark.parametrize("k", [-1, 3])
-def test_freeze_first_blocks_rejects_k_outside_the_valid_range(k):
-    with pytest.raises(ValueError, match=r"k=-?\d.*0\.\.2"):
-        freeze_first_blocks(build_vit_backbone(TINY, TINY_SIZE), k)
+    model, spec = ti16_classifier
+    backbone = model.get_layer("backbone")
+    unfreeze_from(model, resolve_cutoff(backbone, "blocks:4", spec))
+    trainable = {id(v) for v in model.trainable_weights}
+    assert not any(id(v) in trainable for v in backbone.get_layer("encoderblock_3").weights)
+    assert all(id(v) in trainable for v in backbone.get_layer("encoderblock_4").weights)
 
 
 def test_save_and_load_weights_round_trip_gives_identical_outputs(tmp_path):

@@ -14,7 +14,6 @@ Input is float32 RGB already scaled to [-1, 1]; the classifier owns the preproce
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import keras
@@ -152,59 +151,3 @@ def attention_model(backbone: keras.Model) -> keras.Model:
         _, attention = block._inbound_nodes[0].output_tensors  # (B, T, D), (B, H, T, T)
         attentions.append(attention)
     return keras.Model(backbone.inputs[0], [backbone.outputs[0], *attentions], name=f"{backbone.name}_attention")
-
-
-def _frozen_layers(backbone: keras.Model, k: int) -> set[str]:
-    """Names of the weighted top-level layers frozen by cutoff `blocks:k`."""
-    blocks = block_names(backbone)
-    if not 0 <= k <= len(blocks):
-        raise ValueError(f"block cutoff k={k} is outside the valid range 0..{len(blocks)} (number of blocks)")
-    frozen = {"embedding", "cls", "posembed_input", *blocks[:k]}
-    if k == len(blocks):
-        frozen.add("encoder_norm")
-    return frozen
-
-
-def freeze_first_blocks(backbone: keras.Model, k: int) -> None:
-    """Cutoff `blocks:k`: freezes patch embedding, class token, position embedding and blocks 0..k-1.
-
-    The remaining blocks and `encoder_norm` become trainable; with k == depth the whole backbone is frozen.
-    Raises ValueError when k is not in 0..depth.
-    """
-    frozen = _frozen_layers(backbone, k)
-    backbone.trainable = True  # a frozen parent would hide its trainable children
-    for layer in backbone.layers:
-        if layer.weights:
-            layer.trainable = layer.name not in frozen
-    if k == len(block_names(backbone)):
-        backbone.trainable = False
-
-
-def _param_count(layer: keras.layers.Layer) -> int:
-    return sum(math.prod(v.shape) for v in layer.weights)
-
-
-def _blocks(start: int, stop: int) -> str:
-    """Human range of blocks start..stop-1: "block 3" or "blocks 0–7"."""
-    return f"block {start}" if stop - start == 1 else f"blocks {start}–{stop - 1}"
-
-
-def cutoff_choices(backbone: keras.Model) -> list[tuple[str, str, int]]:
-    """For k in 0..depth: ("blocks:k", human label, trainable backbone parameters with that cutoff).
-
-    Counts are summed from the layers' weights; nothing is rebuilt and no trainable flag is changed.
-    """
-    depth = len(block_names(backbone))
-    counts = {layer.name: _param_count(layer) for layer in backbone.layers}
-    choices = []
-    for k in range(depth + 1):
-        frozen = _frozen_layers(backbone, k)
-        trainable = sum(n for name, n in counts.items() if name not in frozen)
-        if k == 0:
-            label = f"freeze patch embedding (train {_blocks(0, depth)} + norm)"
-        elif k == depth:
-            label = f"freeze patch embedding + {_blocks(0, depth)} + norm (train nothing)"
-        else:
-            label = f"freeze patch embedding + {_blocks(0, k)} (train {_blocks(k, depth)} + norm)"
-        choices.append((f"blocks:{k}", label, trainable))
-    return choices
