@@ -14,8 +14,10 @@ st.set_page_config(page_title="ViTrine", layout="wide")
 render_sidebar()
 
 DEMO_JOB_KEY = "home.demo_job"
+DEMO_ERROR_KEY = "home.demo_error"
 COMPARE_KEY = "home.compare"
-TERMINAL_JOB_STATES = {"completed", "done", "finished", "succeeded", "failed", "error", "cancelled"}
+TERMINAL_JOB_STATES = {"completed", "done", "finished", "succeeded", "failed", "error", "cancelled", "interrupted"}
+DEMO_RUNS = 2  # `python -m poc demo` trains one CNN and one ViT
 
 
 # ---------------------------------------------------------------- formatting
@@ -103,33 +105,57 @@ def _demo_jobs() -> list:
     try:
         from poc.launcher import list_jobs
 
-        jobs = list(list_jobs())
+        try:
+            jobs = list(list_jobs(runs_dir=str(data.runs_dir())))
+        except TypeError:  # a launcher without the runs_dir argument
+            jobs = list(list_jobs())
     except Exception as exc:
         st.warning(f"Cannot follow the demo job: {exc}")
         return []
     wanted = st.session_state.get(DEMO_JOB_KEY)
-    mine = [j for j in jobs if getattr(j, "id", None) == wanted]
-    return mine or [j for j in jobs if str(getattr(j, "status", "")).lower() not in TERMINAL_JOB_STATES]
+    return [j for j in jobs if getattr(j, "id", None) == wanted]
+
+
+def _demo_fraction(job, board: pd.DataFrame) -> tuple[float, str]:
+    """The job's own progress when it reports one; else from the demo runs (one CNN + one ViT) on disk."""
+    message = getattr(job, "message", None) or str(getattr(job, "status", ""))
+    progress = getattr(job, "progress", None)
+    if isinstance(progress, (int, float)) and not math.isnan(progress):
+        return float(progress), message
+    if board.empty:
+        return 0.0, "generating the demo dataset, then training one CNN and one ViT"
+    created = str(getattr(getattr(job, "job", job), "created", "") or "")
+    mine = board[board["created"].fillna("").astype(str) >= created[:19]] if created else board
+    done = int((mine["status"] == "completed").sum())
+    running = mine[mine["status"].isin(["running", "queued"])]
+    current = float(running["progress"].fillna(0).mean()) if len(running) else 0.0
+    expected = max(DEMO_RUNS, len(mine))
+    step = f"training run {min(done + 1, expected)} of {expected}" if len(running) else f"{done} run(s) done"
+    return (done + current) / expected, step
 
 
 @st.fragment(run_every=2)
 def _follow_demo(had_runs: bool) -> None:
-    """Progress of the demo job(s); reruns the whole page once runs appear or the job ends."""
+    """Progress of this session's demo job; reruns the whole page once runs appear or the job ends."""
+    board = data.load_leaderboard()
     jobs = _demo_jobs()
     for job in jobs:
         status = str(getattr(job, "status", "unknown")).lower()
-        message = getattr(job, "message", None) or status
-        progress = getattr(job, "progress", None)
-        if status in ("failed", "error", "cancelled"):
-            st.error(f"Demo {status}: {message}")
+        if status in TERMINAL_JOB_STATES - {"completed", "done", "finished", "succeeded"}:
+            st.error(f"Demo {status}: {getattr(job, 'message', None) or 'see the job log'}")
             continue
-        value = float(progress) if isinstance(progress, (int, float)) and not math.isnan(progress) else 0.0
-        st.progress(min(max(value, 0.0), 1.0), text=f"Demo: {message}")
+        value, text = _demo_fraction(job, board)
+        st.progress(min(max(value, 0.0), 1.0), text=f"Demo runs: {text}")
     finished = not jobs or all(str(getattr(j, "status", "")).lower() in TERMINAL_JOB_STATES for j in jobs)
-    appeared = not had_runs and not data.load_leaderboard().empty
     if finished:
         st.session_state.pop(DEMO_JOB_KEY, None)
-    if finished or appeared:
+        failed = [j for j in jobs if str(getattr(j, "status", "")).lower() not in
+                  ("completed", "done", "finished", "succeeded")]
+        if failed:  # kept for the next full run, which no longer follows the job
+            st.session_state[DEMO_ERROR_KEY] = (f"Demo {getattr(failed[0], 'status', 'failed')}: "
+                                                f"{getattr(failed[0], 'message', None) or 'see the job log'}")
+        st.rerun(scope="app")
+    if not had_runs and not board.empty:  # the first demo run appeared: show the leaderboard
         st.rerun(scope="app")
 
 
@@ -142,6 +168,7 @@ def _empty_state() -> None:
         "matrices with the misclassified images, per-class F1, Grad-CAM and attention maps.")
     st.markdown("Try it on a generated cartoon dataset (one CNN and one ViT run, a few minutes on a CPU):")
     if st.button("Generate demo runs", type="primary", key="home.demo_button"):
+        st.session_state.pop(DEMO_ERROR_KEY, None)
         _start_demo()
     st.markdown("or from a terminal:")
     st.code("python -m poc demo", language="bash")
@@ -283,6 +310,8 @@ st.title("ViTrine")
 st.markdown("Does a Vision Transformer beat a CNN on your small image dataset, after transfer learning and "
             "fine-tuning, and where does each one fail?")
 
+if DEMO_ERROR_KEY in st.session_state:
+    st.error(st.session_state[DEMO_ERROR_KEY])
 board = data.load_leaderboard()
 if board.empty:
     _empty_state()

@@ -57,6 +57,15 @@ def _summary(history: pd.DataFrame, label: str, best: dict[str, int]) -> list[di
     return rows
 
 
+def _clean(history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Numbers as numbers; rows without a numeric epoch or a known phase dropped (and counted)."""
+    history = history.copy()
+    for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+        history[column] = pd.to_numeric(history[column], errors="coerce")
+    keep = history["epoch"].notna() & history["phase"].isin(["tl", "ft"])
+    return history[keep].astype({"epoch": int}).sort_values("epoch"), int((~keep).sum())
+
+
 def _curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
     labels = data.run_labels(run_ids)
     longs, boundaries, bests, summary = [], [], [], []
@@ -70,7 +79,9 @@ def _curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
                 f"{label}: history.csv is unreadable." if damaged else f"{label}: no history yet (no epoch "
                                                                        "has finished).")
             continue
-        history = history.dropna(subset=["epoch"]).sort_values("epoch")
+        history, dropped = _clean(history)
+        if dropped:
+            st.warning(f"{label}: {dropped} row(s) of history.csv are malformed and left out.")
         if history.empty:
             st.info(f"{label}: no epoch has finished yet.")
             continue

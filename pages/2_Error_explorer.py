@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +45,8 @@ def _gallery(rows: pd.DataFrame, empty: str) -> None:
         rows = rows.head(GALLERY_CAP)
     cols = st.columns(GALLERY_COLUMNS)
     for i, row in enumerate(rows.itertuples(index=False)):
-        caption = f"true {row.label} → pred {row.pred} · {row.confidence:.0%}"
+        confidence = f"{row.confidence:.0%}" if pd.notna(row.confidence) else "?"
+        caption = f"true {row.label} → pred {row.pred} · {confidence}"
         with cols[i % GALLERY_COLUMNS]:
             image = data.load_image(row.path)
             if image is None:
@@ -84,22 +86,22 @@ def _apply_click(run_id: str, stage: str, cell: tuple[str, str] | None) -> None:
 
 def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     st.subheader(STAGE_TITLES[stage])
-    metrics = ev.metrics or {}
+    metrics = ev.metrics if isinstance(ev.metrics, dict) else {}
+    accuracy, macro_f1, perfect = (data.as_float(metrics.get(k)) for k in
+                                   ("accuracy", "macro_f1", "perfect_class_share"))
+    ci = metrics.get("accuracy_ci95")
+    low, high = (data.as_float(v) for v in ci[:2]) if isinstance(ci, list) and len(ci) >= 2 else (None, None)
     m1, m2, m3 = st.columns(3)
-    if "accuracy" in metrics:
-        low, high = (metrics.get("accuracy_ci95") or [None, None])[:2]
-        m1.metric("accuracy", f"{metrics['accuracy']:.1%}",
-                  help=f"95% CI [{low:.3f}, {high:.3f}]" if low is not None else None)
-    if "macro_f1" in metrics:
-        m2.metric("macro-F1", f"{metrics['macro_f1']:.3f}")
-    if metrics.get("perfect_class_share") is not None:
-        m3.metric("perfect classes", f"{metrics['perfect_class_share']:.0%}", help="share of classes with F1 = 1")
+    if accuracy is not None:
+        m1.metric("accuracy", f"{accuracy:.1%}",
+                  help=f"95% CI [{low:.3f}, {high:.3f}]" if low is not None and high is not None else None)
+    if macro_f1 is not None:
+        m2.metric("macro-F1", f"{macro_f1:.3f}")
+    if perfect is not None:
+        m3.metric("perfect classes", f"{perfect:.0%}", help="share of classes with F1 = 1")
     cm = ev.confusion
     if cm is None:
-        st.warning(f"eval/{stage}/confusion_matrix.csv is missing or unreadable.")
-        return
-    if cm.shape[0] != cm.shape[1]:
-        st.warning(f"eval/{stage}/confusion_matrix.csv is not square ({cm.shape[0]} x {cm.shape[1]}).")
+        st.caption("No confusion matrix to show (see the warning above).")
         return
     chart = charts.confusion_heatmap(cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
     event = st.altair_chart(chart, key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
@@ -140,6 +142,16 @@ def _cell_section(stages: list[str], evals: dict) -> None:
         st.session_state[CELL_PRED] = default_pred
     true = c2.selectbox("True class", classes, key=CELL_TRUE)
     pred = c3.selectbox("Predicted class", classes, key=CELL_PRED)
+    with st.expander(f"Most frequent confusions after {stage}", expanded=len(classes) > charts.TEXT_LABEL_LIMIT):
+        long = charts.confusion_long(ev.confusion, normalise=False)
+        top = long[~long["diagonal"] & (long["count"] > 0)].nlargest(10, "count", keep="first")
+        if top.empty:
+            st.caption("No confusion: every test image is on the diagonal.")
+        else:
+            st.dataframe(top.rename(columns={charts.CELL_FIELDS[0]: "true", charts.CELL_FIELDS[1]: "predicted",
+                                             "count": "images", "row_share": "share of true class"})
+                         [["true", "predicted", "images", "share of true class"]], hide_index=True,
+                         column_config={"share of true class": st.column_config.NumberColumn(format="percent")})
     preds = ev.predictions
     rows = _by_confidence(preds[(preds["label"].astype(str) == true) & (preds["pred"].astype(str) == pred)])
     kind = "correct" if true == pred else "misclassified"
@@ -223,6 +235,37 @@ def _changes(evals: dict) -> None:
 
 # ---------------------------------------------------------------- page
 
+def _check_numbers(ev, stage: str) -> None:
+    """Text where numbers belong (a damaged or hand-edited file) becomes NaN, and the page says so."""
+    for name, columns in (("predictions", ["confidence"]), ("report", ["precision", "recall", "f1", "support"])):
+        frame = getattr(ev, name)
+        if frame is None:
+            continue
+        frame = frame.copy()
+        for column in columns:
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            if (frame[column].notna() & numbers.isna()).any():
+                ev.problems.append(f"eval/{stage}: {name} column {column!r} holds values that are not numbers")
+            frame[column] = numbers
+        setattr(ev, name, frame)
+
+
+def _check_confusion(ev, stage: str) -> None:
+    """A matrix that is not square, not labelled by class on both axes, or not numeric is set aside."""
+    cm = ev.confusion
+    if cm is None:
+        return
+    numeric = cm.apply(pd.to_numeric, errors="coerce")
+    if cm.shape[0] != cm.shape[1] or [str(c) for c in cm.index] != [str(c) for c in cm.columns] \
+            or numeric.isna().to_numpy().any():
+        ev.problems.append(f"eval/{stage}: confusion_matrix.csv is malformed ({cm.shape[0]} rows x "
+                           f"{cm.shape[1]} columns, or not the same classes on both axes, or not numbers)")
+        ev.confusion = None
+    else:
+        ev.confusion = numeric.astype(int)
+
+
+
 board = data.load_leaderboard()
 ids = board.loc[board["status"] != "unreadable", "id"].tolist() if not board.empty else []
 with_stages = [i for i in ids if data.run_stages(i)]
@@ -235,8 +278,11 @@ if not candidates:
 run_id = state.choose_run("Run", key="errors.run", candidates=candidates,
                           help="The runs compared on Home come first, then every run with an evaluation.")
 stages = data.run_stages(run_id)
-evals = {s: data.load_stage(run_id, s) for s in stages}
+evals = {s: copy.copy(data.load_stage(run_id, s)) for s in stages}  # copies: cached values stay pristine
 for stage, ev in evals.items():
+    ev.problems = list(ev.problems)
+    _check_confusion(ev, stage)
+    _check_numbers(ev, stage)
     for problem in ev.problems:
         st.warning(problem)
 if "ft" not in stages:

@@ -21,9 +21,9 @@ TEXT_LABEL_LIMIT = 30  # above this many classes, cell counts and sparse zero ce
 SPLIT_DASH = {"train": [1, 0], "validation": [5, 3]}
 
 
-def _class_axis_size(n: int) -> int:
-    """Pixels for one axis of an n-class matrix: readable cells for 10 classes, ~8 px per class at 120."""
-    return int(min(max(320, 34 * n), 1100)) if n <= TEXT_LABEL_LIMIT else int(max(600, 8 * n))
+def _cell_step(n: int) -> int:
+    """Pixels per class on a matrix axis: roomy cells with counts up to 30 classes, 8 px beyond (960 at 120)."""
+    return 36 if n <= 12 else 24 if n <= TEXT_LABEL_LIMIT else 8
 
 
 # ---------------------------------------------------------------- learning curves
@@ -41,9 +41,10 @@ def learning_curves(long: pd.DataFrame, metric: str, log_scale: bool = False,
     faded = alt.condition(pick, alt.value(1.0), alt.value(0.12))
     y_title = {"loss": "loss (cross-entropy)", "accuracy": "accuracy"}.get(metric, metric)
     y_scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
-    color = alt.Color("run:N", title="run", legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
+    color = alt.Color("run:N", title="run", scale=alt.Scale(scheme="tableau10"),
+                      legend=alt.Legend(orient="bottom", columns=2, labelLimit=400))
     base = alt.Chart(long).encode(
-        x=alt.X("epoch:Q", title="epoch (global)", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("epoch:Q", title="epoch (global)", axis=alt.Axis(tickMinStep=1), scale=alt.Scale(padding=12)),
         y=alt.Y("value:Q", title=y_title, scale=y_scale),
         color=color,
     )
@@ -97,9 +98,9 @@ def confusion_heatmap(cm: pd.DataFrame, normalise: bool = False, title: str = ""
     long = confusion_long(cm, normalise)
     if n > TEXT_LABEL_LIMIT:
         long = long[long["count"] > 0]  # 14 400 cells at 120 classes: draw the non-empty ones only
-    side = _class_axis_size(n)
-    label_axis = {"labelLimit": 120, "labelFontSize": 11 if n <= TEXT_LABEL_LIMIT else 7}
-    cell = alt.selection_point(name="cell", fields=list(CELL_FIELDS), on="click", clear="dblclick")
+    step = _cell_step(n)
+    label_axis = {"labelLimit": 120, "labelFontSize": 11 if n <= TEXT_LABEL_LIMIT else 7, "labelOverlap": False}
+    cell = alt.selection_point(name="cell", fields=list(CELL_FIELDS), on="click", clear="dblclick", empty=False)
     fmt = ".0%" if normalise else "d"
     base = alt.Chart(long).encode(
         x=alt.X(f"{CELL_FIELDS[1]}:N", title="predicted", sort=classes, scale=alt.Scale(domain=classes),
@@ -126,7 +127,7 @@ def confusion_heatmap(cm: pd.DataFrame, normalise: bool = False, title: str = ""
             text=alt.Text("value:Q", format=fmt),
             color=alt.condition(alt.datum.value > peak / 2, alt.value("white"), alt.value("#222")),
         ).transform_filter(alt.datum.count > 0))
-    return alt.layer(*layers).properties(width=side, height=side, title=title)
+    return alt.layer(*layers).properties(width=alt.Step(step), height=alt.Step(step), title=title)
 
 
 # ---------------------------------------------------------------- per-class metrics
@@ -136,15 +137,16 @@ def per_class_bars(report_long: pd.DataFrame) -> alt.Chart:
     classes = list(dict.fromkeys(report_long["class"].astype(str)))
     many = len(classes) > TEXT_LABEL_LIMIT
     chart = alt.Chart(report_long).mark_bar().encode(
-        y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelFontSize=7 if many else 11)),
+        y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelFontSize=7 if many else 11,
+                                                                     labelOverlap=False)),
         x=alt.X("value:Q", scale=alt.Scale(domain=[0, 1]), title=None),
         color=alt.Color("stage:N", scale=alt.Scale(domain=["tl", "ft"], range=["#9ecae1", "#3182bd"]),
                         legend=alt.Legend(orient="top")),
         yOffset="stage:N",
         tooltip=["class:N", "stage:N", "metric:N", alt.Tooltip("value:Q", format=".3f")],
     )
-    height = max(12, 4 * report_long["stage"].nunique()) * len(classes) if many else 22 * len(classes)
-    return chart.properties(width=180, height=height).facet(column=alt.Column("metric:N", title=None,
+    step = 8 if many else 11 * report_long["stage"].nunique() + 4
+    return chart.properties(width=180, height=alt.Step(step)).facet(column=alt.Column("metric:N", title=None,
                                                                                sort=["precision", "recall", "f1"]))
 
 
@@ -153,12 +155,13 @@ def f1_delta_bars(delta: pd.DataFrame) -> alt.Chart:
     classes = delta.sort_values("delta", ascending=False)["class"].astype(str).tolist()
     many = len(classes) > TEXT_LABEL_LIMIT
     return alt.Chart(delta).mark_bar().encode(
-        y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelFontSize=7 if many else 11)),
+        y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelFontSize=7 if many else 11,
+                                                                     labelOverlap=False)),
         x=alt.X("delta:Q", title="F1 after ft - F1 after tl"),
         color=alt.condition(alt.datum.delta >= 0, alt.value("#3182bd"), alt.value("#d62728")),
         tooltip=["class:N", alt.Tooltip("f1_tl:Q", format=".3f", title="F1 tl"),
                  alt.Tooltip("f1_ft:Q", format=".3f", title="F1 ft"), alt.Tooltip("delta:Q", format="+.3f")],
-    ).properties(height=(8 if many else 22) * len(classes))
+    ).properties(height=alt.Step(8 if many else 20))
 
 
 # ---------------------------------------------------------------- static export

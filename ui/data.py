@@ -7,7 +7,10 @@ raise on a damaged run: they return None (or a value carrying `problems`) and th
 Public API (stable; other pages import it):
     runs_dir() -> Path                              VITRINE_RUNS_DIR or artifacts/runs
     load_runs() -> list[RunRecord]                  every run dir, newest first, damaged ones included
-    load_leaderboard() -> pd.DataFrame              poc.leaderboard.COLUMNS + dataset, split_fingerprint
+    load_leaderboard() -> pd.DataFrame              poc.leaderboard.COLUMNS + dataset, split_fingerprint;
+                                                    numeric columns are numbers (text -> NaN + a `problems`
+                                                    note); a run whose run.json has the wrong shape is a row
+                                                    with status "unreadable" and its `problems`
     load_run(run_id) -> RunRecord | None            one run (None when the directory is gone)
     load_history(run_id) -> pd.DataFrame | None     history.csv
     load_progress(run_id) -> dict | None            progress.json
@@ -28,6 +31,7 @@ Derived views (pure functions of what the loaders return):
     stage_changes(tl, ft) -> dict                   newly correct / wrong images, diagonal gain, perfect-class
                                                     shares (StageEval tl and ft of one run)
     f1_delta(tl_report, ft_report) -> pd.DataFrame  class, f1_tl, f1_ft, delta
+    as_float(value) -> float | None                 a finite number from a damaged-file value, else None
 """
 
 from __future__ import annotations
@@ -80,18 +84,64 @@ def _rd(run_id: str) -> RunDir:
 
 # ---------------------------------------------------------------- runs and leaderboard
 
+def _load_run_safely(path: Path) -> RunRecord:
+    """artifacts.load_run, but a run.json of the wrong shape (a list, wrong types) becomes a flagged record."""
+    try:
+        record = artifacts.load_run(path)
+        if not isinstance(record.info, dict):
+            raise TypeError(f"run.json holds a {type(record.info).__name__}, not an object")
+        return record
+    except Exception as exc:
+        return RunRecord(RunDir(Path(path)), {}, [f"run.json unusable ({type(exc).__name__}: {exc})"])
+
+
+def _list_runs_safely(root: str) -> list[RunRecord]:
+    try:
+        return artifacts.list_runs(root)
+    except Exception:  # one malformed run must not hide the others: load them one by one
+        base = Path(root)
+        dirs = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")] if base.is_dir() else []
+        return [_load_run_safely(p) for p in sorted(dirs, key=lambda p: p.name, reverse=True)]
+
+
+def _board_row(record: RunRecord) -> dict:
+    try:
+        row = leaderboard.run_row(record)
+    except Exception as exc:  # wrong types inside run.json or metrics.json
+        row = {c: None for c in leaderboard.COLUMNS}
+        row.update(id=record.id, name=record.id, status="unreadable",
+                   problems="; ".join(record.problems + [f"run.json or eval files malformed "
+                                                         f"({type(exc).__name__}: {exc})"]))
+    dataset = record.info.get("dataset") if isinstance(record.info, dict) else None
+    dataset = dataset if isinstance(dataset, dict) else {}
+    row["dataset"], row["split_fingerprint"] = dataset.get("path"), dataset.get("split_fingerprint")
+    return row
+
+
 @st.cache_data(show_spinner=False, ttl=10)  # ttl: a killed training changes no file but its pid dies
 def _cached_runs(root: str, signature: Signature) -> list[RunRecord]:
-    return artifacts.list_runs(root)
+    return _list_runs_safely(root)
+
+
+NUMERIC_COLUMNS = ["trainable_tl", "trainable_ft", "weights_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft",
+                   "acc_ft_low", "acc_ft_high", "macro_f1", "best_epoch_tl", "best_epoch_ft", "train_seconds",
+                   "progress", "num_classes", "image_size"]
 
 
 @st.cache_data(show_spinner=False, ttl=10)
 def _cached_leaderboard(root: str, signature: Signature) -> pd.DataFrame:
-    runs = artifacts.list_runs(root)
-    board = leaderboard.leaderboard(runs)
-    dataset = [r.info.get("dataset") if isinstance(r.info.get("dataset"), dict) else {} for r in runs]
-    board["dataset"] = [d.get("path") for d in dataset]
-    board["split_fingerprint"] = [d.get("split_fingerprint") for d in dataset]
+    rows = [_board_row(r) for r in _list_runs_safely(root)]
+    board = pd.DataFrame(rows, columns=leaderboard.COLUMNS + ["dataset", "split_fingerprint"])
+    for column in NUMERIC_COLUMNS:  # a hand-edited or damaged file may hold text where numbers belong
+        numbers = pd.to_numeric(board[column], errors="coerce")
+        bad = board[column].notna() & numbers.isna()
+        if bad.any():
+            note = f"{column} is not a number"
+            board.loc[bad, "problems"] = [f"{p}; {note}" if isinstance(p, str) else note
+                                         for p in board.loc[bad, "problems"]]
+        board[column] = numbers
+    for column in ("id", "name", "model", "family", "status", "created", "device", "error", "dataset"):
+        board[column] = board[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
     return board
 
 
@@ -119,7 +169,7 @@ def load_run(run_id: str) -> RunRecord | None:
 
 @st.cache_data(show_spinner=False)
 def _cached_run(path: str, signature: Signature) -> RunRecord:
-    return artifacts.load_run(path)
+    return _load_run_safely(Path(path))
 
 
 def run_stages(run_id: str) -> list[str]:
@@ -277,18 +327,32 @@ def accuracy_gap(run_a: str, stage_a: str, run_b: str, stage_b: str, n_boot: int
         return None
     rng = np.random.default_rng(seed)
     paired = len(a) == len(b) and sorted(a["path"]) == sorted(b["path"])
+    ca, cb = a["correct"].to_numpy(float), b["correct"].to_numpy(float)
     if paired:
-        b = b.set_index("path").loc[a["path"]].reset_index() if a["path"].is_unique else b
-        diff = a["correct"].to_numpy(float) - b["correct"].to_numpy(float)
-        idx = rng.integers(0, len(diff), (n_boot, len(diff)))
-        samples = diff[idx].mean(axis=1)
+        if a["path"].is_unique:
+            cb = b.set_index("path").loc[a["path"], "correct"].to_numpy(float)
+        diff = ca - cb  # per image: -1, 0 or +1
+        # Resampling n images with replacement only changes how many of each value are drawn: a multinomial
+        # draw gives the same bootstrap distribution in O(n_boot) memory.
+        shares = np.array([(diff == v).mean() for v in (-1.0, 0.0, 1.0)])
+        shares = shares / shares.sum()
+        counts = rng.multinomial(len(diff), shares, size=n_boot)  # (n_boot, 3)
+        samples = (counts[:, 2] - counts[:, 0]) / len(diff)
     else:
-        ca, cb = a["correct"].to_numpy(float), b["correct"].to_numpy(float)
-        samples = (ca[rng.integers(0, len(ca), (n_boot, len(ca)))].mean(axis=1)
-                   - cb[rng.integers(0, len(cb), (n_boot, len(cb)))].mean(axis=1))
+        samples = (rng.binomial(len(ca), ca.mean(), n_boot) / len(ca)
+                   - rng.binomial(len(cb), cb.mean(), n_boot) / len(cb))
     low, high = np.percentile(samples, [2.5, 97.5])
-    gap = float(a["correct"].mean() - b["correct"].mean())
+    gap = float(ca.mean() - cb.mean())
     return {"gap": gap, "low": float(low), "high": float(high), "paired": paired, "n_a": len(a), "n_b": len(b)}
+
+
+def as_float(value) -> float | None:
+    """A finite float from a JSON / CSV value, else None (damaged files hold text or null)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def stage_changes(tl: StageEval, ft: StageEval) -> dict:
@@ -308,10 +372,10 @@ def stage_changes(tl: StageEval, ft: StageEval) -> dict:
         cm = ev.confusion
         out[f"diagonal_{name}"] = int(np.trace(cm.to_numpy())) if cm is not None and cm.shape[0] == cm.shape[1] \
             else None
-        share = (ev.metrics or {}).get("perfect_class_share")
+        share = as_float((ev.metrics or {}).get("perfect_class_share"))
         if share is None and ev.report is not None:
-            rep = ev.report[ev.report["support"] > 0]
-            share = float((rep["f1"] >= 1 - 1e-12).mean()) if len(rep) else None
+            rep = ev.report[pd.to_numeric(ev.report["support"], errors="coerce") > 0]
+            share = float((pd.to_numeric(rep["f1"], errors="coerce") >= 1 - 1e-12).mean()) if len(rep) else None
         out[f"perfect_{name}"] = share
     if out["diagonal_tl"] is not None and out["diagonal_ft"] is not None:
         out["diagonal_gain"] = out["diagonal_ft"] - out["diagonal_tl"]
@@ -323,4 +387,6 @@ def stage_changes(tl: StageEval, ft: StageEval) -> dict:
 def f1_delta(tl_report: pd.DataFrame, ft_report: pd.DataFrame) -> pd.DataFrame:
     """class, f1_tl, f1_ft, delta (ft - tl), over the classes both reports list."""
     merged = tl_report[["class", "f1"]].merge(ft_report[["class", "f1"]], on="class", suffixes=("_tl", "_ft"))
-    return merged.assign(delta=merged["f1_ft"] - merged["f1_tl"])
+    for column in ("f1_tl", "f1_ft"):
+        merged[column] = pd.to_numeric(merged[column], errors="coerce")
+    return merged.assign(delta=merged["f1_ft"] - merged["f1_tl"]).dropna(subset=["delta"])
