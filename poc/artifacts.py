@@ -196,10 +196,12 @@ def run_dir(runs_dir: Path | str, run_id: str) -> RunDir:
 # ---------------------------------------------------------------- readers (never raise on damage)
 
 def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, unreadable, or not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _read_csv(path: Path, required: list[str] | None = None, index_col: int | None = None) -> pd.DataFrame | None:

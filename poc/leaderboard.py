@@ -16,31 +16,40 @@ COLUMNS = ["id", "name", "model", "family", "weights", "fine_tune_at", "trainabl
 
 
 def run_row(run: RunRecord) -> dict:
+    """One leaderboard row; a field of the wrong type reads as missing rather than breaking the table."""
     info = run.info
     row = {c: None for c in COLUMNS}
-    params = info.get("params") or {}
-    best = info.get("best_epoch") or {}
-    timing = info.get("timing") or {}
+    params, best, timing = (_mapping(info.get(key)) for key in ("params", "best_epoch", "timing"))
     row.update({
         "id": run.id, "name": info.get("name") or run.id, "model": info.get("model"),
         "family": info.get("family"), "weights": info.get("weights"), "fine_tune_at": info.get("fine_tune_at"),
         "trainable_tl": params.get("trainable_tl"), "trainable_ft": params.get("trainable_ft"),
         "weights_mb": artifacts.weights_size_mb(run.dir), "best_epoch_tl": best.get("tl"),
         "best_epoch_ft": best.get("ft"),
-        "train_seconds": sum(v for v in timing.values() if isinstance(v, (int, float))) or None,
+        "train_seconds": sum(v for v in map(_number, timing.values()) if v is not None) or None,
         "device": info.get("device"), "status": effective_status(run), "error": info.get("error"),
         "problems": "; ".join(run.problems) or None, "created": info.get("created"),
         "num_classes": len(run.class_names) or None, "image_size": info.get("image_size"),
     })
     for stage in artifacts.STAGES:
         metrics = artifacts.read_json(run.dir.eval_file(stage, "metrics")) or {}
-        if "accuracy" in metrics:
-            low, high = (metrics.get("accuracy_ci95") or [None, None])[:2]
-            row.update({f"acc_{stage}": metrics["accuracy"], f"acc_{stage}_low": low, f"acc_{stage}_high": high})
-            row["macro_f1"] = metrics.get("macro_f1")  # the last stage's: ft when present
+        if _number(metrics.get("accuracy")) is not None:
+            interval = metrics.get("accuracy_ci95")
+            low, high = interval[:2] if isinstance(interval, list) and len(interval) >= 2 else (None, None)
+            row.update({f"acc_{stage}": _number(metrics["accuracy"]), f"acc_{stage}_low": _number(low),
+                        f"acc_{stage}_high": _number(high)})
+            row["macro_f1"] = _number(metrics.get("macro_f1"))  # the last stage's: ft when present
     if row["status"] in ("running", "queued"):
         row["progress"] = progress_fraction(artifacts.read_progress(run.dir))
     return row
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def leaderboard(runs: list[RunRecord]) -> pd.DataFrame:

@@ -32,3 +32,12 @@ def demo_dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo") / "data"
     generate_demo_dataset(root, per_class=12, size=40, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def fixture_runs(tmp_path_factory) -> dict[str, Path]:
+    """The dashboard's fixture runs (tests/fixture_runs.py), built once per session and shared read-only."""
+    from fixture_runs import make_fixture_runs
+
+    base = tmp_path_factory.mktemp("fixture_runs")
+    return make_fixture_runs(base / "runs", base / "images")

@@ -1,17 +1,9 @@
 """Run directories for dashboard tests, written with the real writers and following DESIGN.md's contract.
 
-    from tests.fixture_runs import make_fixture_runs
-
-    @pytest.fixture(scope="session")
-    def fixture_runs(tmp_path_factory) -> dict[str, Path]:
-        base = tmp_path_factory.mktemp("fixture_runs")
-        return make_fixture_runs(base / "runs", base / "images")
+The session fixture `fixture_runs` in conftest.py builds them once for the whole suite:
 
     def test_page(fixture_runs, monkeypatch):
         monkeypatch.setenv("VITRINE_RUNS_DIR", str(fixture_runs["cnn"].parent))
-
-`session_fixture_runs(tmp_path_factory)` builds them once per test session however many test files ask
-(pass pytest's tmp_path_factory), so the AppTest files share one build.
 
 `make_fixture_runs(root, image_root)` returns {key: run directory}; every run lives directly under `root`.
 Keys (ids are the directory names, ordered newest first as listed here):
@@ -54,17 +46,6 @@ RUN_IDS = {
     "vit": "20250101-140000-vit-ti16-v1t0",
     "running": "20250101-150000-mobilenet-v2-run0",
 }
-
-
-_SESSION: dict[str, dict[str, Path]] = {}
-
-
-def session_fixture_runs(tmp_path_factory) -> dict[str, Path]:
-    """make_fixture_runs under one session temp folder, built on the first call and reused after."""
-    if "runs" not in _SESSION:
-        base = tmp_path_factory.mktemp("fixture_runs_shared")
-        _SESSION["runs"] = make_fixture_runs(base / "runs", base / "images")
-    return _SESSION["runs"]
 
 
 def make_fixture_runs(root: Path, image_root: Path) -> dict[str, Path]:

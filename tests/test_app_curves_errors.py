@@ -13,15 +13,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from poc import artifacts
-from tests.fixture_runs import session_fixture_runs
 
 CURVES = "../pages/1_Learning_curves.py"  # relative to this file, as AppTest resolves it
 ERRORS = "../pages/2_Error_explorer.py"
-
-
-@pytest.fixture(scope="session")
-def fixture_runs(tmp_path_factory) -> dict[str, Path]:
-    return session_fixture_runs(tmp_path_factory)
 
 
 def _page(path: str, runs_root: Path, monkeypatch) -> AppTest:

@@ -11,14 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from poc import artifacts
-from tests.fixture_runs import session_fixture_runs
 
 HOME = "../dashboard.py"  # relative to this file, as AppTest resolves it
-
-
-@pytest.fixture(scope="session")
-def fixture_runs(tmp_path_factory) -> dict[str, Path]:
-    return session_fixture_runs(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

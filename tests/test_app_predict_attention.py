@@ -16,17 +16,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.fixture_runs import make_fixture_runs
 from ui.explain_view import read_uploads
 
 LIVE = "../pages/3_Live_predict.py"  # relative to this file, as AppTest resolves it
 ATTENTION = "../pages/4_Attention_maps.py"
-
-
-@pytest.fixture(scope="session")
-def fixture_runs(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("fixture_runs")
-    return make_fixture_runs(base / "runs", base / "images")
 
 
 def _page(path: str, runs_root: Path, monkeypatch) -> AppTest:
