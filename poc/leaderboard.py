@@ -20,6 +20,7 @@ def run_row(run: RunRecord) -> dict:
     info = run.info
     row = {c: None for c in COLUMNS}
     params, best, timing = (_mapping(info.get(key)) for key in ("params", "best_epoch", "timing"))
+    notes = list(run.problems)
     row.update({
         "id": run.id, "name": info.get("name") or run.id, "model": info.get("model"),
         "family": info.get("family"), "weights": info.get("weights"), "fine_tune_at": info.get("fine_tune_at"),
@@ -28,17 +29,20 @@ def run_row(run: RunRecord) -> dict:
         "best_epoch_ft": best.get("ft"),
         "train_seconds": sum(v for v in map(_number, timing.values()) if v is not None) or None,
         "device": info.get("device"), "status": effective_status(run), "error": info.get("error"),
-        "problems": "; ".join(run.problems) or None, "created": info.get("created"),
+        "created": info.get("created"),
         "num_classes": len(run.class_names) or None, "image_size": info.get("image_size"),
     })
     for stage in artifacts.STAGES:
         metrics = artifacts.read_json(run.dir.eval_file(stage, "metrics")) or {}
+        notes += [f"eval/{stage}/metrics.json: {key} is not a number" for key in ("accuracy", "macro_f1")
+                  if key in metrics and _number(metrics[key]) is None]
         if _number(metrics.get("accuracy")) is not None:
             interval = metrics.get("accuracy_ci95")
             low, high = interval[:2] if isinstance(interval, list) and len(interval) >= 2 else (None, None)
             row.update({f"acc_{stage}": _number(metrics["accuracy"]), f"acc_{stage}_low": _number(low),
                         f"acc_{stage}_high": _number(high)})
             row["macro_f1"] = _number(metrics.get("macro_f1"))  # the last stage's: ft when present
+    row["problems"] = "; ".join(notes) or None
     if row["status"] in ("running", "queued"):
         row["progress"] = progress_fraction(artifacts.read_progress(run.dir))
     return row

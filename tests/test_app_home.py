@@ -144,4 +144,4 @@ def test_malformed_runs_are_flagged_and_the_rest_still_shown(fixture_runs, monke
     assert not at.exception
     assert {good.name, junk.name} <= set(_board(at)["id"])
     assert "20250103-000001-json-list" in _texts(at)
-    assert "acc_ft is not a number" in _texts(at)
+    assert "accuracy is not a number" in _texts(at)
