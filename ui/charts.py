@@ -110,7 +110,8 @@ def confusion_heatmap(cm: pd.DataFrame, normalise: bool = False, title: str = ""
     )
     rect = base.mark_rect(stroke="white", strokeWidth=0.5 if n > TEXT_LABEL_LIMIT else 1).encode(
         color=alt.Color("value:Q", title="share of row" if normalise else "images",
-                        scale=alt.Scale(scheme="blues", domain=[0, 1] if normalise else alt.Undefined)),
+                        scale=alt.Scale(scheme="blues", domain=[0, 1] if normalise else alt.Undefined),
+                        legend=alt.Legend(orient="bottom")),  # beside the chart it hides under its twin
         tooltip=[alt.Tooltip(f"{CELL_FIELDS[0]}:N", title="true"),
                  alt.Tooltip(f"{CELL_FIELDS[1]}:N", title="predicted"),
                  alt.Tooltip("count:Q", title="images"),

@@ -72,7 +72,8 @@ def _launcher() -> None:
     config = RunConfig(**settings, fine_tune_at=cutoff, ft_epochs=int(ft_epochs), lr_ft=lr_ft,
                        batch_size=batch, augment=augment, name=name)
     st.caption("Equivalent command")
-    st.code("python -m poc train " + shlex.join(launcher.config_to_argv(config)), language="bash")
+    st.code("python -m poc train " + shlex.join(launcher.config_to_argv(config)), language="bash",
+            wrap_lines=True)
     if st.button("Launch", type="primary", key="launcher_launch", icon=":material/play_arrow:"):
         _launch(config)
 
