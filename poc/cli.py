@@ -71,7 +71,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = RunConfig(data="")
     p.add_argument("--data", required=True)
     p.add_argument("--model", default=d.model)
-    p.add_argument("--weights", default=d.weights, help="imagenet | none | PATH or URL")
+    p.add_argument("--weights", default=d.weights, help="none | demo | imagenet | PATH or URL")
     p.add_argument("--image-size", type=int, default=None, help="default: the model's (224 for most)")
     p.add_argument("--tl-epochs", type=int, default=d.tl_epochs)
     p.add_argument("--ft-epochs", type=int, default=d.ft_epochs, help="0 skips phase 2")

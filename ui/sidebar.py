@@ -19,7 +19,8 @@ from poc.models import get_spec, model_names
 
 LEARNING_RATES = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
 BATCH_SIZES = [8, 16, 32, 64, 128]
-WEIGHTS = {"none": "none (random start)", "imagenet": "imagenet (needs internet)", "path": "checkpoint file…"}
+WEIGHTS = {"none": "none (random start)", "demo": "demo (ViTrine's offline shape pretraining, 64 px)",
+           "imagenet": "imagenet (needs internet)", "path": "checkpoint file…"}
 STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "queued": "⏳",
                 "running": "▶️"}
 CPU_MODELS = ("vit_ti16", "mobilenet_v2")
