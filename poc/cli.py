@@ -259,6 +259,7 @@ class _NoTraceback(logging.Formatter):
 
 
 def _console_logging() -> None:
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing advice and the like: not for users
     root = logging.getLogger()
     if any(isinstance(h.formatter, _NoTraceback) for h in root.handlers):
         return
