@@ -137,3 +137,14 @@ def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, 
     assert set(history["phase"]) == {"ft"}
     same_tl = [json.loads(rd.eval_file("tl", "metrics").read_text())["accuracy"] for rd in (tiny_run, new)]
     assert same_tl[0] == same_tl[1]
+
+
+def test_zero_fine_tuning_epochs_skip_phase_two(demo_dataset, tmp_path, capsys, monkeypatch):
+    result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2",
+                      "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
+                      runs_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    assert set(pd.read_csv(rd.history_csv)["phase"]) == {"tl"}
+    assert rd.eval_file("tl", "metrics").exists() and not rd.eval_dir("ft").exists()
+    assert json.loads(rd.run_json.read_text())["status"] == "completed"
