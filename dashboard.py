@@ -16,7 +16,7 @@ render_sidebar()
 DEMO_JOB_KEY = "home.demo_job"
 DEMO_ERROR_KEY = "home.demo_error"
 COMPARE_KEY = "home.compare"
-TERMINAL_JOB_STATES = {"completed", "done", "finished", "succeeded", "failed", "error", "cancelled", "interrupted"}
+ACTIVE_JOB_STATES = ("queued", "running")  # poc.launcher.ACTIVE; every other job status is final
 DEMO_RUNS = 2  # `python -m poc demo` trains one CNN and one ViT
 
 
@@ -105,10 +105,7 @@ def _demo_jobs() -> list:
     try:
         from poc.launcher import list_jobs
 
-        try:
-            jobs = list(list_jobs(runs_dir=str(data.runs_dir())))
-        except TypeError:  # a launcher without the runs_dir argument
-            jobs = list(list_jobs())
+        jobs = list(list_jobs(runs_dir=str(data.runs_dir())))
     except Exception as exc:
         st.warning(f"Cannot follow the demo job: {exc}")
         return []
@@ -140,20 +137,16 @@ def _follow_demo(had_runs: bool) -> None:
     board = data.load_leaderboard()
     jobs = _demo_jobs()
     for job in jobs:
-        status = str(getattr(job, "status", "unknown")).lower()
-        if status in TERMINAL_JOB_STATES - {"completed", "done", "finished", "succeeded"}:
-            st.error(f"Demo {status}: {getattr(job, 'message', None) or 'see the job log'}")
-            continue
-        value, text = _demo_fraction(job, board)
-        st.progress(min(max(value, 0.0), 1.0), text=f"Demo runs: {text}")
-    finished = not jobs or all(str(getattr(j, "status", "")).lower() in TERMINAL_JOB_STATES for j in jobs)
-    if finished:
+        if job.status in ACTIVE_JOB_STATES:
+            value, text = _demo_fraction(job, board)
+            st.progress(min(max(value, 0.0), 1.0), text=f"Demo runs: {text}")
+        elif job.status != "completed":
+            st.error(f"Demo {job.status}: {job.message or 'see the job log'}")
+    if not any(job.status in ACTIVE_JOB_STATES for job in jobs):
         st.session_state.pop(DEMO_JOB_KEY, None)
-        failed = [j for j in jobs if str(getattr(j, "status", "")).lower() not in
-                  ("completed", "done", "finished", "succeeded")]
+        failed = [job for job in jobs if job.status != "completed"]
         if failed:  # kept for the next full run, which no longer follows the job
-            st.session_state[DEMO_ERROR_KEY] = (f"Demo {getattr(failed[0], 'status', 'failed')}: "
-                                                f"{getattr(failed[0], 'message', None) or 'see the job log'}")
+            st.session_state[DEMO_ERROR_KEY] = f"Demo {failed[0].status}: {failed[0].message or 'see the job log'}"
         st.rerun(scope="app")
     if not had_runs and not board.empty:  # the first demo run appeared: show the leaderboard
         st.rerun(scope="app")
