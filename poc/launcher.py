@@ -234,7 +234,7 @@ def job_status(job: Job, runs_dir: Path | str | None = None, live: set[int] | No
         return _train_status(job, runs_dir, alive, exit_info)
     name = "demo (data + CNN + ViT runs)"
     if alive:
-        return JobStatus(job, "running", name, message="see the runs table for each demo run")
+        return _demo_progress(JobStatus(job, "running", name), runs_dir)
     if exit_info and exit_info.get("returncode") == 0:
         return JobStatus(job, "completed", name, progress=1.0)
     if job.cancelled:
@@ -272,6 +272,26 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
         js.message = "the training process stopped without finishing (killed?); see " + job.log
     elif status == "failed" and not js.message:
         js.message = _log_message(job)
+    return js
+
+
+def _demo_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
+    """A running demo's progress from the runs it has created so far (each started after the job)."""
+    from poc.demo import DEMO_SETTINGS
+
+    planned = len(DEMO_SETTINGS["runs"])
+    mine = [r for r in artifacts.list_runs(runs_dir) if str(r.info.get("created") or "") >= js.job.created]
+    if not mine:
+        js.phase, js.progress = "generating demo data", 0.0
+        return js
+    done = 0.0
+    for run in mine:
+        if run.status == "completed":
+            done += 1
+        elif run.status in ACTIVE:
+            done += overall_progress(artifacts.read_progress(run.dir) or {}, run.info.get("config") or {})
+    js.phase = f"run {min(len(mine), planned)} of {planned}"
+    js.progress = min(1.0, done / planned)
     return js
 
 

@@ -183,3 +183,20 @@ def _group_alive(pgid: int) -> bool:
     """Asked of `ps`, independently of the launcher's own /proc reading."""
     out = subprocess.run(["ps", "-e", "-o", "pgid=,stat="], capture_output=True, text=True, check=True).stdout
     return any(int(pg) == pgid and not stat.startswith("Z") for pg, stat in (ln.split() for ln in out.splitlines()))
+
+
+def test_a_running_demo_reports_progress_from_the_runs_it_created(tmp_path):
+    job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
+                       str(tmp_path / "demo-job.log"))
+    assert launcher.job_status(job, tmp_path, live={job.pid}).phase == "generating demo data"
+    older = artifacts.RunDir(tmp_path / "older").create()  # from before the job: not part of this demo
+    older.write_run({"status": "completed", "created": "2025-12-31T09:00:00+00:00"})
+    first = artifacts.RunDir(tmp_path / "first").create()
+    first.write_run({"status": "completed", "created": "2026-01-01T10:00:05+00:00"})
+    second = artifacts.RunDir(tmp_path / "second").create()
+    second.write_run({"status": "running", "created": "2026-01-01T10:01:00+00:00",
+                      "config": {"tl_epochs": 4, "ft_epochs": 4}, "pid": 1})
+    second.write_progress({"phase": "ft", "epoch": 3, "epochs": 4, "step": 0, "steps": 10})  # 2/4 of ft done
+    status = launcher.job_status(job, tmp_path, live={job.pid})
+    assert status.phase == "run 2 of 2"
+    assert status.progress == pytest.approx((1 + (4 + 2) / 8) / 2)
