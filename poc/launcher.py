@@ -29,6 +29,7 @@ from pathlib import Path
 
 from poc import artifacts
 from poc.config import RunConfig
+from poc.demo import default_data_root as data_root  # datasets the launcher accepts live under it
 from poc.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +84,6 @@ class JobStatus:
 
 
 # ---------------------------------------------------------------- paths and records
-
-def data_root() -> Path:
-    return Path(os.environ.get("VITRINE_DATA_ROOT", "data"))
-
 
 def jobs_dir(runs_dir: Path | str | None = None) -> Path:
     return _runs_dir(runs_dir) / JOBS_DIR
@@ -152,28 +149,21 @@ def launch_demo(runs_dir: Path | str | None = None) -> Job:
 
 def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
     """Everything the dashboard can check before starting a process; returns a copy with an absolute data path."""
-    from poc.models import get_spec, resolve_image_size
+    from poc.models import get_spec, resolve_image_size, resolve_weights
 
     config = RunConfig.from_dict(config.to_dict()).validate()
     spec = get_spec(config.model)
     if config.from_run:
         # Phase 2 only: data and split come from the source run (which may predate the data root).
-        source = artifacts.find_run(config.from_run, runs_dir)
-        info = artifacts.read_json(source.run_json) if source else None
-        if not info:
-            raise UserError(f"run {config.from_run!r} not found in {runs_dir}")
-        if info.get("model") != config.model:
-            raise UserError(f"run {source.id} trained {info.get('model')!r}, not {config.model!r}")
-        if not source.stage_weights("tl").exists():
-            raise UserError(f"run {source.id} has no phase-1 weights to fine-tune (status {info.get('status')!r})")
+        from poc.training import source_run
+
+        source, info = source_run(config.from_run, config.model, runs_dir)
         config.from_run = source.id
         config.image_size = int(info.get("image_size") or config.image_size or spec.default_image_size)
     else:
         config.data = str(_check_data_folder(config.data))
     size = resolve_image_size(spec, config.image_size)
-    if config.weights not in ("none", "imagenet") and "://" not in config.weights \
-            and not Path(config.weights).exists():
-        raise UserError(f"--weights {config.weights}: no such file; use none, imagenet or a checkpoint path")
+    resolve_weights(config.model, config.weights, size)
     if spec.family != "hub":  # a hub model would need a download just to list its layers: training checks it
         from poc.models.cutoffs import resolve_cutoff  # imports TensorFlow: only once the cheap checks pass
 

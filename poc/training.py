@@ -93,16 +93,22 @@ def prepare(config: RunConfig, runs_dir: Path) -> Prepared:
     return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root)
 
 
-def _reuse_run(config: RunConfig, runs_dir: Path):
-    source = artifacts.find_run(config.from_run, runs_dir)
-    if source is None:
-        raise UserError(f"--from-run {config.from_run}: no such run in {runs_dir}")
-    info = artifacts.read_json(source.run_json) or {}
-    if info.get("model") != config.model:
-        raise UserError(f"--from-run {source.id} trained {info.get('model')!r}, not {config.model!r}; "
+def source_run(ref: str, model: str, runs_dir: Path) -> tuple[RunDir, dict]:
+    """The run `--from-run` names, checked: it exists, trained `model`, and kept its phase-1 weights."""
+    source = artifacts.find_run(ref, runs_dir)
+    info = artifacts.read_json(source.run_json) if source else None
+    if not info:
+        raise UserError(f"--from-run {ref}: no such run in {runs_dir}")
+    if info.get("model") != model:
+        raise UserError(f"--from-run {source.id} trained {info.get('model')!r}, not {model!r}; "
                         f"use --model {info.get('model')}")
     if not source.stage_weights("tl").exists():
         raise UserError(f"--from-run {source.id} has no phase-1 weights (status {info.get('status')!r})")
+    return source, info
+
+
+def _reuse_run(config: RunConfig, runs_dir: Path):
+    source, info = source_run(config.from_run, config.model, runs_dir)
     split = artifacts.read_split(source)
     if split is None:
         raise UserError(f"--from-run {source.id}: split.csv missing or unreadable")

@@ -141,12 +141,19 @@ def test_jobs_survive_a_dashboard_restart(jobs):
     ({"ft_epochs": -1}, "--ft-epochs -1 is out of range"),
     ({"image_size": 33, "model": "vit_ti16"}, "not a multiple of vit_ti16's patch size 16"),
     ({"weights": "/nowhere/ckpt.npz"}, "no such file"),
+    ({"weights": "demo"}, "no demo weights for mobilenet_v2 at 32 px"),
 ])
 def test_invalid_settings_are_rejected_with_a_message(roots, no_process, changes, message):
     data_root, runs = roots
     config = RunConfig(data=str(data_root / "demo"), **{**TINY, **changes})
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         launcher.launch_training(config, runs)
+
+
+def test_the_demo_backbones_are_accepted_where_they_exist(roots):
+    data_root, runs = roots
+    config = RunConfig(data=str(data_root / "demo"), **{**TINY, "image_size": 64, "weights": "demo"})
+    assert launcher.validate_launch(config, runs).weights == "demo"
 
 
 def test_data_folder_outside_the_data_root_is_rejected(roots, tmp_path, no_process):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from poc.models.registry import HUB_PREFIX, MODELS, ModelSpec, get_spec, model_names
 
-__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "resolve_image_size"]
+__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "resolve_image_size",
+           "resolve_weights"]
 
 # Google's published ViT checkpoints (ImageNet-21k pretraining, ImageNet-1k fine-tuning at 224 px).
 VIT_IMAGENET_CHECKPOINTS = {
@@ -34,6 +35,24 @@ def resolve_image_size(spec: ModelSpec, image_size: int | None) -> int:
     return size
 
 
+def resolve_weights(name: str, weights: str, image_size: int) -> str:
+    """What `--weights` names for `name` at `image_size`: "none", "imagenet", a URL, or an existing file (the
+    project's offline-pretrained demo backbones, `demo`, resolve to theirs). UserError when there is none."""
+    from pathlib import Path
+
+    from poc.errors import UserError
+
+    if weights in ("none", "imagenet") or "://" in weights:
+        return weights
+    if weights == "demo":  # the project's own offline-pretrained backbones (poc/pretrained/), not ImageNet
+        from poc.models.pretrained import demo_weights_path
+
+        return str(demo_weights_path(name, image_size))
+    if not Path(weights).exists():
+        raise UserError(f"--weights {weights}: no such file; use none, imagenet or a checkpoint path")
+    return weights
+
+
 def build(name: str, num_classes: int, image_size: int | None = None, weights: str = "none",
           dropout: float = 0.2):
     """The full classifier as a Keras model: (N, S, S, 3) float pixels in [0, 255] -> (N, C) probabilities."""
@@ -46,10 +65,7 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
     if num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
     size = resolve_image_size(spec, image_size)
-    if weights == "demo":  # the project's own offline-pretrained backbones (poc/pretrained/), not ImageNet
-        from poc.models.pretrained import demo_weights_path
-
-        weights = str(demo_weights_path(spec.name, size))
+    weights = resolve_weights(spec.name, weights, size)
     backbone_weights = weights
     if spec.family == "vit" and weights not in ("none",):
         backbone_weights = "none"  # the checkpoint also holds the head: loaded below

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 
 from poc.errors import UserError
@@ -11,12 +9,11 @@ from poc.models.registry import ModelSpec
 
 
 def build_application(spec: ModelSpec, image_size: int, weights: str) -> keras.Model:
-    """`weights`: "none", "imagenet" (downloads once into ~/.keras), or a path to backbone weights (.h5)."""
+    """`weights`: "none", "imagenet" (downloads once into ~/.keras), or a path to backbone weights (.h5) that
+    `poc.models.resolve_weights` has checked."""
     constructor = getattr(keras.applications, spec.app)
     source = None if weights == "none" else weights
     local = source not in (None, "imagenet")
-    if local and not Path(source).is_file():
-        raise UserError(f"--weights {source}: no such file; use 'imagenet', 'none' or a .weights.h5 path")
     try:
         backbone = constructor(include_top=False, weights=None if local else source,
                                input_shape=(image_size, image_size, 3), pooling="avg", name="backbone")
