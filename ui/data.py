@@ -85,12 +85,10 @@ def _rd(run_id: str) -> RunDir:
 # ---------------------------------------------------------------- runs and leaderboard
 
 def _load_run_safely(path: Path) -> RunRecord:
-    """artifacts.load_run, but a run.json of the wrong shape (a list, wrong types) becomes a flagged record."""
+    """artifacts.load_run (which already flags a run.json that is not an object), but any other failure to
+    read the directory (it vanished mid-read, say) becomes a flagged record instead of an exception."""
     try:
-        record = artifacts.load_run(path)
-        if not isinstance(record.info, dict):
-            raise TypeError(f"run.json holds a {type(record.info).__name__}, not an object")
-        return record
+        return artifacts.load_run(path)
     except Exception as exc:
         return RunRecord(RunDir(Path(path)), {}, [f"run.json unusable ({type(exc).__name__}: {exc})"])
 
