@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from poc import artifacts  # noqa: E402
 from poc.config import AUGMENTATIONS, RunConfig, parse_augment  # noqa: E402
-from poc.errors import UserError  # noqa: E402
+from poc.errors import Cancelled, UserError  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m poc", description="ViTrine: CNN vs ViT workbench")
@@ -230,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the user sees one line, the log keeps the traceback
-        from poc.training import Cancelled
-
         if isinstance(exc, Cancelled):
             print(f"run {exc} cancelled", file=sys.stderr)
             return 130

@@ -7,12 +7,19 @@ before a run directory exists. Cutoffs are checked against the built model by `p
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from poc.errors import UserError
 
 AUGMENTATIONS = ("flip", "rotation", "shift", "brightness", "zoom")
+
+
+def default_data_root() -> Path:
+    """$VITRINE_DATA_ROOT or data/: where the demo data lives and the only place the launcher takes datasets from."""
+    return Path(os.environ.get("VITRINE_DATA_ROOT", "data"))
 
 
 @dataclass

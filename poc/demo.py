@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from poc import artifacts
-from poc.config import RunConfig
+from poc.config import RunConfig, default_data_root
 
 DEMO_SETTINGS = {
     # Small enough for a 2-core CPU in a few minutes: 64 px, few epochs, and the project's own shape-pretrained
@@ -21,10 +20,6 @@ DEMO_SETTINGS = {
          "lr_ft": 1e-4, "fine_tune_at": "blocks:8", "batch_size": 32, "name": "demo ViT-Ti/16"},
     ],
 }
-
-
-def default_data_root() -> Path:
-    return Path(os.environ.get("VITRINE_DATA_ROOT", "data"))
 
 
 def ensure_demo_data(data_dir: Path | None = None, progress=None) -> Path:

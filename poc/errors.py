@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input the user can fix; the message names the problem and the fix."""
+
+
+class Cancelled(Exception):
+    """Raised in the training process when the launcher (or Ctrl-C) stops it; the run is marked cancelled."""

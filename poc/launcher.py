@@ -29,7 +29,7 @@ from pathlib import Path
 
 from poc import artifacts
 from poc.config import RunConfig
-from poc.demo import default_data_root as data_root  # datasets the launcher accepts live under it
+from poc.config import default_data_root as data_root  # datasets the launcher accepts live under it
 from poc.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ import pandas as pd
 from poc import artifacts
 from poc.artifacts import RunDir
 from poc.config import RunConfig
-from poc.errors import UserError
+from poc.errors import Cancelled, UserError
 
 log = logging.getLogger("poc.training")
 
@@ -50,10 +50,6 @@ class Prepared:
     cutoff_value: str
     source_run: RunDir | None
     data_root: str
-
-
-class Cancelled(Exception):
-    """Raised in the training process when the launcher (or Ctrl-C) stops it."""
 
 
 def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:

@@ -12,7 +12,7 @@ from typing import Callable
 from poc.errors import UserError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     name: str
     family: str  # "cnn" | "vit" | "hub"
@@ -42,28 +42,34 @@ _HUB = "poc.models.hub:build_hub"
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
-        ModelSpec("mobilenet_v2", "cnn", "MobileNetV2 + global average pooling (Sandler et al. 2018)", 224, 32,
-                  "tf", _APPS, "block_13_expand", r"^(block_\d+_expand|Conv_1)$", "gradcam", "out_relu",
-                  app="MobileNetV2"),
-        ModelSpec("resnet50", "cnn", "ResNet50 + global average pooling", 224, 32, "caffe", _APPS,
-                  "conv5_block1_1_conv", r"^conv\d_block\d+_1_conv$", "gradcam", "conv5_block3_out",
-                  app="ResNet50"),
-        ModelSpec("vgg16", "cnn", "VGG16 + global average pooling", 224, 32, "caffe", _APPS,
-                  "block5_conv1", r"^block\d_conv1$", "gradcam", "block5_conv3", app="VGG16"),
-        ModelSpec("inception_resnet_v2", "cnn", "InceptionResNetV2 + global average pooling", 299, 75, "tf",
-                  _APPS, "mixed_7a", r"^(mixed_(5b|6a|7a)|block(35|17|8)_\d+_ac|conv_7b)$", "gradcam",
-                  "conv_7b_ac", app="InceptionResNetV2"),
-        ModelSpec("efficientnet_b0", "cnn", "EfficientNetB0 + global average pooling", 224, 32, "raw", _APPS,
-                  "block6a_expand_conv", r"^block\d+a_(expand_conv|dwconv)$", "gradcam", "top_activation",
-                  app="EfficientNetB0"),
-        ModelSpec("vit_b32", "vit", "ViT-B/32 (Dosovitskiy et al. 2020), 12 blocks, width 768", 224, 32, "tf",
-                  _VIT, "blocks:8", r"^encoderblock_\d+$", "attention_rollout", patch=32),
-        ModelSpec("vit_b16", "vit", "ViT-B/16, 12 blocks, width 768", 224, 32, "tf", _VIT, "blocks:8",
-                  r"^encoderblock_\d+$", "attention_rollout", patch=16),
-        ModelSpec("vit_s16", "vit", "ViT-S/16, 12 blocks, width 384", 224, 32, "tf", _VIT, "blocks:8",
-                  r"^encoderblock_\d+$", "attention_rollout", patch=16),
-        ModelSpec("vit_ti16", "vit", "ViT-Ti/16, 12 blocks, width 192 (fast CPU demos)", 224, 32, "tf", _VIT,
-                  "blocks:8", r"^encoderblock_\d+$", "attention_rollout", patch=16),
+        ModelSpec(name="mobilenet_v2", family="cnn", description="MobileNetV2 + global average pooling "
+                  "(Sandler et al. 2018)", default_image_size=224, min_image_size=32, preprocessing="tf",
+                  builder=_APPS, default_cutoff="block_13_expand", cutoff_pattern=r"^(block_\d+_expand|Conv_1)$",
+                  explanation="gradcam", last_conv="out_relu", app="MobileNetV2"),
+        ModelSpec(name="resnet50", family="cnn", description="ResNet50 + global average pooling",
+                  default_image_size=224, min_image_size=32, preprocessing="caffe", builder=_APPS,
+                  default_cutoff="conv5_block1_1_conv", cutoff_pattern=r"^conv\d_block\d+_1_conv$",
+                  explanation="gradcam", last_conv="conv5_block3_out", app="ResNet50"),
+        ModelSpec(name="vgg16", family="cnn", description="VGG16 + global average pooling", default_image_size=224,
+                  min_image_size=32, preprocessing="caffe", builder=_APPS, default_cutoff="block5_conv1",
+                  cutoff_pattern=r"^block\d_conv1$", explanation="gradcam", last_conv="block5_conv3", app="VGG16"),
+        ModelSpec(name="inception_resnet_v2", family="cnn", description="InceptionResNetV2 + global average "
+                  "pooling", default_image_size=299, min_image_size=75, preprocessing="tf", builder=_APPS,
+                  default_cutoff="mixed_7a", cutoff_pattern=r"^(mixed_(5b|6a|7a)|block(35|17|8)_\d+_ac|conv_7b)$",
+                  explanation="gradcam", last_conv="conv_7b_ac", app="InceptionResNetV2"),
+        ModelSpec(name="efficientnet_b0", family="cnn", description="EfficientNetB0 + global average pooling",
+                  default_image_size=224, min_image_size=32, preprocessing="raw", builder=_APPS,
+                  default_cutoff="block6a_expand_conv", cutoff_pattern=r"^block\d+a_(expand_conv|dwconv)$",
+                  explanation="gradcam", last_conv="top_activation", app="EfficientNetB0"),
+        *(ModelSpec(name=name, family="vit", description=description, default_image_size=224, min_image_size=32,
+                    preprocessing="tf", builder=_VIT, default_cutoff="blocks:8", cutoff_pattern=r"^encoderblock_\d+$",
+                    explanation="attention_rollout", patch=patch)
+          for name, description, patch in [
+              ("vit_b32", "ViT-B/32 (Dosovitskiy et al. 2020), 12 blocks, width 768", 32),
+              ("vit_b16", "ViT-B/16, 12 blocks, width 768", 16),
+              ("vit_s16", "ViT-S/16, 12 blocks, width 384", 16),
+              ("vit_ti16", "ViT-Ti/16, 12 blocks, width 192 (fast CPU demos)", 16),
+          ]),
     ]
 }
 
@@ -72,8 +78,9 @@ HUB_PREFIX = "hub:"
 
 def hub_spec(name: str) -> ModelSpec:
     """A TF-Hub image feature-vector SavedModel: frozen whole in phase 1, trainable whole in phase 2."""
-    return ModelSpec(name, "hub", f"TF-Hub feature vector {name[len(HUB_PREFIX):]}", 224, 32, "unit", _HUB,
-                     "0", r"^$", "none")
+    return ModelSpec(name=name, family="hub", description=f"TF-Hub feature vector {name[len(HUB_PREFIX):]}",
+                     default_image_size=224, min_image_size=32, preprocessing="unit", builder=_HUB,
+                     default_cutoff="0", cutoff_pattern=r"^$", explanation="none")
 
 
 def get_spec(name: str) -> ModelSpec:
