@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
 
 from poc import artifacts  # noqa: E402
-from poc.config import AUGMENTATIONS, RunConfig, parse_augment  # noqa: E402
+from poc.config import RunConfig, add_config_arguments, config_from_namespace  # noqa: E402
 from poc.errors import Cancelled, UserError  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,39 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = RunConfig(data="")
-    p.add_argument("--data", required=True)
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--weights", default=d.weights, help="none | demo | imagenet | PATH or URL")
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's (224 for most)")
-    p.add_argument("--tl-epochs", type=int, default=d.tl_epochs)
-    p.add_argument("--ft-epochs", type=int, default=d.ft_epochs, help="0 skips phase 2")
-    p.add_argument("--fine-tune-at", default=None, help="layer index, layer name, or blocks:K for ViTs")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr-tl", type=float, default=d.lr_tl)
-    p.add_argument("--lr-ft", type=float, default=d.lr_ft)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--augment", default=",".join(AUGMENTATIONS), help="comma list or none")
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--val", type=float, default=d.val)
-    p.add_argument("--test", type=float, default=d.test)
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_config_arguments(p)
     p.add_argument("--runs-dir", type=Path, default=None)
-    p.add_argument("--name", default=None)
-    p.add_argument("--from-run", default=None, help="start phase 2 from this run's phase-1 weights and split")
     p.add_argument("--run-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
-    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto")
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        data=a.data, model=a.model, weights=a.weights, image_size=a.image_size, tl_epochs=a.tl_epochs,
-        ft_epochs=a.ft_epochs, fine_tune_at=a.fine_tune_at, batch_size=a.batch_size, lr_tl=a.lr_tl,
-        lr_ft=a.lr_ft, patience=a.patience, augment=parse_augment(a.augment), dropout=a.dropout, val=a.val,
-        test=a.test, seed=a.seed, name=a.name, from_run=a.from_run, mixed_precision=a.mixed_precision,
-        jit_compile=a.jit_compile,
-    )
+    return config_from_namespace(a)
 
 
 # ---------------------------------------------------------------- commands
@@ -256,12 +230,24 @@ class _NoTraceback(logging.Formatter):
         return record.getMessage()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the message (in-process callers swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns one; the property always answers sys.stderr
+        pass
+
+
 def _console_logging() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing advice and the like: not for users
     root = logging.getLogger()
     if any(isinstance(h.formatter, _NoTraceback) for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(_NoTraceback())
     root.addHandler(handler)
     root.setLevel(logging.INFO)

@@ -26,7 +26,7 @@ def default_data_root() -> Path:
 class RunConfig:
     data: str
     model: str = "mobilenet_v2"
-    weights: str = "none"
+    weights: str = "imagenet"  # "none" freezes a random backbone in phase 1: an explicit choice, warned about
     image_size: int | None = None  # None: the model's default
     tl_epochs: int = 50
     ft_epochs: int = 50
@@ -78,6 +78,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def frozen_random(self) -> bool:
+        """Phase 1 would freeze a randomly initialised backbone: near-constant features, near-chance accuracy."""
+        return self.weights == "none" and not self.from_run and self.tl_epochs > 0
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
         """Rejects unknown keys and ill-typed values with a message (a run.json or a launcher form)."""
@@ -118,3 +123,84 @@ def _coerce(key: str, type_name: Any, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise UserError(f"config {key}={value!r} is not a valid {kind.split(' ')[0]}") from None
+
+
+# ---------------------------------------------------------------- the command line, derived from RunConfig
+
+@dataclass(frozen=True)
+class Flag:
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+
+
+# One row per RunConfig field: the flag is --<field-with-dashes>; type and default come from the dataclass.
+FLAGS: dict[str, Flag] = {
+    "data": Flag("dataset folder: one sub-folder per class, or train/ validation/ test/ folders", required=True),
+    "model": Flag("model name (see the README's model table) or hub:<handle-or-path>"),
+    "weights": Flag("imagenet (download) | demo (the project's offline backbones, 64 px) | none (random; "
+                    "phase 1 then freezes a random backbone) | a checkpoint path or URL"),
+    "image_size": Flag("input size in pixels (default: the model's, 224 for most)"),
+    "tl_epochs": Flag("phase 1 (transfer learning, frozen backbone) epochs at most"),
+    "ft_epochs": Flag("phase 2 (fine-tuning) epochs at most; 0 skips phase 2"),
+    "fine_tune_at": Flag("phase-2 cutoff: layer index, layer name, or blocks:K for ViTs (default: the model's)"),
+    "batch_size": Flag("images per batch"),
+    "lr_tl": Flag("phase-1 learning rate (Adam)"),
+    "lr_ft": Flag("phase-2 learning rate (Adam)"),
+    "patience": Flag("early-stopping patience in epochs, on validation loss"),
+    "augment": Flag(f"comma list of {','.join(AUGMENTATIONS)}, or none / all"),
+    "dropout": Flag("dropout before the softmax head"),
+    "val": Flag("validation share when the dataset has no validation/ folder"),
+    "test": Flag("test share when the dataset has no test/ folder"),
+    "seed": Flag("seed for the split, the model's initial weights and the augmentations"),
+    "name": Flag("a name for the run (default: its id)"),
+    "from_run": Flag("start phase 2 from this run's phase-1 weights and split"),
+    "mixed_precision": Flag("mixed float16 on a GPU", choices=("auto", "on", "off")),
+    "jit_compile": Flag("XLA compilation on a GPU", choices=("auto", "on", "off")),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser) -> None:
+    """The `train` flags, one per RunConfig field, typed and defaulted by the dataclass."""
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    missing = set(fields) ^ set(FLAGS)
+    assert not missing, f"RunConfig fields and FLAGS differ: {sorted(missing)}"  # a programming error
+    defaults = RunConfig(data="")
+    for name, flag in FLAGS.items():
+        kind = str(fields[name].type)
+        kwargs: dict[str, Any] = {"help": flag.help, "dest": name}
+        if flag.required:
+            kwargs["required"] = True
+        else:
+            default = getattr(defaults, name)
+            kwargs["default"] = ",".join(default) if isinstance(default, list) else default
+        if flag.choices:
+            kwargs["choices"] = flag.choices
+        elif kind.startswith("int"):
+            kwargs["type"] = int
+        elif kind.startswith("float"):
+            kwargs["type"] = float
+        parser.add_argument(_flag(name), **kwargs)
+
+
+def config_from_namespace(namespace) -> RunConfig:
+    """The RunConfig an argparse namespace from `add_config_arguments` describes."""
+    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(RunConfig)}
+    return RunConfig.from_dict(values)
+
+
+def config_to_argv(config: RunConfig) -> list[str]:
+    """The `python -m poc train` flags for `config`: --data and --model always, the rest where not default."""
+    default = RunConfig(data=config.data)
+    argv = [_flag("data"), str(config.data), _flag("model"), config.model]
+    for name, value in config.to_dict().items():
+        if name in ("data", "model") or value == getattr(default, name):
+            continue
+        if isinstance(value, list):
+            value = ",".join(value) if value else "none"
+        argv += [_flag(name), str(value)]
+    return argv

@@ -7,11 +7,9 @@ restored and is followed by an evaluation of its stage on the test split, which 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
+import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +48,7 @@ class Prepared:
     cutoff_value: str
     source_run: RunDir | None
     data_root: str
+    pretraining: str  # imagenet | demo | none | checkpoint: what the backbone started from
 
 
 def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
@@ -66,15 +65,17 @@ def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
 def prepare(config: RunConfig, runs_dir: Path) -> Prepared:
     from poc.data.scan import scan_dataset
     from poc.data.split import split_dataset
-    from poc.models import build, get_spec, resolve_image_size
-    from poc.models.cutoffs import freeze_backbone, resolve_cutoff
+    from poc.models import build, get_spec, pretraining_kind, resolve_image_size
+    from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
 
     config.validate()
     spec = get_spec(config.model)
+    _seed_everything(config.seed)  # before anything random: the head's and a random backbone's initial weights
     source = None
     if config.from_run:
-        source, split, class_names, size, data_root = _reuse_run(config, runs_dir)
+        source, split, class_names, size, data_root, pretraining = _reuse_run(config, runs_dir)
     else:
+        pretraining = pretraining_kind(config.weights)
         report = scan_dataset(config.data)
         if not report.usable:
             raise UserError(f"dataset {config.data} is not usable:\n  " + "\n  ".join(report.problems))
@@ -82,11 +83,22 @@ def prepare(config: RunConfig, runs_dir: Path) -> Prepared:
         class_names = report.class_names
         size = resolve_image_size(spec, config.image_size)
         data_root = str(Path(config.data).resolve())
+    if config.frozen_random:
+        log.warning("warning: --weights none freezes a randomly initialised backbone in phase 1: its features "
+                    "are nearly constant, so expect near-chance accuracy until phase 2. Use --weights imagenet "
+                    "(download) or demo (offline) for transfer learning")
     model = build(config.model, len(class_names), size, config.weights, dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
-    cutoff_value = config.fine_tune_at if config.fine_tune_at is not None else spec.default_cutoff
-    return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root)
+    cutoff_value = cutoff_text(config.fine_tune_at, spec)
+    return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root,
+                    pretraining)
+
+
+def _seed_everything(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's global generators
 
 
 def source_run(ref: str, model: str, runs_dir: Path) -> tuple[RunDir, dict]:
@@ -111,10 +123,14 @@ def _reuse_run(config: RunConfig, runs_dir: Path):
     size = int(info["config"].get("image_size") or info.get("image_size"))
     if config.image_size and config.image_size != size:
         raise UserError(f"--image-size {config.image_size} differs from run {source.id}'s {size} px")
-    if config.weights != "none" and config.weights != info.get("weights"):
+    if config.weights not in ("none", RunConfig(data="").weights) and config.weights != info.get("weights"):
         log.warning("--weights is ignored with --from-run: phase-1 weights come from %s", source.id)
     config.image_size = size
-    return source, split, list(info["class_names"]), size, info.get("dataset", {}).get("path", config.data)
+    from poc.models import pretraining_kind
+
+    pretraining = info.get("pretraining") or pretraining_kind(str(info.get("weights", "none")))
+    return source, split, list(info["class_names"]), size, info.get("dataset", {}).get("path", config.data), \
+        pretraining
 
 
 # ---------------------------------------------------------------- the run
@@ -146,9 +162,11 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
         info["created"] = (artifacts.read_json(rd.run_json) or {}).get("created", info["created"])
     rd.write_run(info)
     artifacts.write_csv(rd.split_csv, prepared.split)
-    handler = _attach_log(rd)
+    from poc.runwriter import attach_log, cancel_on_sigterm, device_slot
+
+    handler = attach_log(rd)
     try:
-        with _device_slot(runs_dir, rd), _cancel_on_sigterm():
+        with device_slot(runs_dir, rd), cancel_on_sigterm():
             rd.update_run(status="running", started=artifacts.utc_now(), pid=os.getpid())
             _run_phases(prepared, rd, speedups)
         rd.update_run(status="completed", finished=artifacts.utc_now())
@@ -158,7 +176,8 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
         log.warning("run %s cancelled", rd.id)
         raise Cancelled(rd.id) from None
     except BaseException as exc:
-        rd.update_run(status="failed", finished=artifacts.utc_now(), error=f"{type(exc).__name__}: {exc}")
+        reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        rd.update_run(status="failed", finished=artifacts.utc_now(), error=reason)
         log.exception("run %s failed", rd.id)
         raise
     finally:
@@ -171,6 +190,7 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
     from poc.data.split import split_fingerprint
     from poc.device import describe_device, versions
     from poc.models.cutoffs import trainable_count, unfreeze_from, freeze_backbone
+    from poc.runwriter import parameter_megabytes
 
     model = p.model
     total = int(model.count_params())
@@ -189,15 +209,19 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "config": {**p.config.to_dict(), "image_size": p.image_size},
         "dataset": {"path": p.data_root, "split_fingerprint": split_fingerprint(p.split),
                     "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
-                    "num_classes": len(p.class_names)},
+                    "num_classes": len(p.class_names), "carved": dict(p.split.attrs.get("carved") or {})},
         "class_names": p.class_names,
         "model": p.config.model,
         "family": p.spec.family,
         "explanation": p.spec.explanation,
         "image_size": p.image_size,
         "weights": p.config.weights if not p.source_run else f"run:{p.source_run.id}",
+        "pretraining": p.pretraining,
+        "frozen_random": p.config.frozen_random,
         "from_run": p.source_run.id if p.source_run else None,
-        "params": {"total": total, "trainable_tl": trainable_tl, "trainable_ft": trainable_ft},
+        "params": {"total": total, "trainable_tl": trainable_tl, "trainable_ft": trainable_ft,
+                   "size_mb": parameter_megabytes(model)},
+        "final_stage": None,
         "fine_tune_at": p.cutoff_value,
         "fine_tune_at_index": p.cutoff_index,
         "device": describe_device(),
@@ -215,67 +239,103 @@ def _run_phases(p: Prepared, rd: RunDir, speedups: dict) -> None:
     import keras
 
     from poc.data.pipeline import make_dataset
-    from poc.models.cutoffs import freeze_backbone, unfreeze_from
+    from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
+    from poc.runwriter import RunWriter, save_model_weights
 
     cfg = p.config
-    keras.utils.set_random_seed(cfg.seed)
     frames = {s: p.split[p.split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     train_ds = make_dataset(frames["train"], p.class_names, p.image_size, cfg.batch_size, training=True,
                             augment=cfg.augment, seed=cfg.seed)
-    val_ds = make_dataset(frames["val"], p.class_names, p.image_size, cfg.batch_size)
-    test_ds = make_dataset(frames["test"], p.class_names, p.image_size, cfg.batch_size)
+    sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, cfg.batch_size), frames[s])
+            for s in ("val", "test")}
     steps = int(np.ceil(len(frames["train"]) / cfg.batch_size))
 
     history: list[dict] = []
+    val_losses: dict[str, float] = {}  # stage -> validation loss of its (restored best) weights
     if p.source_run:
         p.model.load_weights(p.source_run.stage_weights("tl"))
-        _evaluate_stage(p, rd, "tl", test_ds, frames["test"])
+        val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
     for phase in plan_phases(cfg, p.cutoff_index):
         if phase.cutoff_index is None:
             freeze_backbone(p.model)
+            fit_model = frozen_view(p.model)  # same weights; the frozen backbone runs in inference mode
         else:
             unfreeze_from(p.model, phase.cutoff_index)
-        p.model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
-                        metrics=["accuracy"], jit_compile=speedups["jit_compile"])
+            fit_model = p.model
+        fit_model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
+                          metrics=["accuracy"], jit_compile=speedups["jit_compile"])
         start = time.monotonic()
         first_epoch = len(history)
+        flag = "--lr-tl" if phase.stage == "tl" else "--lr-ft"
         callbacks = [
+            RunWriter(rd, phase.stage, phase.epochs, history, steps,
+                      hint=f"Lower the learning rate ({flag} {phase.learning_rate:g} -> {phase.learning_rate / 10:g})."),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-            RunWriter(rd, phase, history, steps),
             keras.callbacks.TensorBoard(log_dir=str(rd.logs_dir / phase.stage), write_graph=False),
         ]
         log.info("phase %s: %d epochs max, lr %g, %d trainable parameters", phase.stage, phase.epochs,
                  phase.learning_rate, sum(int(np.prod(w.shape)) for w in p.model.trainable_weights))
-        p.model.fit(train_ds, validation_data=val_ds, epochs=first_epoch + phase.epochs,
-                    initial_epoch=first_epoch, callbacks=callbacks, shuffle=False, verbose=2 if not sys.stdout.isatty() else 1)
+        fit_model.fit(train_ds, validation_data=sets["val"][0], epochs=first_epoch + phase.epochs,
+                      initial_epoch=first_epoch, callbacks=callbacks, shuffle=False,
+                      verbose=2 if not sys.stdout.isatty() else 1)
         phase_rows = [r for r in history if r["phase"] == phase.stage]
         best = min(phase_rows, key=lambda r: r["val_loss"])["epoch"] if phase_rows else None
         info = artifacts.read_json(rd.run_json)
         rd.update_run(timing={**info.get("timing", {}), phase.stage: round(time.monotonic() - start, 2)},
                       best_epoch={**info.get("best_epoch", {}), phase.stage: best})
-        tmp = artifacts.atomic_target(rd.stage_weights(phase.stage))
-        p.model.save_weights(tmp)
-        artifacts.commit(tmp, rd.stage_weights(phase.stage))
-        _evaluate_stage(p, rd, phase.stage, test_ds, frames["test"])
-    tmp = artifacts.atomic_target(rd.weights)
-    p.model.save_weights(tmp)
-    artifacts.commit(tmp, rd.weights)
+        save_model_weights(p.model, rd.stage_weights(phase.stage))
+        val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
+    final = choose_final_stage(val_losses)
+    if final != list(val_losses)[-1]:
+        log.info("stage %s has the lower validation loss (%s): it is the final model", final,
+                 ", ".join(f"{s} {v:.4f}" for s, v in val_losses.items()))
+        p.model.load_weights(p.source_run.stage_weights(final) if p.source_run and final == "tl"
+                             else rd.stage_weights(final))
+    save_model_weights(p.model, rd.weights)
+    rd.update_run(final_stage=final)
 
 
-def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, test_ds, test_frame: pd.DataFrame) -> None:
+def choose_final_stage(val_losses: dict[str, float]) -> str:
+    """The stage whose weights have the lowest validation loss; on a tie (or no number) the later stage.
+    The test split never takes part in this choice."""
+    finite = {s: v for s, v in val_losses.items() if v is not None and math.isfinite(v)}
+    if not finite:
+        return list(val_losses)[-1]
+    best = min(finite.values())
+    return [s for s, v in finite.items() if v == best][-1]
+
+
+def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
+    """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
+    returns that validation loss (what chooses the final stage)."""
     from poc.evaluation import evaluate_probabilities
     from poc.explain import explain_images
 
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
                        "metrics": {}, "eta_seconds": None})
+    (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
+    val_loss, val_accuracy = _loss_and_accuracy(p.model.predict(val_ds, verbose=0), val_frame, p.class_names)
     probs = p.model.predict(test_ds, verbose=0)
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
+    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy)
     rd.write_eval(stage, **result)
-    log.info("stage %s: test accuracy %.4f (95%% CI %.3f-%.3f), macro-F1 %.4f", stage,
-             result["metrics"]["accuracy"], *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
+    log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
+             "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
+             *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
     explained = explain_images(p.model, p.spec, test_ds)
     if explained is not None:
         rd.write_explanations(stage, *explained)
+    return val_loss
+
+
+def _loss_and_accuracy(probs: np.ndarray, frame: pd.DataFrame, class_names: list[str]) -> tuple[float, float]:
+    """Categorical cross-entropy (as Keras computes it, probabilities clipped at 1e-7) and accuracy."""
+    index = {name: i for i, name in enumerate(class_names)}
+    y = np.array([index[label] for label in frame["label"]])
+    if not len(y):
+        return float("nan"), float("nan")
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
 
 
 def evaluate_run(rd: RunDir) -> list[str]:
@@ -292,122 +352,18 @@ def evaluate_run(rd: RunDir) -> list[str]:
     cfg = RunConfig.from_dict(info["config"])
     spec_size = int(info["image_size"])
     model = build(info["model"], len(info["class_names"]), spec_size, "none", dropout=cfg.dropout)
-    test = split[split["split"] == "test"].reset_index(drop=True)
-    test_ds = make_dataset(test, info["class_names"], spec_size, cfg.batch_size)
+    frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("val", "test")}
+    sets = {s: (make_dataset(f, info["class_names"], spec_size, cfg.batch_size), f) for s, f in frames.items()}
     from poc.models import get_spec
 
     p = Prepared(cfg, get_spec(info["model"]), spec_size, split, info["class_names"], model, 0, "", None,
-                 info["dataset"]["path"])
+                 info["dataset"]["path"], info.get("pretraining", "none"))
     done = []
     for stage in artifacts.STAGES:
         if rd.stage_weights(stage).exists():
             model.load_weights(rd.stage_weights(stage))
-            _evaluate_stage(p, rd, stage, test_ds, test)
+            _evaluate_stage(p, rd, stage, sets)
             done.append(stage)
     if not done:
         raise UserError(f"run {rd.id} has no saved stage weights to evaluate")
     return done
-
-
-# ---------------------------------------------------------------- callbacks and process plumbing
-
-def _keras_callback_base():
-    import keras
-
-    return keras.callbacks.Callback
-
-
-class RunWriter(_keras_callback_base()):
-    """Appends history.csv rows per epoch and keeps progress.json fresh (throttled) with an ETA."""
-
-    def __init__(self, rd: RunDir, phase: Phase, history: list[dict], steps: int, every_s: float = 0.5):
-        super().__init__()
-        self.rd, self.phase, self.history, self.steps, self.every_s = rd, phase, history, steps, every_s
-        self._last_write = 0.0
-
-    def on_train_begin(self, logs=None):
-        self._phase_start = time.monotonic()
-        self._steps_done = 0
-        self._phase_first_epoch = len(self.history)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._epoch_start = time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps_done += 1
-        now = time.monotonic()
-        if now - self._last_write >= self.every_s:
-            self._write_progress(batch + 1, logs)
-            self._last_write = now
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        lr = self.model.optimizer.learning_rate
-        self.history.append({
-            "epoch": epoch + 1,
-            "phase": self.phase.stage,
-            "loss": float(logs.get("loss", np.nan)),
-            "accuracy": float(logs.get("accuracy", np.nan)),
-            "val_loss": float(logs.get("val_loss", np.nan)),
-            "val_accuracy": float(logs.get("val_accuracy", np.nan)),
-            "lr": float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr)),
-            "seconds": round(time.monotonic() - self._epoch_start, 3),
-        })
-        self.rd.write_history(self.history)
-        self._write_progress(self.steps, logs)
-
-    def _write_progress(self, step: int, logs) -> None:
-        elapsed = time.monotonic() - self._phase_start
-        remaining_steps = self.phase.epochs * self.steps - self._steps_done
-        eta = elapsed / self._steps_done * remaining_steps if self._steps_done else None
-        self.rd.write_progress({
-            "phase": self.phase.stage,
-            "epoch": self._epoch + 1 - self._phase_first_epoch,
-            "epochs": self.phase.epochs,
-            "global_epoch": self._epoch + 1,
-            "step": step,
-            "steps": self.steps,
-            "metrics": {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)},
-            "eta_seconds": round(eta, 1) if eta is not None else None,
-        })
-
-
-@contextlib.contextmanager
-def _cancel_on_sigterm():
-    """The launcher's Cancel sends SIGTERM to our process group: turn it into Cancelled, so status is written."""
-    def handler(signum, frame):
-        raise Cancelled()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _device_slot(runs_dir: Path, rd: RunDir):
-    """One training at a time per machine (one GPU, or 2 CPU cores): a file lock; the run waits 'queued'."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    with open(runs_dir / ".device.lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another training holds the device; run %s is queued", rd.id)
-            rd.write_progress({"phase": "queued", "epoch": None, "epochs": None, "step": 0, "steps": None,
-                               "metrics": {}, "eta_seconds": None})
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _attach_log(rd: RunDir) -> logging.Handler:
-    handler = logging.FileHandler(rd.train_log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler

@@ -9,7 +9,7 @@ import pytest
 from cli import call_cli, run_cli
 from conftest import make_class_folders
 
-FAST = ["--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "1"]
+FAST = ["--weights", "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "1"]
 
 
 def assert_clean_failure(result, *needles: str) -> None:

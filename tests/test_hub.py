@@ -183,7 +183,7 @@ def test_a_handle_that_cannot_be_downloaded_is_a_user_error(monkeypatch):
 
 
 def test_cli_trains_a_hub_model_without_explanations(saved_model, demo_dataset, tmp_path):
-    result = run_cli("train", "--model", "hub:" + saved_model, "--data", demo_dataset, "--image-size",
+    result = run_cli("train", "--model", "hub:" + saved_model, "--weights", "none", "--data", demo_dataset, "--image-size",
                      str(SIZE), "--tl-epochs", "1", "--ft-epochs", "1", "--batch-size", "16", runs_dir=tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))

@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from cli import call_cli, run_cli
 from poc import artifacts
 
-TINY = ["--model", "mobilenet_v2", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
+TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
         "--batch-size", "16", "--fine-tune-at", "block_14_expand"]
 
 
@@ -141,7 +141,7 @@ def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, 
 
 def test_zero_fine_tuning_epochs_skip_phase_two(demo_dataset, tmp_path, capsys, monkeypatch):
     result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2",
-                      "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
+                      "--weights", "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
                       runs_dir=tmp_path)
     assert result.returncode == 0, result.stderr
     rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))

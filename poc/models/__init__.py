@@ -6,10 +6,12 @@ rebuilt from its run.json with it and then given its saved weights.
 
 from __future__ import annotations
 
+import contextlib
+
 from poc.models.registry import HUB_PREFIX, MODELS, ModelSpec, get_spec, model_names
 
-__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "resolve_image_size",
-           "resolve_weights"]
+__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "pretraining_kind",
+           "resolve_image_size", "resolve_weights"]
 
 # Google's published ViT checkpoints (ImageNet-21k pretraining, ImageNet-1k fine-tuning at 224 px).
 VIT_IMAGENET_CHECKPOINTS = {
@@ -69,7 +71,8 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
     backbone_weights = weights
     if spec.family == "vit" and weights not in ("none",):
         backbone_weights = "none"  # the checkpoint also holds the head: loaded below
-    backbone = spec.load_builder()(spec, size, backbone_weights)
+    with _download_errors(spec.name, weights):
+        backbone = spec.load_builder()(spec, size, backbone_weights)
 
     pixels = keras.Input((size, size, 3), name="pixels")  # (B, S, S, 3) in [0, 255]
     x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
@@ -82,9 +85,34 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
         from poc.models.vit_checkpoint import load_vit_checkpoint
 
         source = VIT_IMAGENET_CHECKPOINTS[spec.name] if weights == "imagenet" else weights
-        load_vit_checkpoint(backbone, source, head=model.get_layer("head"))
+        with _download_errors(spec.name, weights):
+            load_vit_checkpoint(backbone, source, head=model.get_layer("head"))
     return model
 
 
-def backbone_of(model):
-    return model.get_layer("backbone")
+def pretraining_kind(weights: str) -> str:
+    """What a run's backbone started from, in kinds a comparison can name: imagenet, demo, none, checkpoint."""
+    return weights if weights in ("imagenet", "demo", "none") else "checkpoint"
+
+
+@contextlib.contextmanager
+def _download_errors(name: str, weights: str):
+    """A failed weights download (offline, proxy, 404) becomes a message with the offline alternatives.
+    keras.utils.get_file shows the download's progress bar; it raises a bare Exception on failure."""
+    from poc.errors import UserError
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - narrowed by the message below
+        text = f"{type(exc).__name__}: {exc}"
+        if not any(s in text for s in ("URL fetch failure", "urlopen", "HTTP Error", "Name or service",
+                                        "Temporary failure in name resolution", "Network is unreachable",
+                                        "Connection refused", "timed out", "URLError")):
+            raise
+        raise UserError(f"--weights {weights}: could not download the {name} weights ({exc}). Without internet "
+                        f"use --weights demo (the project's offline-pretrained backbones, 64 px: mobilenet_v2, "
+                        f"and the demo ViT), --weights none (random; phase 1 then freezes a random backbone), or "
+                        f"a local checkpoint path") from None
+

@@ -14,14 +14,9 @@ def build_application(spec: ModelSpec, image_size: int, weights: str) -> keras.M
     constructor = getattr(keras.applications, spec.app)
     source = None if weights == "none" else weights
     local = source not in (None, "imagenet")
-    try:
-        backbone = constructor(include_top=False, weights=None if local else source,
-                               input_shape=(image_size, image_size, 3), pooling="avg", name="backbone")
-    except Exception as exc:  # network errors surface as many types
-        if source == "imagenet":
-            raise UserError(f"could not load ImageNet weights for {spec.name} ({exc}); they are downloaded on "
-                            "first use and need internet access. Use --weights none offline.") from exc
-        raise
+    # A failed ImageNet download becomes a UserError with the offline choices in poc.models.build.
+    backbone = constructor(include_top=False, weights=None if local else source,
+                           input_shape=(image_size, image_size, 3), pooling="avg", name="backbone")
     if local:
         try:
             backbone.load_weights(source)

@@ -29,7 +29,7 @@ class CutoffChoice:
 def resolve_cutoff(backbone: keras.Model, cutoff: str | int | None, spec: ModelSpec) -> int:
     """Index into backbone.layers: layers[:index] stay frozen."""
     layers = backbone.layers
-    value = spec.default_cutoff if cutoff is None else str(cutoff).strip()
+    value = cutoff_text(cutoff, spec)
     if re.fullmatch(r"-?\d+", value):
         index = int(value)
         if not 0 <= index <= len(layers):
@@ -54,6 +54,37 @@ def resolve_cutoff(backbone: keras.Model, cutoff: str | int | None, spec: ModelS
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UserError(f"--fine-tune-at {value!r} is not a layer of {spec.name}'s backbone{hint}; use a layer index "
                     f"0-{len(layers)}, a layer name, or blocks:K for ViTs")
+
+
+def cutoff_text(cutoff: str | int | None, spec: ModelSpec) -> str:
+    """The cutoff as the user wrote it, or the model's default: the one place the default is applied."""
+    return spec.default_cutoff if cutoff is None else str(cutoff).strip()
+
+
+class _InferenceCall(keras.layers.Layer):
+    """Calls the wrapped backbone with training=False whatever `fit` asks: Keras 3 functional models pass
+    fit's training=True to every nested call, overriding a training=False written into the graph."""
+
+    def __init__(self, backbone: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def call(self, x):
+        return self.backbone(x, training=False)
+
+    def compute_output_shape(self, input_shape):
+        return self.backbone.compute_output_shape(input_shape)
+
+
+def frozen_view(model: keras.Model) -> keras.Model:
+    """The classifier for phase-1 `fit`, sharing every weight with `model`, with the frozen backbone in
+    inference mode (as the Keras transfer-learning guide does): BatchNorm uses its moving statistics, and
+    Dropout / stochastic depth inside the backbone (EfficientNet) are off. Save weights from `model`."""
+    pixels = keras.Input(model.input_shape[1:], name="pixels")
+    x = model.get_layer("preprocess")(pixels)
+    x = _InferenceCall(model.get_layer("backbone"), name="frozen_backbone")(x)
+    x = model.get_layer("dropout")(x)
+    return keras.Model(pixels, model.get_layer("head")(x), name=f"{model.name}_frozen"[:64])
 
 
 def freeze_backbone(model: keras.Model) -> None:

@@ -1,0 +1,157 @@
+"""What a training process does around `fit`: history and progress files, a stop on a non-finite loss,
+weights without optimizer state, cancellation, the one-training-per-device lock, and the run's own log.
+
+Kept apart from `poc.training` so the training loop reads as phases and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from poc import artifacts
+from poc.artifacts import RunDir
+from poc.errors import Cancelled, UserError
+
+log = logging.getLogger("poc.training")
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: the run stops as failed; the weights of earlier phases stay."""
+
+
+def save_model_weights(model: keras.Model, path: Path) -> None:
+    """Atomically write the model's weights only: `Model.save_weights` would also store Adam's moments, which
+    triple a fine-tuned model's file (a resume checkpoint may keep them; a model file does not)."""
+    tmp = artifacts.atomic_target(path)
+    try:
+        from keras.src.saving import saving_lib
+
+        skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
+        saving_lib.save_weights_only(model, str(tmp), objects_to_skip=skip)
+    except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip: same file, larger
+        model.save_weights(tmp)
+    artifacts.commit(tmp, path)
+
+
+def parameter_megabytes(model: keras.Model) -> float:
+    """The model's size from its parameters (what a weights-only file holds), in MB (1e6 bytes)."""
+    return round(sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) / 1e6, 2)
+
+
+class RunWriter(keras.callbacks.Callback):
+    """Appends history.csv rows per epoch, keeps progress.json fresh (throttled) with an ETA, and stops the
+    run with a clear reason when the loss stops being a finite number."""
+
+    def __init__(self, rd: RunDir, stage: str, epochs: int, history: list[dict], steps: int,
+                 hint: str = "", every_s: float = 0.5):
+        super().__init__()
+        self.rd, self.stage, self.epochs, self.history, self.steps = rd, stage, epochs, history, steps
+        self.hint, self.every_s = hint, every_s
+        self._last_write = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._phase_start = time.monotonic()
+        self._steps_done = 0
+        self._phase_first_epoch = len(self.history)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_done += 1
+        self._check_finite(logs, f"step {batch + 1}")
+        now = time.monotonic()
+        if now - self._last_write >= self.every_s:
+            self._write_progress(batch + 1, logs)
+            self._last_write = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self._check_finite(logs, "the end of the epoch")
+        lr = self.model.optimizer.learning_rate
+        self.history.append({
+            "epoch": epoch + 1,
+            "phase": self.stage,
+            "loss": float(logs.get("loss", np.nan)),
+            "accuracy": float(logs.get("accuracy", np.nan)),
+            "val_loss": float(logs.get("val_loss", np.nan)),
+            "val_accuracy": float(logs.get("val_accuracy", np.nan)),
+            "lr": float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr)),
+            "seconds": round(time.monotonic() - self._epoch_start, 3),
+        })
+        self.rd.write_history(self.history)
+        self._write_progress(self.steps, logs)
+
+    def _check_finite(self, logs, where: str) -> None:
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                epoch = self._epoch + 1 - self._phase_first_epoch
+                raise NonFiniteLoss(f"phase {self.stage}, epoch {epoch} ({where}): {key} became {float(value)}; "
+                                    f"training stopped. {self.hint}".strip())
+
+    def _write_progress(self, step: int, logs) -> None:
+        elapsed = time.monotonic() - self._phase_start
+        remaining_steps = self.epochs * self.steps - self._steps_done
+        eta = elapsed / self._steps_done * remaining_steps if self._steps_done else None
+        self.rd.write_progress({
+            "phase": self.stage,
+            "epoch": self._epoch + 1 - self._phase_first_epoch,
+            "epochs": self.epochs,
+            "global_epoch": self._epoch + 1,
+            "step": step,
+            "steps": self.steps,
+            "metrics": {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)},
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+        })
+
+
+@contextlib.contextmanager
+def cancel_on_sigterm():
+    """The launcher's Cancel sends SIGTERM to our process group: turn it into Cancelled, so status is written."""
+    def handler(signum, frame):
+        raise Cancelled()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def device_slot(runs_dir: Path, rd: RunDir):
+    """One training at a time per machine (one GPU, or 2 CPU cores): a file lock; the run waits 'queued'.
+    The kernel drops a flock when its process dies, so a killed training never blocks the next one."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / ".device.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another training holds the device; run %s is queued", rd.id)
+            rd.write_progress({"phase": "queued", "epoch": None, "epochs": None, "step": 0, "steps": None,
+                               "metrics": {}, "eta_seconds": None})
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def attach_log(rd: RunDir) -> logging.Handler:
+    handler = logging.FileHandler(rd.train_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler

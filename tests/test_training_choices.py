@@ -1,0 +1,154 @@
+"""What training decides and records: seeds, the final stage by validation loss, validation metrics per
+stage, weights files without optimizer state, a frozen backbone in inference mode, and clear failures."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from poc import artifacts
+from poc.config import RunConfig
+from poc.errors import UserError
+from poc.training import choose_final_stage, train
+
+TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=2, ft_epochs=1, batch_size=16,
+            lr_ft=1e-3, augment=["flip", "zoom"])
+
+
+@pytest.fixture(scope="module")
+def two_runs(demo_dataset, tmp_path_factory):
+    """The same configuration and seed, trained twice."""
+    runs = tmp_path_factory.mktemp("same_seed")
+    return [train(RunConfig(data=str(demo_dataset), **TINY), runs) for _ in range(2)]
+
+
+def _probs(rd, stage):
+    frame = pd.read_csv(rd.eval_file(stage, "predictions"))
+    return frame[[c for c in frame if c.startswith("prob_")]].to_numpy()
+
+
+def test_the_same_seed_twice_gives_identical_predictions(two_runs):
+    a, b = two_runs
+    for stage in ("tl", "ft"):
+        np.testing.assert_array_equal(_probs(a, stage), _probs(b, stage))
+
+
+def test_each_stage_records_validation_loss_and_accuracy_of_its_restored_weights(two_runs):
+    rd = two_runs[0]
+    info = json.loads(rd.run_json.read_text())
+    history = pd.read_csv(rd.history_csv)
+    for stage in ("tl", "ft"):
+        metrics = json.loads(rd.eval_file(stage, "metrics").read_text())
+        best_row = history[(history["phase"] == stage) & (history["epoch"] == info["best_epoch"][stage])].iloc[0]
+        # Keras' own val_loss at the best epoch (early stopping restored those weights), computed independently
+        assert metrics["val_loss"] == pytest.approx(best_row["val_loss"], rel=1e-4)
+        assert metrics["val_accuracy"] == pytest.approx(best_row["val_accuracy"], abs=1e-6)
+
+
+def test_the_final_model_is_the_stage_with_the_lower_validation_loss(two_runs):
+    rd = two_runs[0]
+    info = json.loads(rd.run_json.read_text())
+    losses = {s: json.loads(rd.eval_file(s, "metrics").read_text())["val_loss"] for s in ("tl", "ft")}
+    expected = "tl" if losses["tl"] < losses["ft"] else "ft"
+    assert info["final_stage"] == expected
+    with h5py.File(rd.weights) as final, h5py.File(rd.stage_weights(expected)) as stage:
+        final_arrays, stage_arrays = [], []
+        final.visititems(lambda n, o: final_arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+        stage.visititems(lambda n, o: stage_arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+    assert len(final_arrays) == len(stage_arrays)
+    for x, y in zip(final_arrays, stage_arrays):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("losses, expected", [({"tl": 0.5, "ft": 0.7}, "tl"), ({"tl": 0.7, "ft": 0.5}, "ft"),
+                                              ({"tl": 0.5, "ft": 0.5}, "ft"), ({"tl": 0.5, "ft": float("nan")}, "tl"),
+                                              ({"ft": 0.9}, "ft")])
+def test_choose_final_stage_by_validation_loss(losses, expected):
+    assert choose_final_stage(losses) == expected
+
+
+def test_weights_files_hold_no_optimizer_state_and_match_the_parameter_size(two_runs):
+    rd = two_runs[0]
+    info = json.loads(rd.run_json.read_text())
+    for path in (rd.weights, rd.stage_weights("tl"), rd.stage_weights("ft")):
+        with h5py.File(path) as f:
+            assert "optimizer" not in f.keys()
+        # the file is the parameters plus a little HDF5 structure
+        assert abs(path.stat().st_size / 1e6 - info["params"]["size_mb"]) < 0.05 * info["params"]["size_mb"]
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg")
+    expected_mb = (model.count_params() + 1280 * 10 + 10) * 4 / 1e6  # float32 backbone + 10-class head
+    assert info["params"]["size_mb"] == pytest.approx(expected_mb, abs=0.01)
+
+
+def test_run_json_names_the_pretraining_and_the_frozen_random_choice(two_runs):
+    info = json.loads(two_runs[0].run_json.read_text())
+    assert info["pretraining"] == "none" and info["frozen_random"] is True
+    assert info["dataset"]["carved"] == {}  # class folders: split by fractions, nothing carved
+
+
+def test_a_frozen_backbone_runs_in_inference_mode_during_fit():
+    """EfficientNetB0 has stochastic-depth Dropout inside the backbone: frozen, it must be off in phase 1."""
+    from poc.models import build
+    from poc.models.cutoffs import freeze_backbone, frozen_view
+
+    keras.utils.set_random_seed(0)
+    model = build("efficientnet_b0", 3, 32, "none")
+    freeze_backbone(model)
+    view = frozen_view(model)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    features = keras.Model(view.input, view.get_layer("frozen_backbone").output)
+    inference = np.asarray(features(x, training=False))
+    np.testing.assert_allclose(np.asarray(features(x, training=True)), inference, rtol=1e-5, atol=1e-12)
+    naive = keras.Model(model.input, model.get_layer("dropout").input)  # the plain classifier graph
+    assert not np.allclose(np.asarray(naive(x, training=True)), inference, rtol=1e-3, atol=1e-12)  # features ~1e-7
+    assert {id(w) for w in view.weights} == {id(w) for w in model.weights}  # the same variables, not copies
+
+
+def test_an_offline_imagenet_download_says_what_to_use_instead(monkeypatch):
+    from poc.models import build
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] "
+                        "Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", offline)
+    with pytest.raises(UserError, match="--weights demo") as caught:
+        build("mobilenet_v2", 3, 32, "imagenet")
+    assert "--weights none" in str(caught.value)
+
+
+def test_a_non_finite_loss_stops_the_phase_with_its_epoch_and_a_hint(tmp_path):
+    from poc.runwriter import NonFiniteLoss, RunWriter
+
+    rd = artifacts.RunDir(tmp_path / "run").create()
+    writer = RunWriter(rd, "ft", 5, [], steps=4, hint="Lower the learning rate (--lr-ft).")
+    writer.on_train_begin()
+    writer.on_epoch_begin(2)
+    writer.on_train_batch_end(0, {"loss": 1.2})
+    with pytest.raises(NonFiniteLoss, match=r"phase ft, epoch 3 .*loss became nan.*--lr-ft"):
+        writer.on_train_batch_end(1, {"loss": float("nan")})
+
+
+def test_a_diverged_run_is_failed_with_the_reason_and_keeps_earlier_weights(demo_dataset, tmp_path, monkeypatch):
+    from poc import runwriter
+
+    original = runwriter.RunWriter.on_train_batch_end
+
+    def poisoned(self, batch, logs=None):  # phase 2 diverges at its first step
+        if self.stage == "ft":
+            logs = {**(logs or {}), "loss": float("inf")}
+        return original(self, batch, logs)
+
+    monkeypatch.setattr(runwriter.RunWriter, "on_train_batch_end", poisoned)
+    with pytest.raises(UserError, match="phase ft, epoch 1"):
+        train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
+    rd = artifacts.RunDir(next((tmp_path / "runs").iterdir()))
+    info = json.loads(rd.run_json.read_text())
+    assert info["status"] == "failed" and "loss became inf" in info["error"] and "learning rate" in info["error"]
+    assert rd.stage_weights("tl").exists() and rd.eval_file("tl", "metrics").exists()
