@@ -42,11 +42,11 @@ def test_single_class_is_rejected(tmp_path, cli):
     assert no_run_marked_running(tmp_path / "runs")
 
 
-def test_empty_class_is_named(tmp_path, cli):
-    data = make_class_folders(tmp_path / "data", {"cat": 6, "dog": 6})
-    (data / "tiger").mkdir()
+def test_an_empty_class_leaving_one_usable_class_is_refused_by_name(tmp_path, cli):
+    data = make_class_folders(tmp_path / "data", {"cat": 6})
+    (data / "tiger").mkdir()  # skipped with a warning; one usable class is not a classification problem
     result = cli("train", "--data", data, *FAST, runs_dir=tmp_path / "runs")
-    assert_clean_failure(result, "tiger")
+    assert_clean_failure(result, "at least 2 are needed", "tiger")
 
 
 def test_unknown_model_lists_the_choices(tmp_path, demo_dataset, cli):

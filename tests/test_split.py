@@ -131,6 +131,17 @@ def test_csv_write_leaves_no_temp_files(tmp_path, uneven):
     assert [p.name for p in tmp_path.iterdir()] == ["split.csv"]
 
 
+def test_csv_write_puts_manifest_columns_first_and_keeps_extras(tmp_path, uneven):
+    df = split_dataset(uneven)
+    df.insert(0, "note", "x")
+    write_split_csv(df, tmp_path / "split.csv")
+    assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,split,sha256,note"
+
+
+def test_class_folder_layout_carves_nothing(uneven):
+    assert split_dataset(uneven).attrs["carved"] == {}
+
+
 def test_reading_a_missing_manifest_raises_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_split_csv(tmp_path / "nope.csv")

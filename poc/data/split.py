@@ -3,7 +3,9 @@
 Models are compared fairly only on the same test images, so the split is a file (`split.csv`) with a
 content fingerprint recorded in each run. Two rules guard the test split: it is stratified (every class
 in every split), and byte-identical copies move together, so a duplicate can never be trained on and then
-"predicted" in the test set. Folders already split by the user (`train/ validation/ test/`) are honoured.
+"predicted" in the test set. Folders already split by the user (`train/ validation/ test/`) are honoured;
+a missing validation/ or test/ folder is carved from train/ by the same stratified, seeded dealing, so
+that early stopping always has a validation split and the final evaluation always has a test split.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from poc.data.scan import ImageRecord, ScanReport
+from poc import artifacts
+from poc.data.scan import (
+    SPLIT_TITLES, ImageRecord, ScanReport, carve_shortfall, carve_sentence, folder_label, splits_to_carve,
+)
 from poc.errors import UserError
 
 COLUMNS = ["path", "label", "split", "sha256"]
@@ -32,25 +35,37 @@ def split_dataset(report: ScanReport, val: float = 0.1, test: float = 0.1, seed:
 
     Class-folder layout: per class, groups of identical files are shuffled with `seed` and dealt into
     round(n * val) val and round(n * test) test groups (at least one each), the rest train.
-    Split-folder layout: the folder decides and `val` / `test` are not used; a duplicate group spread
-    over several split folders goes wholly to the earliest of train, val, test (listed in
-    `df.attrs["warnings"]` and logged).
-    Raises UserError for fractions out of range, an unusable report, or a class with fewer than 3
-    distinct images.
+    Split-folder layout: the folder decides; a duplicate group spread over several split folders goes
+    wholly to the earliest of train, val, test (listed in `df.attrs["warnings"]` and logged). A split
+    without a folder (or without usable images in it) is carved from train/ as above with its fraction,
+    and `df.attrs["carved"]` maps it to a sentence saying so (an empty dict when nothing was carved).
+    Guarantees train, val and test are non-empty and every class has a train image.
+    Raises UserError for fractions out of range, an unusable report, or a class with too few distinct
+    images to deal (3 in the class-folder layout; 1 + the carved splits in train/ otherwise).
     """
-    _check_fractions(val, test)
     if report.problems:
         raise UserError("the dataset is not usable: " + "; ".join(report.problems))
+    fractions = {"val": val, "test": test}
+    carve = ["val", "test"] if report.layout == "class_folders" else splits_to_carve(report.layout, report.images)
+    _check_fractions(fractions, carve, report)
     groups = _groups(report.images)
     warnings: list[str] = []
     if report.layout == "split_folders":
         assignment = _folder_assignment(groups, warnings)
     else:
-        assignment = _stratified_assignment(groups, report.class_names, val, test, seed)
+        assignment = dict.fromkeys(groups, "train")
+    _carve(groups, assignment, report, carve, fractions, seed)
     df = _frame(groups, assignment)
+    _check_coverage(df, report)
     df.attrs["warnings"] = warnings
+    df.attrs["carved"] = {} if report.layout == "class_folders" else {
+        s: carve_sentence(s, fractions[s], report.split_folders, n=int((df["split"] == s).sum()), seed=seed)
+        for s in carve
+    }
     for message in warnings:
         _log.warning(message)
+    for message in df.attrs["carved"].values():
+        _log.info(message)
     return df
 
 
@@ -65,19 +80,11 @@ def split_fingerprint(df: pd.DataFrame) -> str:
 
 
 def write_split_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the manifest atomically (temp file in the same folder, then rename)."""
+    """Write the manifest atomically (the manifest columns first, then any extra ones)."""
     _check_columns(df, path)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = [c for c in df.columns if c not in COLUMNS]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df[COLUMNS + extra].to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    artifacts.write_csv(path, df[COLUMNS + extra])
     return path
 
 
@@ -102,12 +109,22 @@ def read_split_csv(path: str | Path) -> pd.DataFrame:
 # --- assignment ----------------------------------------------------------------------------------
 
 
-def _check_fractions(val: float, test: float) -> None:
-    for name, value in (("val", val), ("test", test)):
-        if not 0 < value < 0.5:
+def _check_fractions(fractions: dict[str, float], carve: list[str], report: ScanReport) -> None:
+    """Every fraction in [0, 0.5); one that deals a split must be above 0 (it would carve nothing)."""
+    for name, value in fractions.items():
+        if not 0 <= value < 0.5:
             raise UserError(f"--{name} must be a fraction above 0 and below 0.5 (got {value})")
-    if val + test >= 0.9:
-        raise UserError(f"--val + --test must be below 0.9 to leave training images (got {val + test:g})")
+        if value == 0 and name in carve:
+            if report.layout == "class_folders":
+                raise UserError(f"--{name} must be a fraction above 0 and below 0.5 (got {value})")
+            raise UserError(
+                f"--{name} {value:g} would carve no {SPLIT_TITLES[name]} images, and the dataset has no "
+                f"{folder_label(name, report.split_folders)} folder with usable images: use a fraction above 0 "
+                f"and below 0.5 (e.g. --{name} 0.1) or add a {folder_label(name, report.split_folders)} folder"
+            )
+    if len(carve) == 2 and sum(fractions.values()) >= 0.9:
+        total = sum(fractions.values())
+        raise UserError(f"--val + --test must be below 0.9 to leave training images (got {total:g})")
 
 
 def _groups(images: list[ImageRecord]) -> dict[str, list[ImageRecord]]:
@@ -124,37 +141,50 @@ def _owner(group: list[ImageRecord]) -> str:
     return min(counts, key=lambda label: (-counts[label], label))
 
 
-def _stratified_assignment(groups, class_names, val: float, test: float, seed: int) -> dict[str, str]:
-    """sha256 -> split. Groups are ordered by content hash, not path, so the result is location-free."""
-    by_class: dict[str, list[str]] = {label: [] for label in class_names}
+def _carve(groups, assignment: dict[str, str], report: ScanReport, carve: list[str],
+           fractions: dict[str, float], seed: int) -> None:
+    """Deal the `carve` splits out of the train groups, per class, in place of `assignment`.
+
+    Groups are ordered by content hash, not path, and classes alphabetically, with one generator, so the
+    result is location-free and the same seed gives the same split.
+    """
+    if not carve:
+        return
+    by_class: dict[str, list[str]] = {label: [] for label in report.class_names}
     for sha in sorted(groups):
-        by_class.setdefault(_owner(groups[sha]), []).append(sha)
+        if assignment[sha] == "train":
+            by_class.setdefault(_owner(groups[sha]), []).append(sha)
     rng = np.random.default_rng(seed)
-    assignment: dict[str, str] = {}
     for label in sorted(by_class):
         shas = by_class[label]
-        if len(shas) < 3:
-            raise UserError(
-                f"class '{label}' has {len(shas)} distinct image{'s' * (len(shas) != 1)}; "
-                "at least 3 are needed (train/val/test)"
-            )
-        n_val, n_test = _split_sizes(len(shas), val, test)
+        _check_enough(label, len(shas), carve, report)
+        shares = _shares(len(shas), [fractions[s] for s in carve])
         order = [shas[i] for i in rng.permutation(len(shas))]
+        bounds = np.cumsum(shares)
         for i, sha in enumerate(order):
-            assignment[sha] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
-    return assignment
+            k = int(np.searchsorted(bounds, i, side="right"))
+            assignment[sha] = carve[k] if k < len(carve) else "train"
 
 
-def _split_sizes(n: int, val: float, test: float) -> tuple[int, int]:
-    """(n_val, n_test): rounded shares, at least 1 each, leaving at least 1 for training."""
-    n_val = max(1, math.floor(n * val + 0.5))
-    n_test = max(1, math.floor(n * test + 0.5))
-    while n_val + n_test > n - 1:
-        if n_val >= n_test and n_val > 1:
-            n_val -= 1
-        else:
-            n_test -= 1
-    return n_val, n_test
+def _check_enough(label: str, n: int, carve: list[str], report: ScanReport) -> None:
+    if report.layout == "class_folders":
+        if n < 3:
+            raise UserError(f"class '{label}' has {n} distinct image{'s' * (n != 1)}; "
+                            "at least 3 are needed (train/val/test)")
+        return
+    shortfall = carve_shortfall(label, n, carve, report.split_folders)
+    if shortfall:
+        raise UserError(shortfall)
+
+
+def _shares(n: int, fractions: list[float]) -> list[int]:
+    """Groups per carved split: rounded shares, at least 1 each, leaving at least 1 for training
+    (the largest share gives way first; ties: the earlier split)."""
+    shares = [max(1, math.floor(n * f + 0.5)) for f in fractions]
+    while sum(shares) > n - 1:
+        candidates = [i for i, s in enumerate(shares) if s > 1]
+        shares[max(candidates, key=lambda i: (shares[i], -i))] -= 1
+    return shares
 
 
 def _folder_assignment(groups, warnings: list[str]) -> dict[str, str]:
@@ -168,6 +198,23 @@ def _folder_assignment(groups, warnings: list[str]) -> dict[str, str]:
             names = ", ".join(r.path.name for r in group)
             warnings.append(f"identical files in several split folders ({names}) all put in {chosen}")
     return assignment
+
+
+def _check_coverage(df: pd.DataFrame, report: ScanReport) -> None:
+    """Training needs every split and a train image of every class; say which folder to fix when not."""
+    for split in SPLITS:
+        if not (df["split"] == split).any():
+            folder = folder_label(split, report.split_folders)
+            raise UserError(
+                f"the {SPLIT_TITLES[split]} split is empty: every image in {folder} is a byte-identical copy "
+                f"of one in an earlier split folder; add distinct images to {folder}"
+            )
+    trained = set(df.loc[df["split"] == "train", "label"])
+    for label in report.class_names:
+        if label not in trained:
+            where = folder_label("train", report.split_folders) if report.layout == "split_folders" else ""
+            raise UserError(f"class '{label}' has no image in the train split; add distinct images to "
+                            f"{where}{label}/")
 
 
 def _frame(groups, assignment: dict[str, str]) -> pd.DataFrame:
