@@ -6,8 +6,6 @@ reference study's InceptionResNetV2 figure, and frozen counts summed layer by la
 
 from __future__ import annotations
 
-import time
-
 import keras
 import numpy as np
 import pytest
@@ -149,13 +147,10 @@ def test_backbone_has_the_published_parameter_count_at_224(app):
 
 
 def test_inception_resnet_v2_matches_the_trash_study_counts():
-    """Reference: 54,345,958 parameters, 9,222 trainable (6-class head) = 54,336,736 published + 1536*6+6."""
-    start = time.monotonic()
-    model = build("inception_resnet_v2", 6, 299, "none")
-    if time.monotonic() - start > 15:
-        pytest.skip("InceptionResNetV2 at 299 px builds too slowly here")
+    """Reference study (6-class head on a frozen InceptionResNetV2): 54,345,958 parameters, 9,222 trainable.
+
+    Built at its 75 px minimum: with global average pooling no parameter depends on the input size."""
+    model = build("inception_resnet_v2", 6, SIZES["inception_resnet_v2"], "none")
     freeze_backbone(model)
-    assert model.get_layer("backbone").count_params() == 54_336_736
-    assert 1536 * 6 + 6 == 9_222
     assert model.count_params() == 54_345_958
     assert trainable_count(model) == 9_222
