@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue an interrupted run from its last completed epoch (other flags are ignored)")
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--run-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
 
@@ -111,6 +113,8 @@ def cmd_split(a) -> int:
     df = split_dataset(report, val=a.val, test=a.test, seed=a.seed)
     table = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=["train", "val", "test"])
     print(table.to_string())
+    for note in [*df.attrs.get("carved", {}).values(), *df.attrs.get("warnings", [])]:
+        print(f"note: {note}")
     print(f"fingerprint {split_fingerprint(df)}")
     if a.out:
         write_split_csv(df, a.out)
@@ -119,16 +123,21 @@ def cmd_split(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from poc.training import train
+    from poc.training import resume, train
 
     _console_logging()
-    rd = train(config_from_args(a), a.runs_dir, run_id=a.run_id)
+    if a.resume:
+        rd = resume(a.resume, a.runs_dir)
+    elif not a.data:
+        raise UserError("train needs --data DATA (a dataset folder), or --resume RUN to continue a run")
+    else:
+        rd = train(config_from_args(a), a.runs_dir, run_id=a.run_id)
     print(rd.path)
     return 0
 
 
 def cmd_evaluate(a) -> int:
-    from poc.training import evaluate_run
+    from poc.phases import evaluate_run
 
     _console_logging()
     rd = _find(a.run, a.runs_dir)

@@ -15,6 +15,7 @@ from typing import Any
 from poc.errors import UserError
 
 AUGMENTATIONS = ("flip", "rotation", "shift", "brightness", "zoom")
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 
 
 def default_data_root() -> Path:
@@ -44,6 +45,9 @@ class RunConfig:
     from_run: str | None = None
     mixed_precision: str = "auto"  # auto | on | off
     jit_compile: str = "auto"
+    feature_cache: bool = True  # phase 1 on cached backbone features (False: the backbone runs every epoch)
+    tl_views: int = 3  # augmented copies per training image in the feature cache (plus the image itself)
+    distribute: str = "none"  # none | mirrored | multiworker (tf.distribute)
 
     def validate(self) -> "RunConfig":
         from poc.models.registry import get_spec  # late: registry imports TensorFlow-free specs only
@@ -73,6 +77,10 @@ class RunConfig:
         for flag in ("mixed_precision", "jit_compile"):
             if getattr(self, flag) not in ("auto", "on", "off"):
                 raise UserError(f"--{flag.replace('_', '-')} must be auto, on or off")
+        if not 0 <= self.tl_views <= 64:
+            raise UserError(f"--tl-views {self.tl_views} is out of range; use 0 (only the un-augmented image) to 64")
+        if self.distribute not in DISTRIBUTE:
+            raise UserError(f"--distribute {self.distribute!r}: choose from {', '.join(DISTRIBUTE)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +120,12 @@ def _coerce(key: str, type_name: Any, value: Any) -> Any:
             return None
         raise UserError(f"config {key} cannot be empty")
     try:
+        if kind.startswith("bool"):
+            if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.strip().lower() in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError
+            return bool(value)
         if kind.startswith("int"):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -136,7 +150,8 @@ class Flag:
 
 # One row per RunConfig field: the flag is --<field-with-dashes>; type and default come from the dataclass.
 FLAGS: dict[str, Flag] = {
-    "data": Flag("dataset folder: one sub-folder per class, or train/ validation/ test/ folders", required=True),
+    "data": Flag("dataset folder: one sub-folder per class, or train/ validation/ test/ folders (required "
+                 "unless --resume)"),
     "model": Flag("model name (see the README's model table) or hub:<handle-or-path>"),
     "weights": Flag("imagenet (download) | demo (the project's offline backbones, 64 px) | none (random; "
                     "phase 1 then freezes a random backbone) | a checkpoint path or URL"),
@@ -157,6 +172,12 @@ FLAGS: dict[str, Flag] = {
     "from_run": Flag("start phase 2 from this run's phase-1 weights and split"),
     "mixed_precision": Flag("mixed float16 on a GPU", choices=("auto", "on", "off")),
     "jit_compile": Flag("XLA compilation on a GPU", choices=("auto", "on", "off")),
+    "feature_cache": Flag("phase 1 trains the head on backbone features computed once (--no-feature-cache: the "
+                          "frozen backbone runs again in every epoch, for comparison)"),
+    "tl_views": Flag("augmented copies of each training image in the phase-1 feature cache, besides the image "
+                     "itself"),
+    "distribute": Flag("tf.distribute strategy: mirrored (all local GPUs) or multiworker (machines listed in "
+                       "TF_CONFIG); batch size is per replica", choices=DISTRIBUTE),
 }
 
 
@@ -173,6 +194,10 @@ def add_config_arguments(parser) -> None:
     for name, flag in FLAGS.items():
         kind = str(fields[name].type)
         kwargs: dict[str, Any] = {"help": flag.help, "dest": name}
+        if kind.startswith("bool"):  # --name when off by default, --no-name when on by default
+            on = getattr(defaults, name)
+            parser.add_argument(_bool_flag(name, on), action="store_false" if on else "store_true", **kwargs)
+            continue
         if flag.required:
             kwargs["required"] = True
         else:
@@ -187,6 +212,10 @@ def add_config_arguments(parser) -> None:
         parser.add_argument(_flag(name), **kwargs)
 
 
+def _bool_flag(name: str, default: bool) -> str:
+    return "--no-" + name.replace("_", "-") if default else _flag(name)
+
+
 def config_from_namespace(namespace) -> RunConfig:
     """The RunConfig an argparse namespace from `add_config_arguments` describes."""
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(RunConfig)}
@@ -199,6 +228,9 @@ def config_to_argv(config: RunConfig) -> list[str]:
     argv = [_flag("data"), str(config.data), _flag("model"), config.model]
     for name, value in config.to_dict().items():
         if name in ("data", "model") or value == getattr(default, name):
+            continue
+        if isinstance(value, bool):
+            argv.append(_bool_flag(name, getattr(default, name)))
             continue
         if isinstance(value, list):
             value = ",".join(value) if value else "none"

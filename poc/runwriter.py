@@ -52,16 +52,17 @@ class RunWriter(keras.callbacks.Callback):
     run with a clear reason when the loss stops being a finite number."""
 
     def __init__(self, rd: RunDir, stage: str, epochs: int, history: list[dict], steps: int,
-                 hint: str = "", every_s: float = 0.5):
+                 first_epoch: int, hint: str = "", every_s: float = 0.5):
         super().__init__()
         self.rd, self.stage, self.epochs, self.history, self.steps = rd, stage, epochs, history, steps
         self.hint, self.every_s = hint, every_s
+        self._phase_first_epoch = first_epoch  # global index of the phase's first epoch (a resume starts later)
         self._last_write = 0.0
 
     def on_train_begin(self, logs=None):
         self._phase_start = time.monotonic()
         self._steps_done = 0
-        self._phase_first_epoch = len(self.history)
+        self._resumed_epochs = len(self.history) - self._phase_first_epoch  # epochs done before a resume
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -102,7 +103,7 @@ class RunWriter(keras.callbacks.Callback):
 
     def _write_progress(self, step: int, logs) -> None:
         elapsed = time.monotonic() - self._phase_start
-        remaining_steps = self.epochs * self.steps - self._steps_done
+        remaining_steps = (self.epochs - self._resumed_epochs) * self.steps - self._steps_done
         eta = elapsed / self._steps_done * remaining_steps if self._steps_done else None
         self.rd.write_progress({
             "phase": self.stage,
@@ -114,6 +115,69 @@ class RunWriter(keras.callbacks.Callback):
             "metrics": {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)},
             "eta_seconds": round(eta, 1) if eta is not None else None,
         })
+
+
+# ---------------------------------------------------------------- resume checkpoints
+
+def checkpoint_dir(rd: RunDir) -> Path:
+    return rd.path / "checkpoint"
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping on val_loss restoring the best weights, whose state (best loss, wait, best epoch and best
+    weights) survives a crash through the checkpoint."""
+
+    def __init__(self, patience: int, state: dict | None = None, best_weights: list | None = None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self._resume_state, self._resume_weights = state, best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resume_state:
+            self.best, self.wait = self._resume_state["best"], self._resume_state["wait"]
+            self.best_epoch, self.best_weights = self._resume_state["best_epoch"], self._resume_weights
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After every epoch: the fitted model's weights with optimizer state, the best weights so far, and the
+    early-stopping state, in `checkpoint/`. Files are written first and `state.json` last, each atomically, so a
+    kill at any moment leaves the previous complete checkpoint in force."""
+
+    def __init__(self, rd: RunDir, stage: str, early: ResumableEarlyStopping):
+        super().__init__()
+        self.rd, self.stage, self.early = rd, stage, early
+        self.dir = checkpoint_dir(rd)
+        state = read_checkpoint(rd)
+        self._best_file = state["best_file"] if state and state["stage"] == stage else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.dir / f"last-{epoch + 1}.weights.h5"
+        tmp = artifacts.atomic_target(last)
+        self.model.save_weights(tmp)  # with the optimizer's state: a resumed Adam continues where it was
+        artifacts.commit(tmp, last)
+        if self.early.best_epoch == epoch:  # this epoch is the best so far
+            self._best_file = f"best-{epoch + 1}.weights.h5"
+            save_model_weights(self.model, self.dir / self._best_file)
+        artifacts.write_json(self.dir / "state.json", {
+            "stage": self.stage, "epoch": epoch + 1, "last_file": last.name, "best_file": self._best_file,
+            "early": {"best": _finite_or_none(self.early.best), "wait": int(self.early.wait),
+                      "best_epoch": int(self.early.best_epoch)},
+        })
+        for old in self.dir.glob("*.weights.h5"):
+            if old.name not in (last.name, self._best_file):
+                old.unlink(missing_ok=True)
+
+
+def read_checkpoint(rd: RunDir) -> dict | None:
+    """The last complete checkpoint's state, or None (no checkpoint, or its files are gone)."""
+    state = artifacts.read_json(checkpoint_dir(rd) / "state.json")
+    if not state or not (checkpoint_dir(rd) / str(state.get("last_file"))).exists():
+        return None
+    return state
+
+
+def _finite_or_none(value):
+    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
 @contextlib.contextmanager

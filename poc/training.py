@@ -8,14 +8,10 @@ restored and is followed by an evaluation of its stage on the test split, which 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from poc import artifacts
@@ -162,13 +158,64 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
         info["created"] = (artifacts.read_json(rd.run_json) or {}).get("created", info["created"])
     rd.write_run(info)
     artifacts.write_csv(rd.split_csv, prepared.split)
+    return _execute(prepared, rd, runs_dir, speedups, resume=False)
+
+
+def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
+    """Continue an interrupted (killed, failed or cancelled) run from its last completed epoch, in its own
+    directory: finished phases are kept, the phase in progress restarts from its checkpoint."""
+    from poc.device import configure
+    from poc.runstatus import effective_status
+
+    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
+    rd = artifacts.find_run(ref, runs_dir)
+    info = artifacts.read_json(rd.run_json) if rd else None
+    if not info or not isinstance(info.get("config"), dict):
+        raise UserError(f"--resume {ref}: no such run in {runs_dir} (or its run.json is unreadable)")
+    status = effective_status(artifacts.load_run(rd.path))
+    if status == "completed":
+        raise UserError(f"run {rd.id} already completed; there is nothing to resume")
+    if status in ("running", "queued"):
+        raise UserError(f"run {rd.id} is still {status} (process {info.get('pid')}); cancel it or wait")
+    if artifacts.read_split(rd) is None or "class_names" not in info:
+        raise UserError(f"run {rd.id} stopped before its split was written; start a new run instead")
+    config = RunConfig.from_dict(info["config"])
+    speedups = configure(config.mixed_precision, config.jit_compile)
+    prepared = _prepare_resume(config, rd, info, runs_dir)
+    rd.update_run(resumed=[*info.get("resumed", []), artifacts.utc_now()], error=None, finished=None)
+    log.info("resuming run %s (was %s)", rd.id, status)
+    return _execute(prepared, rd, runs_dir, speedups, resume=True)
+
+
+def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path) -> Prepared:
+    from poc.models import build, get_spec
+    from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
+
+    spec = get_spec(config.model)
+    _seed_everything(config.seed)
+    source = None
+    if info.get("from_run"):
+        source, _ = source_run(info["from_run"], config.model, runs_dir)
+    size, class_names = int(info["image_size"]), list(info["class_names"])
+    model = build(config.model, len(class_names), size, "none" if source else config.weights,
+                  dropout=config.dropout)
+    cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
+    freeze_backbone(model)
+    return Prepared(config, spec, size, artifacts.read_split(rd), class_names, model, cutoff_index,
+                    cutoff_text(config.fine_tune_at, spec), source, info.get("dataset", {}).get("path", config.data),
+                    info.get("pretraining", "none"))
+
+
+def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, resume: bool) -> RunDir:
+    """The run's life once its directory exists: the device lock, the phases, and a final status always written."""
+    from poc.phases import run_phases
     from poc.runwriter import attach_log, cancel_on_sigterm, device_slot
 
     handler = attach_log(rd)
     try:
         with device_slot(runs_dir, rd), cancel_on_sigterm():
-            rd.update_run(status="running", started=artifacts.utc_now(), pid=os.getpid())
-            _run_phases(prepared, rd, speedups)
+            rd.update_run(status="running", pid=os.getpid(), **({} if resume else {"started": artifacts.utc_now()}))
+            run_phases(prepared, rd, speedups, resume=resume)
         rd.update_run(status="completed", finished=artifacts.utc_now())
         log.info("run %s completed", rd.id)
     except (Cancelled, KeyboardInterrupt):
@@ -233,137 +280,3 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "error": None,
         "pid": os.getpid(),
     }
-
-
-def _run_phases(p: Prepared, rd: RunDir, speedups: dict) -> None:
-    import keras
-
-    from poc.data.pipeline import make_dataset
-    from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
-    from poc.runwriter import RunWriter, save_model_weights
-
-    cfg = p.config
-    frames = {s: p.split[p.split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    train_ds = make_dataset(frames["train"], p.class_names, p.image_size, cfg.batch_size, training=True,
-                            augment=cfg.augment, seed=cfg.seed)
-    sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, cfg.batch_size), frames[s])
-            for s in ("val", "test")}
-    steps = int(np.ceil(len(frames["train"]) / cfg.batch_size))
-
-    history: list[dict] = []
-    val_losses: dict[str, float] = {}  # stage -> validation loss of its (restored best) weights
-    if p.source_run:
-        p.model.load_weights(p.source_run.stage_weights("tl"))
-        val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
-    for phase in plan_phases(cfg, p.cutoff_index):
-        if phase.cutoff_index is None:
-            freeze_backbone(p.model)
-            fit_model = frozen_view(p.model)  # same weights; the frozen backbone runs in inference mode
-        else:
-            unfreeze_from(p.model, phase.cutoff_index)
-            fit_model = p.model
-        fit_model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
-                          metrics=["accuracy"], jit_compile=speedups["jit_compile"])
-        start = time.monotonic()
-        first_epoch = len(history)
-        flag = "--lr-tl" if phase.stage == "tl" else "--lr-ft"
-        callbacks = [
-            RunWriter(rd, phase.stage, phase.epochs, history, steps,
-                      hint=f"Lower the learning rate ({flag} {phase.learning_rate:g} -> {phase.learning_rate / 10:g})."),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True),
-            keras.callbacks.TensorBoard(log_dir=str(rd.logs_dir / phase.stage), write_graph=False),
-        ]
-        log.info("phase %s: %d epochs max, lr %g, %d trainable parameters", phase.stage, phase.epochs,
-                 phase.learning_rate, sum(int(np.prod(w.shape)) for w in p.model.trainable_weights))
-        fit_model.fit(train_ds, validation_data=sets["val"][0], epochs=first_epoch + phase.epochs,
-                      initial_epoch=first_epoch, callbacks=callbacks, shuffle=False,
-                      verbose=2 if not sys.stdout.isatty() else 1)
-        phase_rows = [r for r in history if r["phase"] == phase.stage]
-        best = min(phase_rows, key=lambda r: r["val_loss"])["epoch"] if phase_rows else None
-        info = artifacts.read_json(rd.run_json)
-        rd.update_run(timing={**info.get("timing", {}), phase.stage: round(time.monotonic() - start, 2)},
-                      best_epoch={**info.get("best_epoch", {}), phase.stage: best})
-        save_model_weights(p.model, rd.stage_weights(phase.stage))
-        val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
-    final = choose_final_stage(val_losses)
-    if final != list(val_losses)[-1]:
-        log.info("stage %s has the lower validation loss (%s): it is the final model", final,
-                 ", ".join(f"{s} {v:.4f}" for s, v in val_losses.items()))
-        p.model.load_weights(p.source_run.stage_weights(final) if p.source_run and final == "tl"
-                             else rd.stage_weights(final))
-    save_model_weights(p.model, rd.weights)
-    rd.update_run(final_stage=final)
-
-
-def choose_final_stage(val_losses: dict[str, float]) -> str:
-    """The stage whose weights have the lowest validation loss; on a tie (or no number) the later stage.
-    The test split never takes part in this choice."""
-    finite = {s: v for s, v in val_losses.items() if v is not None and math.isfinite(v)}
-    if not finite:
-        return list(val_losses)[-1]
-    best = min(finite.values())
-    return [s for s, v in finite.items() if v == best][-1]
-
-
-def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
-    """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
-    returns that validation loss (what chooses the final stage)."""
-    from poc.evaluation import evaluate_probabilities
-    from poc.explain import explain_images
-
-    rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
-                       "metrics": {}, "eta_seconds": None})
-    (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
-    val_loss, val_accuracy = _loss_and_accuracy(p.model.predict(val_ds, verbose=0), val_frame, p.class_names)
-    probs = p.model.predict(test_ds, verbose=0)
-    result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
-    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy)
-    rd.write_eval(stage, **result)
-    log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
-             "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
-             *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
-    explained = explain_images(p.model, p.spec, test_ds)
-    if explained is not None:
-        rd.write_explanations(stage, *explained)
-    return val_loss
-
-
-def _loss_and_accuracy(probs: np.ndarray, frame: pd.DataFrame, class_names: list[str]) -> tuple[float, float]:
-    """Categorical cross-entropy (as Keras computes it, probabilities clipped at 1e-7) and accuracy."""
-    index = {name: i for i, name in enumerate(class_names)}
-    y = np.array([index[label] for label in frame["label"]])
-    if not len(y):
-        return float("nan"), float("nan")
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
-
-
-def evaluate_run(rd: RunDir) -> list[str]:
-    """Recompute every stage's eval files of a finished run from its saved stage weights."""
-    from poc.data.pipeline import make_dataset
-    from poc.models import build
-
-    info = artifacts.read_json(rd.run_json)
-    if not info:
-        raise UserError(f"{rd.path}: run.json missing or unreadable")
-    split = artifacts.read_split(rd)
-    if split is None:
-        raise UserError(f"{rd.path}: split.csv missing or unreadable")
-    cfg = RunConfig.from_dict(info["config"])
-    spec_size = int(info["image_size"])
-    model = build(info["model"], len(info["class_names"]), spec_size, "none", dropout=cfg.dropout)
-    frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("val", "test")}
-    sets = {s: (make_dataset(f, info["class_names"], spec_size, cfg.batch_size), f) for s, f in frames.items()}
-    from poc.models import get_spec
-
-    p = Prepared(cfg, get_spec(info["model"]), spec_size, split, info["class_names"], model, 0, "", None,
-                 info["dataset"]["path"], info.get("pretraining", "none"))
-    done = []
-    for stage in artifacts.STAGES:
-        if rd.stage_weights(stage).exists():
-            model.load_weights(rd.stage_weights(stage))
-            _evaluate_stage(p, rd, stage, sets)
-            done.append(stage)
-    if not done:
-        raise UserError(f"run {rd.id} has no saved stage weights to evaluate")
-    return done

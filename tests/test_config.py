@@ -14,7 +14,8 @@ from poc.errors import UserError
 CHANGED = {"data": "some/folder", "model": "vit_ti16", "weights": "demo", "image_size": 64, "tl_epochs": 3,
            "ft_epochs": 0, "fine_tune_at": "blocks:4", "batch_size": 8, "lr_tl": 0.002, "lr_ft": 0.0003,
            "patience": 2, "augment": ["flip", "zoom"], "dropout": 0.3, "val": 0.2, "test": 0.15, "seed": 7,
-           "name": "my run", "from_run": "20260101-000000-x", "mixed_precision": "off", "jit_compile": "on"}
+           "name": "my run", "from_run": "20260101-000000-x", "mixed_precision": "off", "jit_compile": "on",
+           "feature_cache": False, "tl_views": 5, "distribute": "mirrored"}
 
 
 def test_every_field_has_a_flag_and_a_changed_value_in_this_test():
@@ -57,3 +58,15 @@ def test_a_frozen_random_backbone_is_named_as_such():
 def test_ill_typed_values_are_refused_with_the_key():
     with pytest.raises(UserError, match="batch_size"):
         RunConfig.from_dict({"data": "d", "batch_size": "many"})
+
+
+def test_the_feature_cache_is_on_unless_asked_off():
+    assert config_from_args(build_parser().parse_args(["train", "--data", "d"])).feature_cache is True
+    assert config_from_args(build_parser().parse_args(["train", "--data", "d", "--no-feature-cache"])) \
+        .feature_cache is False
+
+
+@pytest.mark.parametrize("field, value, needle", [("tl_views", -1, "--tl-views"), ("distribute", "tpu", "--distribute")])
+def test_out_of_range_values_name_their_flag(field, value, needle):
+    with pytest.raises(UserError, match=needle):
+        RunConfig(data="d", **{field: value}).validate()

@@ -14,7 +14,8 @@ import pytest
 from poc import artifacts
 from poc.config import RunConfig
 from poc.errors import UserError
-from poc.training import choose_final_stage, train
+from poc.phases import choose_final_stage
+from poc.training import train
 
 TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=2, ft_epochs=1, batch_size=16,
             lr_ft=1e-3, augment=["flip", "zoom"])
@@ -127,7 +128,7 @@ def test_a_non_finite_loss_stops_the_phase_with_its_epoch_and_a_hint(tmp_path):
     from poc.runwriter import NonFiniteLoss, RunWriter
 
     rd = artifacts.RunDir(tmp_path / "run").create()
-    writer = RunWriter(rd, "ft", 5, [], steps=4, hint="Lower the learning rate (--lr-ft).")
+    writer = RunWriter(rd, "ft", 5, [], steps=4, first_epoch=0, hint="Lower the learning rate (--lr-ft).")
     writer.on_train_begin()
     writer.on_epoch_begin(2)
     writer.on_train_batch_end(0, {"loss": 1.2})
@@ -152,3 +153,21 @@ def test_a_diverged_run_is_failed_with_the_reason_and_keeps_earlier_weights(demo
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "failed" and "loss became inf" in info["error"] and "learning rate" in info["error"]
     assert rd.stage_weights("tl").exists() and rd.eval_file("tl", "metrics").exists()
+
+
+def test_resume_refuses_a_completed_run(two_runs):
+    from poc.training import resume
+
+    with pytest.raises(UserError, match="already completed"):
+        resume(two_runs[0].id, two_runs[0].path.parent)
+
+
+def test_resume_refuses_a_run_whose_process_is_alive(tmp_path):
+    import os
+
+    from poc.training import resume
+
+    rd = artifacts.RunDir(tmp_path / "runs" / "live").create()
+    rd.write_run({"id": "live", "status": "running", "pid": os.getpid(), "config": {"data": "d"}})
+    with pytest.raises(UserError, match="still running"):
+        resume("live", tmp_path / "runs")

@@ -1,0 +1,251 @@
+"""The phases of a run, each followed by its stage's evaluation: one loop over `Phase` values, resumable.
+
+Phase 1 (transfer learning) trains the new head on a frozen backbone (on cached features by default); phase 2
+(fine-tuning) unfreezes the backbone above the cutoff at a low learning rate. Each phase early-stops on
+val_loss with the best weights restored; the final model is the stage with the lower validation loss. The test
+split is only evaluated, never used for a choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from poc import artifacts
+from poc.artifacts import RunDir
+from poc.config import RunConfig
+from poc.errors import UserError
+from poc.training import Phase, Prepared, plan_phases
+
+log = logging.getLogger("poc.training")
+
+
+def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) -> None:
+    """Every phase, each followed by its stage's evaluation, then the final stage's weights as the model.
+    With `resume`, phases whose weights and evaluation exist are skipped and the phase in progress continues
+    from its last checkpoint; history.csv keeps exactly the epochs that checkpoint covers."""
+    from poc.data.pipeline import make_dataset
+    from poc.runwriter import checkpoint_dir, read_checkpoint, save_model_weights
+
+    cfg = p.config
+    frames = {s: p.split[p.split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, cfg.batch_size), frames[s])
+            for s in ("val", "test")}
+    history = _history_rows(rd) if resume else []
+    checkpoint = read_checkpoint(rd) if resume else None
+    val_losses: dict[str, float] = {}  # stage -> validation loss of its (restored best) weights
+    if p.source_run:
+        p.model.load_weights(p.source_run.stage_weights("tl"))
+        val_losses["tl"] = _stage_done(rd, "tl") if resume else None
+        if val_losses["tl"] is None:
+            val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
+    for phase in plan_phases(cfg, p.cutoff_index):
+        if resume and rd.stage_weights(phase.stage).exists():  # the phase finished before the interruption
+            p.model.load_weights(rd.stage_weights(phase.stage))
+            history = [r for r in history if _phase_order(r["phase"]) <= _phase_order(phase.stage)]
+            val_losses[phase.stage] = _stage_done(rd, phase.stage)
+            if val_losses[phase.stage] is None:  # killed during its evaluation
+                val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
+            continue
+        state = checkpoint if checkpoint and checkpoint["stage"] == phase.stage else None
+        history = [r for r in history if _phase_order(r["phase"]) < _phase_order(phase.stage)
+                   or (state and r["phase"] == phase.stage and r["epoch"] <= state["epoch"])]
+        _fit_phase(p, rd, phase, history, frames, sets["val"][0], speedups, state)
+        save_model_weights(p.model, rd.stage_weights(phase.stage))
+        val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
+    final = choose_final_stage(val_losses)
+    if final != list(val_losses)[-1]:
+        log.info("stage %s has the lower validation loss (%s): it is the final model", final,
+                 ", ".join(f"{s} {v:.4f}" for s, v in val_losses.items()))
+        p.model.load_weights(p.source_run.stage_weights(final) if p.source_run and final == "tl"
+                             else rd.stage_weights(final))
+    save_model_weights(p.model, rd.weights)
+    rd.update_run(final_stage=final)
+    shutil.rmtree(checkpoint_dir(rd), ignore_errors=True)  # a completed run needs no resume point
+
+
+def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frames: dict, val_ds,
+               speedups: dict, state: dict | None) -> None:
+    """One phase's `fit` with early stopping on val_loss (best weights restored), from `state` when resuming."""
+    import keras
+
+    from poc.data.pipeline import make_dataset
+    from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
+    from poc.runwriter import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
+
+    cfg = p.config
+    start = time.monotonic()
+    fit_data = make_dataset(frames["train"], p.class_names, p.image_size, cfg.batch_size, training=True,
+                            augment=cfg.augment, seed=cfg.seed)
+    val_data = val_ds
+    if phase.cutoff_index is None:
+        freeze_backbone(p.model)
+        if cfg.feature_cache:  # the frozen backbone runs once per image and view, not once per epoch
+            fit_model, fit_data, val_data = _cached_phase_inputs(p, rd, frames)
+        else:
+            fit_model = frozen_view(p.model)  # same weights; the frozen backbone runs in inference mode
+    else:
+        unfreeze_from(p.model, phase.cutoff_index)
+        fit_model = p.model
+    fit_model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"], jit_compile=speedups["jit_compile"])
+    first_epoch = sum(1 for r in history if r["phase"] != phase.stage)  # global index of the phase's epoch 1
+    initial_epoch, best_weights = first_epoch, None
+    if state:
+        fit_model.optimizer.build(fit_model.trainable_variables)  # so the checkpoint's Adam moments load
+        if state.get("best_file"):
+            fit_model.load_weights(checkpoint_dir(rd) / state["best_file"])
+            best_weights = fit_model.get_weights()
+        fit_model.load_weights(checkpoint_dir(rd) / state["last_file"])
+        initial_epoch = state["epoch"]
+        log.info("phase %s resumes after epoch %d (global) from its checkpoint", phase.stage, initial_epoch)
+    early = ResumableEarlyStopping(cfg.patience, state["early"] if state else None, best_weights)
+    flag = "--lr-tl" if phase.stage == "tl" else "--lr-ft"
+    hint = f"Lower the learning rate ({flag} {phase.learning_rate:g} -> {phase.learning_rate / 10:g})."
+    steps = int(np.ceil(len(frames["train"]) / cfg.batch_size))
+    callbacks = [RunWriter(rd, phase.stage, phase.epochs, history, steps, first_epoch, hint=hint), early,
+                 Checkpoint(rd, phase.stage, early),
+                 keras.callbacks.TensorBoard(log_dir=str(rd.logs_dir / phase.stage), write_graph=False)]
+    finished = state and (state["epoch"] >= first_epoch + phase.epochs or state["early"]["wait"] >= cfg.patience)
+    log.info("phase %s: %d epochs max, lr %g, %d trainable parameters", phase.stage, phase.epochs,
+             phase.learning_rate, sum(int(np.prod(w.shape)) for w in p.model.trainable_weights))
+    if finished:  # killed between its last epoch and saving its weights: only the best weights are missing
+        if best_weights is not None:
+            fit_model.set_weights(best_weights)
+    else:
+        fit_model.fit(fit_data, validation_data=val_data, epochs=first_epoch + phase.epochs,
+                      initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+                      verbose=2 if not sys.stdout.isatty() else 1)
+    shutil.rmtree(rd.path / "feature_cache", ignore_errors=True)  # a memmap for large sets: not an artifact
+    phase_rows = [r for r in history if r["phase"] == phase.stage]
+    best = min(phase_rows, key=lambda r: r["val_loss"])["epoch"] if phase_rows else None
+    info = artifacts.read_json(rd.run_json)
+    timing = info.get("timing", {})
+    rd.update_run(timing={**timing, phase.stage: round(timing.get(phase.stage, 0) if state else 0, 2)
+                          + round(time.monotonic() - start, 2)},
+                  best_epoch={**info.get("best_epoch", {}), phase.stage: best})
+
+
+def _phase_order(stage: str) -> int:
+    return artifacts.STAGES.index(stage)
+
+
+def _history_rows(rd: RunDir) -> list[dict]:
+    frame = artifacts.read_history(rd)
+    return [] if frame is None else frame.to_dict("records")
+
+
+def _stage_done(rd: RunDir, stage: str) -> float | None:
+    """The validation loss recorded by a finished stage evaluation, or None when it has to be (re)done."""
+    metrics = artifacts.read_json(rd.eval_file(stage, "metrics")) or {}
+    value = metrics.get("val_loss")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict):
+    """(head model, training data, validation data) for phase 1 on cached features; the pass over the images is
+    a progress step of its own (phase "features_tl") with an ETA."""
+    from poc import cached_phase
+
+    cfg = p.config
+    clock = {"start": time.monotonic(), "last": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - clock["last"] < 0.5 and done < total:
+            return
+        clock["last"] = now
+        elapsed = now - clock["start"]
+        rd.write_progress({"phase": "features_tl", "epoch": None, "epochs": None, "step": done, "steps": total,
+                           "metrics": {}, "eta_seconds": round(elapsed / done * (total - done), 1) if done else None})
+
+    cache = cached_phase.build_cache(p.model, frames, p.class_names, p.image_size, cfg.batch_size, cfg.augment,
+                                     cfg.tl_views, cfg.seed, progress=progress, cache_dir=rd.path / "feature_cache")
+    info = artifacts.read_json(rd.run_json) or {}
+    rd.update_run(timing={**info.get("timing", {}), "features_tl": round(cache.seconds, 2)},
+                  feature_cache={"views": cache.views, "train_images": int(cache.train.shape[1]),
+                                 "features": int(cache.train.shape[-1])})
+    classes = len(p.class_names)
+    return (cached_phase.head_model(p.model, cache.train.shape[-1]),
+            cached_phase.training_dataset(cache, classes, cfg.batch_size, cfg.seed),
+            cached_phase.validation_dataset(cache, classes, cfg.batch_size))
+
+
+def choose_final_stage(val_losses: dict[str, float]) -> str:
+    """The stage whose weights have the lowest validation loss; on a tie (or no number) the later stage.
+    The test split never takes part in this choice."""
+    finite = {s: v for s, v in val_losses.items() if v is not None and math.isfinite(v)}
+    if not finite:
+        return list(val_losses)[-1]
+    best = min(finite.values())
+    return [s for s, v in finite.items() if v == best][-1]
+
+
+def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
+    """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
+    returns that validation loss (what chooses the final stage)."""
+    from poc.evaluation import evaluate_probabilities
+    from poc.explain import explain_images
+
+    rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
+                       "metrics": {}, "eta_seconds": None})
+    (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
+    val_loss, val_accuracy = _loss_and_accuracy(p.model.predict(val_ds, verbose=0), val_frame, p.class_names)
+    probs = p.model.predict(test_ds, verbose=0)
+    result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
+    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy)
+    rd.write_eval(stage, **result)
+    log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
+             "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
+             *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
+    explained = explain_images(p.model, p.spec, test_ds)
+    if explained is not None:
+        rd.write_explanations(stage, *explained)
+    return val_loss
+
+
+def _loss_and_accuracy(probs: np.ndarray, frame: pd.DataFrame, class_names: list[str]) -> tuple[float, float]:
+    """Categorical cross-entropy (as Keras computes it, probabilities clipped at 1e-7) and accuracy."""
+    index = {name: i for i, name in enumerate(class_names)}
+    y = np.array([index[label] for label in frame["label"]])
+    if not len(y):
+        return float("nan"), float("nan")
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
+
+
+def evaluate_run(rd: RunDir) -> list[str]:
+    """Recompute every stage's eval files of a finished run from its saved stage weights."""
+    from poc.data.pipeline import make_dataset
+    from poc.models import build
+
+    info = artifacts.read_json(rd.run_json)
+    if not info:
+        raise UserError(f"{rd.path}: run.json missing or unreadable")
+    split = artifacts.read_split(rd)
+    if split is None:
+        raise UserError(f"{rd.path}: split.csv missing or unreadable")
+    cfg = RunConfig.from_dict(info["config"])
+    spec_size = int(info["image_size"])
+    model = build(info["model"], len(info["class_names"]), spec_size, "none", dropout=cfg.dropout)
+    frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("val", "test")}
+    sets = {s: (make_dataset(f, info["class_names"], spec_size, cfg.batch_size), f) for s, f in frames.items()}
+    from poc.models import get_spec
+
+    p = Prepared(cfg, get_spec(info["model"]), spec_size, split, info["class_names"], model, 0, "", None,
+                 info["dataset"]["path"], info.get("pretraining", "none"))
+    done = []
+    for stage in artifacts.STAGES:
+        if rd.stage_weights(stage).exists():
+            model.load_weights(rd.stage_weights(stage))
+            _evaluate_stage(p, rd, stage, sets)
+            done.append(stage)
+    if not done:
+        raise UserError(f"run {rd.id} has no saved stage weights to evaluate")
+    return done
