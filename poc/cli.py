@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("baseline", help="pixel logistic regression and linear probe on the same split, as runs")
+    from poc.baseline import add_arguments as add_baseline_arguments  # TensorFlow-free
+
+    add_baseline_arguments(p)
+
     p = sub.add_parser("demo", help="demo data + one CNN and one ViT run (minutes on a 2-core CPU)")
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--data-dir", type=Path, default=None)
@@ -189,6 +194,18 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_baseline(a) -> int:
+    from poc.baseline import baseline_summary, run_baselines, summary_text
+
+    _console_logging()
+    dirs = run_baselines(data=a.data, from_run=a.from_run, model=a.model, weights=a.weights,
+                         image_size=a.image_size, pixels_size=a.pixels_size, val=a.val, test=a.test,
+                         seed=a.seed, runs_dir=a.runs_dir)
+    rows = baseline_summary(dirs)
+    print(json.dumps(rows, indent=2) if a.json else summary_text(rows))
+    return 0
+
+
 def cmd_demo(a) -> int:
     from poc.demo import run_demo
 
@@ -199,7 +216,8 @@ def cmd_demo(a) -> int:
 
 
 COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "train": cmd_train,
-            "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo}
+            "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo,
+            "baseline": cmd_baseline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,10 +36,20 @@ def ensure_demo_data(data_dir: Path | None = None, progress=None) -> Path:
 
 
 def run_demo(runs_dir: Path | None = None, data_dir: Path | None = None, progress=None):
-    """Yields each finished demo run directory."""
+    """Yields each finished demo run directory: after the first CNN run, its baselines on the same split (a
+    pixel logistic regression and a linear probe on that CNN's frozen backbone), so that the leaderboard shows
+    what the deep models gain over something simple."""
+    from poc.baseline import run_baselines
+    from poc.models import get_spec
     from poc.training import train
 
+    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
     data = ensure_demo_data(data_dir, progress)
+    baselines_done = False
     for settings in DEMO_SETTINGS["runs"]:
         config = RunConfig(data=str(data), patience=3, **settings)
-        yield train(config, runs_dir or artifacts.default_runs_dir())
+        rd = train(config, runs_dir)
+        yield rd
+        if not baselines_done and get_spec(config.model).family == "cnn":
+            baselines_done = True
+            yield from run_baselines(from_run=str(rd.path), runs_dir=runs_dir)

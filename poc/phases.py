@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
+from poc import artifacts, cached_phase
 from poc.artifacts import RunDir
 from poc.config import RunConfig
 from poc.errors import UserError
@@ -33,9 +33,12 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     from poc.data.pipeline import make_dataset
     from poc.runwriter import checkpoint_dir, read_checkpoint, save_model_weights
 
+    from poc.distribute import replicas
+
     cfg = p.config
+    batch = cfg.batch_size * replicas(p.strategy)  # --batch-size is per replica
     frames = {s: p.split[p.split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, cfg.batch_size), frames[s])
+    sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, batch), frames[s])
             for s in ("val", "test")}
     history = _history_rows(rd) if resume else []
     checkpoint = read_checkpoint(rd) if resume else None
@@ -76,29 +79,36 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     import keras
 
     from poc.data.pipeline import make_dataset
+    from poc.distribute import replicas, scope
     from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
     from poc.runwriter import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
 
     cfg = p.config
+    batch = cfg.batch_size * replicas(p.strategy)  # --batch-size is per replica
     start = time.monotonic()
-    fit_data = make_dataset(frames["train"], p.class_names, p.image_size, cfg.batch_size, training=True,
+    fit_data = make_dataset(frames["train"], p.class_names, p.image_size, batch, training=True,
                             augment=cfg.augment, seed=cfg.seed)
     val_data = val_ds
-    if phase.cutoff_index is None:
+    cached = phase.cutoff_index is None and cfg.feature_cache  # the frozen backbone runs once per image and view
+    if cached:  # outside the strategy's scope: a plain forward pass, not a replicated step
         freeze_backbone(p.model)
-        if cfg.feature_cache:  # the frozen backbone runs once per image and view, not once per epoch
-            fit_model, fit_data, val_data = _cached_phase_inputs(p, rd, frames)
-        else:
+        fit_data, val_data, width = _cached_phase_inputs(p, rd, frames, batch)
+    with scope(p.strategy):  # a Keras model takes its strategy when built: views, head and optimizer inside
+        if cached:
+            fit_model = cached_phase.head_model(p.model, width)
+        elif phase.cutoff_index is None:
+            freeze_backbone(p.model)
             fit_model = frozen_view(p.model)  # same weights; the frozen backbone runs in inference mode
-    else:
-        unfreeze_from(p.model, phase.cutoff_index)
-        fit_model = p.model
-    fit_model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
-                      metrics=["accuracy"], jit_compile=speedups["jit_compile"])
+        else:
+            unfreeze_from(p.model, phase.cutoff_index)
+            fit_model = p.model
+        fit_model.compile(optimizer=keras.optimizers.Adam(phase.learning_rate), loss="categorical_crossentropy",
+                          metrics=["accuracy"], jit_compile=speedups["jit_compile"])
     first_epoch = sum(1 for r in history if r["phase"] != phase.stage)  # global index of the phase's epoch 1
     initial_epoch, best_weights = first_epoch, None
     if state:
-        fit_model.optimizer.build(fit_model.trainable_variables)  # so the checkpoint's Adam moments load
+        with scope(p.strategy):
+            fit_model.optimizer.build(fit_model.trainable_variables)  # so the checkpoint's Adam moments load
         if state.get("best_file"):
             fit_model.load_weights(checkpoint_dir(rd) / state["best_file"])
             best_weights = fit_model.get_weights()
@@ -108,7 +118,7 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     early = ResumableEarlyStopping(cfg.patience, state["early"] if state else None, best_weights)
     flag = "--lr-tl" if phase.stage == "tl" else "--lr-ft"
     hint = f"Lower the learning rate ({flag} {phase.learning_rate:g} -> {phase.learning_rate / 10:g})."
-    steps = int(np.ceil(len(frames["train"]) / cfg.batch_size))
+    steps = int(np.ceil(len(frames["train"]) / batch))
     callbacks = [RunWriter(rd, phase.stage, phase.epochs, history, steps, first_epoch, hint=hint), early,
                  Checkpoint(rd, phase.stage, early),
                  keras.callbacks.TensorBoard(log_dir=str(rd.logs_dir / phase.stage), write_graph=False)]
@@ -148,11 +158,9 @@ def _stage_done(rd: RunDir, stage: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict):
-    """(head model, training data, validation data) for phase 1 on cached features; the pass over the images is
+def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict, batch: int):
+    """(training data, validation data, feature width) for phase 1 on cached features; the pass over the images is
     a progress step of its own (phase "features_tl") with an ETA."""
-    from poc import cached_phase
-
     cfg = p.config
     clock = {"start": time.monotonic(), "last": 0.0}
 
@@ -165,16 +173,15 @@ def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict):
         rd.write_progress({"phase": "features_tl", "epoch": None, "epochs": None, "step": done, "steps": total,
                            "metrics": {}, "eta_seconds": round(elapsed / done * (total - done), 1) if done else None})
 
-    cache = cached_phase.build_cache(p.model, frames, p.class_names, p.image_size, cfg.batch_size, cfg.augment,
+    cache = cached_phase.build_cache(p.model, frames, p.class_names, p.image_size, batch, cfg.augment,
                                      cfg.tl_views, cfg.seed, progress=progress, cache_dir=rd.path / "feature_cache")
     info = artifacts.read_json(rd.run_json) or {}
     rd.update_run(timing={**info.get("timing", {}), "features_tl": round(cache.seconds, 2)},
                   feature_cache={"views": cache.views, "train_images": int(cache.train.shape[1]),
                                  "features": int(cache.train.shape[-1])})
     classes = len(p.class_names)
-    return (cached_phase.head_model(p.model, cache.train.shape[-1]),
-            cached_phase.training_dataset(cache, classes, cfg.batch_size, cfg.seed),
-            cached_phase.validation_dataset(cache, classes, cfg.batch_size))
+    return (cached_phase.training_dataset(cache, classes, batch, cfg.seed),
+            cached_phase.validation_dataset(cache, classes, batch), int(cache.train.shape[-1]))
 
 
 def choose_final_stage(val_losses: dict[str, float]) -> str:
@@ -228,6 +235,9 @@ def evaluate_run(rd: RunDir) -> list[str]:
     info = artifacts.read_json(rd.run_json)
     if not info:
         raise UserError(f"{rd.path}: run.json missing or unreadable")
+    if info.get("family") == "baseline":
+        raise UserError(f"run {rd.id} is a baseline (logistic regression): it has no network to re-evaluate; "
+                        "run python -m poc baseline again instead")
     split = artifacts.read_split(rd)
     if split is None:
         raise UserError(f"{rd.path}: split.csv missing or unreadable")

@@ -45,6 +45,7 @@ class Prepared:
     source_run: RunDir | None
     data_root: str
     pretraining: str  # imagenet | demo | none | checkpoint: what the backbone started from
+    strategy: object = None  # a tf.distribute strategy, or None for the default device
 
 
 def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
@@ -58,7 +59,7 @@ def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
 
 # ---------------------------------------------------------------- preparation (no run dir yet)
 
-def prepare(config: RunConfig, runs_dir: Path) -> Prepared:
+def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
     from poc.data.scan import scan_dataset
     from poc.data.split import split_dataset
     from poc.models import build, get_spec, pretraining_kind, resolve_image_size
@@ -83,12 +84,16 @@ def prepare(config: RunConfig, runs_dir: Path) -> Prepared:
         log.warning("warning: --weights none freezes a randomly initialised backbone in phase 1: its features "
                     "are nearly constant, so expect near-chance accuracy until phase 2. Use --weights imagenet "
                     "(download) or demo (offline) for transfer learning")
-    model = build(config.model, len(class_names), size, config.weights, dropout=config.dropout)
+    from poc.distribute import check_even_batches, scope
+
+    check_even_batches(split["split"].value_counts().to_dict(), config.batch_size, strategy)
+    with scope(strategy):  # mirrored variables when distributed
+        model = build(config.model, len(class_names), size, config.weights, dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
     cutoff_value = cutoff_text(config.fine_tune_at, spec)
     return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root,
-                    pretraining)
+                    pretraining, strategy)
 
 
 def _seed_everything(seed: int) -> None:
@@ -146,8 +151,11 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
     try:
         from poc.device import configure
 
+        from poc.distribute import make_strategy, split_cpu_from_env
+
+        split_cpu_from_env()
         speedups = configure(config.mixed_precision, config.jit_compile)
-        prepared = prepare(config, runs_dir)
+        prepared = prepare(config, runs_dir, make_strategy(config.distribute))
     except Exception as exc:
         if run_id_given:
             rd.update_run(status="failed", error=str(exc), finished=artifacts.utc_now())
@@ -180,14 +188,18 @@ def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
     if artifacts.read_split(rd) is None or "class_names" not in info:
         raise UserError(f"run {rd.id} stopped before its split was written; start a new run instead")
     config = RunConfig.from_dict(info["config"])
+    from poc.distribute import make_strategy, split_cpu_from_env
+
+    split_cpu_from_env()
     speedups = configure(config.mixed_precision, config.jit_compile)
-    prepared = _prepare_resume(config, rd, info, runs_dir)
+    prepared = _prepare_resume(config, rd, info, runs_dir, make_strategy(config.distribute))
     rd.update_run(resumed=[*info.get("resumed", []), artifacts.utc_now()], error=None, finished=None)
     log.info("resuming run %s (was %s)", rd.id, status)
     return _execute(prepared, rd, runs_dir, speedups, resume=True)
 
 
-def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path) -> Prepared:
+def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path, strategy=None) -> Prepared:
+    from poc.distribute import scope
     from poc.models import build, get_spec
     from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
 
@@ -197,13 +209,14 @@ def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path) -
     if info.get("from_run"):
         source, _ = source_run(info["from_run"], config.model, runs_dir)
     size, class_names = int(info["image_size"]), list(info["class_names"])
-    model = build(config.model, len(class_names), size, "none" if source else config.weights,
-                  dropout=config.dropout)
+    with scope(strategy):
+        model = build(config.model, len(class_names), size, "none" if source else config.weights,
+                      dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
     return Prepared(config, spec, size, artifacts.read_split(rd), class_names, model, cutoff_index,
                     cutoff_text(config.fine_tune_at, spec), source, info.get("dataset", {}).get("path", config.data),
-                    info.get("pretraining", "none"))
+                    info.get("pretraining", "none"), strategy)
 
 
 def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, resume: bool) -> RunDir:
@@ -215,6 +228,8 @@ def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, res
     try:
         with device_slot(runs_dir, rd), cancel_on_sigterm():
             rd.update_run(status="running", pid=os.getpid(), **({} if resume else {"started": artifacts.utc_now()}))
+            rd.write_progress({"phase": "resuming" if resume else "starting", "epoch": None, "epochs": None,
+                               "step": 0, "steps": None, "metrics": {}, "eta_seconds": None})
             run_phases(prepared, rd, speedups, resume=resume)
         rd.update_run(status="completed", finished=artifacts.utc_now())
         log.info("run %s completed", rd.id)
@@ -236,6 +251,7 @@ def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, res
 def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
     from poc.data.split import split_fingerprint
     from poc.device import describe_device, versions
+    from poc.distribute import describe
     from poc.models.cutoffs import trainable_count, unfreeze_from, freeze_backbone
     from poc.runwriter import parameter_megabytes
 
@@ -273,6 +289,7 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "fine_tune_at_index": p.cutoff_index,
         "device": describe_device(),
         "speedups": speedups,
+        "distribute": describe(p.strategy),
         "versions": versions(),
         "seed": p.config.seed,
         "timing": {},
