@@ -7,6 +7,7 @@ restored and is followed by an evaluation of its stage on the test split, which 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -237,15 +238,41 @@ def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, res
         rd.update_run(status="cancelled", finished=artifacts.utc_now(), error="cancelled by the user")
         log.warning("run %s cancelled", rd.id)
         raise Cancelled(rd.id) from None
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            _record_failure(rd, f"{type(exc).__name__}: {exc}")
+            raise
+        message = storage_message(exc, rd)
+        _record_failure(rd, message)
+        raise UserError(message) from None
     except BaseException as exc:
-        reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        rd.update_run(status="failed", finished=artifacts.utc_now(), error=reason)
-        log.exception("run %s failed", rd.id)
+        _record_failure(rd, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}",
+                        trace=True)
         raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return rd
+
+
+# Writes that fail for a reason the user can fix: no space, quota, read-only file system, permission.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_message(exc: OSError, rd: RunDir) -> str:
+    where = exc.filename or rd.path
+    return (f"could not write the run's files ({os.strerror(exc.errno)}: {where}). Files written before are "
+            f"intact (every write is a temp file then a rename). Free space or fix permissions on "
+            f"{rd.path.parent}, then continue with: python -m poc train --resume {rd.id}")
+
+
+def _record_failure(rd: RunDir, reason: str, trace: bool = False) -> None:
+    """Status `failed` with the reason, when the disk still takes it (it may be the disk that failed)."""
+    try:
+        rd.update_run(status="failed", finished=artifacts.utc_now(), error=reason)
+    except OSError:
+        log.error("could not record the failure in %s either", rd.run_json)
+    log.error("run %s failed: %s", rd.id, reason, exc_info=trace)  # the traceback goes to train.log only
 
 
 def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:

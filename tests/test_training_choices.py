@@ -171,3 +171,28 @@ def test_resume_refuses_a_run_whose_process_is_alive(tmp_path):
     rd.write_run({"id": "live", "status": "running", "pid": os.getpid(), "config": {"data": "d"}})
     with pytest.raises(UserError, match="still running"):
         resume("live", tmp_path / "runs")
+
+
+@pytest.mark.parametrize("code", [28, 30, 13])  # ENOSPC, EROFS, EACCES
+def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_dataset, tmp_path, monkeypatch,
+                                                                           code):
+    import os
+
+    real_write_csv = artifacts.write_csv
+
+    def full_disk(path, df, index=False):
+        if "eval" in str(path) and "/ft/" in str(path):  # phase 1 wrote everything; phase 2's eval hits the wall
+            raise OSError(code, os.strerror(code), str(path))
+        return real_write_csv(path, df, index=index)
+
+    monkeypatch.setattr(artifacts, "write_csv", full_disk)
+    with pytest.raises(UserError, match=os.strerror(code)) as caught:
+        train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
+    assert f"--resume {next((tmp_path / "runs").iterdir()).name}" in str(caught.value)
+    rd = artifacts.RunDir(next((tmp_path / "runs").iterdir()))
+    info = json.loads(rd.run_json.read_text())
+    assert info["status"] == "failed" and os.strerror(code) in info["error"]
+    assert artifacts.read_history(rd) is not None and artifacts.read_split(rd) is not None
+    stage_tl = artifacts.read_stage(rd, "tl")
+    assert not stage_tl.problems  # the earlier stage's files still parse
+    assert not list(rd.path.rglob("*.tmp"))  # no half-written temp file left behind
