@@ -61,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("compare", help="paired comparison of two runs: accuracy difference, McNemar, per-class F1")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--stage", choices=artifacts.STAGES, default=None, help="default: each run's final stage")
+    p.add_argument("--unpaired", action="store_true", help="compare runs on different splits (no McNemar)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--runs-dir", type=Path, default=None)
+
     p = sub.add_parser("baseline", help="pixel logistic regression and linear probe on the same split, as runs")
     from poc.baseline import add_arguments as add_baseline_arguments  # TensorFlow-free
 
@@ -194,6 +202,15 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from poc.compare import compare_runs, comparison_json, format_comparison
+
+    result = compare_runs(_find(a.run_a, a.runs_dir), _find(a.run_b, a.runs_dir), stage=a.stage,
+                          allow_unpaired=a.unpaired)
+    print(json.dumps(comparison_json(result), indent=2) if a.json else format_comparison(result))
+    return 0
+
+
 def cmd_baseline(a) -> int:
     from poc.baseline import baseline_summary, run_baselines, summary_text
 
@@ -217,7 +234,7 @@ def cmd_demo(a) -> int:
 
 COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo,
-            "baseline": cmd_baseline}
+            "baseline": cmd_baseline, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

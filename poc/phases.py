@@ -203,10 +203,12 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
                        "metrics": {}, "eta_seconds": None})
     (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
-    val_loss, val_accuracy = _loss_and_accuracy(p.model.predict(val_ds, verbose=0), val_frame, p.class_names)
+    val_probs = p.model.predict(val_ds, verbose=0)
+    val_loss, val_accuracy = _loss_and_accuracy(val_probs, val_frame, p.class_names)
     probs = p.model.predict(test_ds, verbose=0)
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
-    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy)
+    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy,
+                             **_temperature_scaling(val_probs, val_frame, probs, test_frame, p.class_names))
     rd.write_eval(stage, **result)
     log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
              "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
@@ -215,6 +217,21 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     if explained is not None:
         rd.write_explanations(stage, *explained)
     return val_loss
+
+
+def _temperature_scaling(val_probs, val_frame, test_probs, test_frame, class_names) -> dict:
+    """Temperature fitted on the validation split only, and the test ECE it gives (reported, not applied to
+    predictions.csv): how much of a model's miscalibration one scalar fixes."""
+    from poc.stats import apply_temperature, expected_calibration_error, fit_temperature
+
+    index = {name: i for i, name in enumerate(class_names)}
+    y_val = np.array([index[c] for c in val_frame["label"]])
+    y_test = np.array([index[c] for c in test_frame["label"]])
+    if not len(y_val) or not len(y_test):
+        return {}
+    temperature = fit_temperature(val_probs, y_val)
+    return {"temperature": float(temperature),
+            "ece_calibrated": float(expected_calibration_error(apply_temperature(test_probs, temperature), y_test))}
 
 
 def _loss_and_accuracy(probs: np.ndarray, frame: pd.DataFrame, class_names: list[str]) -> tuple[float, float]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score, log_loss, top_k_accuracy_score
 
-from poc.evaluation import bootstrap_accuracy_ci, confusion_matrix, evaluate_probabilities, per_class_report
+from poc.evaluation import confusion_matrix, evaluate_probabilities, per_class_report
 
 
 def random_case(seed=0, n=200, classes=7):
@@ -48,15 +52,50 @@ def test_perfect_class_share_counts_classes_with_f1_one():
     assert "top5_accuracy" not in metrics  # only above five classes
 
 
-def test_bootstrap_interval_brackets_the_accuracy_and_narrows_with_n():
-    rng = np.random.default_rng(1)
-    small, large = rng.random(50) < 0.7, rng.random(5000) < 0.7
-    lo_s, hi_s = bootstrap_accuracy_ci(small)
-    lo_l, hi_l = bootstrap_accuracy_ci(large)
-    assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
-    assert hi_l - lo_l < (hi_s - lo_s) / 5
-    # the normal approximation sqrt(p(1-p)/n) * 1.96 is an independent yardstick for the width
-    assert np.isclose(hi_l - lo_l, 2 * 1.96 * np.sqrt(0.7 * 0.3 / 5000), rtol=0.15)
+def test_accuracy_interval_is_wilson_and_says_so():
+    frame, probs, names, y = random_case(n=40)
+    metrics = evaluate_probabilities(frame, probs, names)["metrics"]
+    k = int((probs.argmax(1) == y).sum())
+    expected = sps.binomtest(k, 40).proportion_ci(method="wilson")
+    assert metrics["accuracy_ci95"] == pytest.approx([expected.low, expected.high], abs=1e-12)
+    assert metrics["accuracy_ci_method"] == "wilson"
+
+
+def test_a_perfect_test_score_still_has_an_interval_below_one():
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(40)], "label": ["x", "y"] * 20})
+    metrics = evaluate_probabilities(frame, np.eye(2)[[0, 1] * 20], ["x", "y"])["metrics"]
+    assert metrics["accuracy"] == 1.0
+    assert metrics["accuracy_ci95"][0] == pytest.approx(0.912, abs=5e-4) and metrics["accuracy_ci95"][1] == 1.0
+
+
+def test_macro_f1_averages_only_the_classes_in_the_test_split():
+    frame, probs, names, y = random_case(n=120, classes=6)
+    keep = y != 4  # class c4 has no test image, yet the model may still predict it
+    frame, probs, y = frame[keep].reset_index(drop=True), probs[keep], y[keep]
+    metrics = evaluate_probabilities(frame, probs, names)["metrics"]
+    present = sorted(set(y))
+    assert 4 in set(probs.argmax(1)) and len(present) == 5
+    assert metrics["macro_f1"] == pytest.approx(f1_score(y, probs.argmax(1), labels=present, average="macro"))
+    assert metrics["macro_f1_classes"] == 5
+
+
+def test_ece_in_metrics_hand_worked():
+    # confidences 0.9 (right), 0.78 (wrong), 0.3 (right), 0.3 (wrong) over 15 bins: 0.9 alone in
+    # [13/15, 14/15) (|1 - 0.9|), 0.78 alone in [11/15, 12/15) (|0 - 0.78|), both 0.3 in [4/15, 5/15)
+    # (|0.5 - 0.3|, weight 2): ECE = (0.1 + 0.78 + 2 * 0.2) / 4
+    frame = pd.DataFrame({"path": list("abcd"), "label": ["x", "x", "y", "y"]})
+    rest = 0.7 / 4  # the 0.3 rows share the rest among the other four classes
+    probs = np.array([[0.9, 0.1, 0, 0, 0, 0], [0.22, 0.78, 0, 0, 0, 0], [rest, 0.3, rest, rest, rest, 0],
+                      [0.3, 0.29, 0.41 / 4, 0.41 / 4, 0.41 / 4, 0.41 / 4]])
+    metrics = evaluate_probabilities(frame, probs, ["x", "y", "z", "u", "v", "w"])["metrics"]
+    assert metrics["ece"] == pytest.approx((0.1 + 0.78 + 2 * 0.2) / 4)
+    assert metrics["ece_bins"] == 15
+
+
+def test_metrics_are_json_without_numpy_types():
+    frame, probs, names, _ = random_case(n=30)
+    metrics = evaluate_probabilities(frame, probs, names)["metrics"]
+    assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
 
 
 def test_predictions_frame_keeps_the_order_and_a_column_per_class():
