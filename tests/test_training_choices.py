@@ -149,7 +149,7 @@ def test_a_diverged_run_is_failed_with_the_reason_and_keeps_earlier_weights(demo
     monkeypatch.setattr(runwriter.RunWriter, "on_train_batch_end", poisoned)
     with pytest.raises(UserError, match="phase ft, epoch 1"):
         train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
-    rd = artifacts.RunDir(next((tmp_path / "runs").iterdir()))
+    rd = artifacts.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "failed" and "loss became inf" in info["error"] and "learning rate" in info["error"]
     assert rd.stage_weights("tl").exists() and rd.eval_file("tl", "metrics").exists()
@@ -188,11 +188,41 @@ def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_
     monkeypatch.setattr(artifacts, "write_csv", full_disk)
     with pytest.raises(UserError, match=os.strerror(code)) as caught:
         train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
-    assert f"--resume {next((tmp_path / "runs").iterdir()).name}" in str(caught.value)
-    rd = artifacts.RunDir(next((tmp_path / "runs").iterdir()))
+    run_id = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()).name
+    assert f"--resume {run_id}" in str(caught.value)
+    rd = artifacts.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "failed" and os.strerror(code) in info["error"]
     assert artifacts.read_history(rd) is not None and artifacts.read_split(rd) is not None
     stage_tl = artifacts.read_stage(rd, "tl")
     assert not stage_tl.problems  # the earlier stage's files still parse
     assert not list(rd.path.rglob("*.tmp"))  # no half-written temp file left behind
+
+
+def test_each_stage_records_a_temperature_fitted_on_validation(two_runs):
+    from poc.stats import expected_calibration_error
+
+    rd = two_runs[0]
+    split = pd.read_csv(rd.split_csv)
+    metrics = json.loads(rd.eval_file("tl", "metrics").read_text())
+    assert metrics["temperature"] > 0 and 0 <= metrics["ece_calibrated"] <= 1
+    # the test split's own best temperature differs in general: the recorded one must not be fitted on test
+    frame = pd.read_csv(rd.eval_file("tl", "predictions"))
+    names = json.loads(rd.run_json.read_text())["class_names"]
+    y_test = frame["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    probs = frame[[f"prob_{n}" for n in names]].to_numpy()
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(probs, y_test))
+    assert len(split[split["split"] == "val"]) > 0
+
+
+def test_compare_cli_pairs_two_runs_on_the_same_split(two_runs, capsys, monkeypatch):
+    from cli import call_cli
+    from poc.stats import mcnemar_exact
+
+    a, b = two_runs
+    result = call_cli(capsys, monkeypatch, "compare", a.path, b.path, "--stage", "ft", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    pa, pb = (pd.read_csv(rd.eval_file("ft", "predictions")) for rd in (a, b))
+    expected = mcnemar_exact((pa["label"] == pa["pred"]).to_numpy(), (pb["label"] == pb["pred"]).to_numpy())
+    assert out["paired"] is True and out["mcnemar"]["p_value"] == pytest.approx(expected["p_value"])
