@@ -48,6 +48,7 @@ class RunConfig:
     feature_cache: bool = True  # phase 1 on cached backbone features (False: the backbone runs every epoch)
     tl_views: int = 3  # augmented copies per training image in the feature cache (plus the image itself)
     distribute: str = "none"  # none | mirrored | multiworker (tf.distribute)
+    train_fraction: float = 1.0  # share of the training split used (stratified, seeded): data-size studies
 
     def validate(self) -> "RunConfig":
         from poc.models.registry import get_spec  # late: registry imports TensorFlow-free specs only
@@ -79,6 +80,8 @@ class RunConfig:
                 raise UserError(f"--{flag.replace('_', '-')} must be auto, on or off")
         if not 0 <= self.tl_views <= 64:
             raise UserError(f"--tl-views {self.tl_views} is out of range; use 0 (only the un-augmented image) to 64")
+        if not 0 < self.train_fraction <= 1:
+            raise UserError(f"--train-fraction {self.train_fraction} is out of range; use a share in (0, 1]")
         if self.distribute not in DISTRIBUTE:
             raise UserError(f"--distribute {self.distribute!r}: choose from {', '.join(DISTRIBUTE)}")
         return self
@@ -176,6 +179,8 @@ FLAGS: dict[str, Flag] = {
                           "frozen backbone runs again in every epoch, for comparison)"),
     "tl_views": Flag("augmented copies of each training image in the phase-1 feature cache, besides the image "
                      "itself"),
+    "train_fraction": Flag("share of the training split to train on (stratified, seeded; validation and test "
+                           "unchanged), for a data-size study"),
     "distribute": Flag("tf.distribute strategy: mirrored (all local GPUs) or multiworker (machines listed in "
                        "TF_CONFIG); batch size is per replica", choices=DISTRIBUTE),
 }

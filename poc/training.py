@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from poc import artifacts
@@ -77,7 +78,8 @@ def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
         report = scan_dataset(config.data)
         if not report.usable:
             raise UserError(f"dataset {config.data} is not usable:\n  " + "\n  ".join(report.problems))
-        split = split_dataset(report, val=config.val, test=config.test, seed=config.seed)
+        split = subsample_train(split_dataset(report, val=config.val, test=config.test, seed=config.seed),
+                                config.train_fraction, config.seed)
         class_names = report.class_names
         size = resolve_image_size(spec, config.image_size)
         data_root = str(Path(config.data).resolve())
@@ -95,6 +97,23 @@ def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
     cutoff_value = cutoff_text(config.fine_tune_at, spec)
     return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root,
                     pretraining, strategy)
+
+
+def subsample_train(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Keep `fraction` of each class's training rows (at least one), seeded; validation and test unchanged, and
+    `attrs["split_fingerprint"]` keeps the full split's fingerprint, so runs of a data-size study stay paired."""
+    from poc.data.split import split_fingerprint
+
+    if fraction >= 1:
+        return split
+    rng = np.random.default_rng([seed, 7919])
+    keep = []
+    for _, rows in split[split["split"] == "train"].groupby("label"):
+        count = max(1, int(round(len(rows) * fraction)))
+        keep.extend(rng.choice(rows.index.to_numpy(), size=count, replace=False))
+    out = split[(split["split"] != "train") | split.index.isin(keep)].reset_index(drop=True)
+    out.attrs = {**split.attrs, "split_fingerprint": split_fingerprint(split), "train_fraction": fraction}
+    return out
 
 
 def _seed_everything(seed: int) -> None:
@@ -297,7 +316,8 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "started": None,
         "finished": None,
         "config": {**p.config.to_dict(), "image_size": p.image_size},
-        "dataset": {"path": p.data_root, "split_fingerprint": split_fingerprint(p.split),
+        "dataset": {"path": p.data_root,
+                    "split_fingerprint": p.split.attrs.get("split_fingerprint") or split_fingerprint(p.split),
                     "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
                     "num_classes": len(p.class_names), "carved": dict(p.split.attrs.get("carved") or {})},
         "class_names": p.class_names,

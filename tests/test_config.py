@@ -15,7 +15,7 @@ CHANGED = {"data": "some/folder", "model": "vit_ti16", "weights": "demo", "image
            "ft_epochs": 0, "fine_tune_at": "blocks:4", "batch_size": 8, "lr_tl": 0.002, "lr_ft": 0.0003,
            "patience": 2, "augment": ["flip", "zoom"], "dropout": 0.3, "val": 0.2, "test": 0.15, "seed": 7,
            "name": "my run", "from_run": "20260101-000000-x", "mixed_precision": "off", "jit_compile": "on",
-           "feature_cache": False, "tl_views": 5, "distribute": "mirrored"}
+           "feature_cache": False, "tl_views": 5, "distribute": "mirrored", "train_fraction": 0.5}
 
 
 def test_every_field_has_a_flag_and_a_changed_value_in_this_test():

@@ -226,3 +226,20 @@ def test_compare_cli_pairs_two_runs_on_the_same_split(two_runs, capsys, monkeypa
     pa, pb = (pd.read_csv(rd.eval_file("ft", "predictions")) for rd in (a, b))
     expected = mcnemar_exact((pa["label"] == pa["pred"]).to_numpy(), (pb["label"] == pb["pred"]).to_numpy())
     assert out["paired"] is True and out["mcnemar"]["p_value"] == pytest.approx(expected["p_value"])
+
+
+def test_a_train_fraction_keeps_a_stratified_share_and_the_full_split_fingerprint():
+    from poc.data.split import split_fingerprint
+    from poc.training import subsample_train
+
+    rows = [(f"/d/{c}/{i}.png", c, "train" if i < 20 else ("val" if i < 23 else "test"), f"{c}{i}")
+            for c in ("a", "b", "c") for i in range(26)]
+    split = pd.DataFrame(rows, columns=["path", "label", "split", "sha256"])
+    half = subsample_train(split, 0.25, seed=3)
+    assert half[half["split"] == "train"]["label"].value_counts().to_dict() == {"a": 5, "b": 5, "c": 5}
+    for s in ("val", "test"):
+        assert half[half["split"] == s]["path"].tolist() == split[split["split"] == s]["path"].tolist()
+    assert half.attrs["split_fingerprint"] == split_fingerprint(split)
+    assert subsample_train(split, 0.25, seed=3).equals(half)  # seeded
+    assert not subsample_train(split, 0.25, seed=4).equals(half)
+    assert subsample_train(split, 1.0, seed=3) is split
