@@ -7,10 +7,13 @@ none of them a cartoon class), and the demo transfers from them (`--weights demo
 weights.
 
 The classifier is `poc.models.build(name, 28, size, "none")`, trained end to end (every layer trainable,
-BatchNorm in training mode) with AdamW, linear warmup then cosine decay, light shift/zoom augmentation.
-Held-out accuracy is measured on a disjoint seed and printed; the head is discarded:
+BatchNorm in training mode) with AdamW, linear warmup then cosine decay. Two recipes: epochs over one generated
+set with light shift/zoom augmentation (`pretrain_epochs`: the CNN, ViT-Ti/16), or stages over a stream of
+fresh images, low resolution first (`pretrain_stages`: the demo ViT-Ti/8). Held-out accuracy is measured on a
+disjoint seed and printed; the head is discarded:
   mobilenet_v2 -> `backbone.save_weights(...)`       poc/pretrained/demo_mobilenet_v2_64.weights.h5
   vit_ti16     -> Google-layout .npz without head    poc/pretrained/demo_vit_ti16_64.npz (float16)
+  vit_ti8      -> Google-layout .npz without head    poc/pretrained/demo_vit_ti8_64.npz (float16)
 """
 
 from __future__ import annotations
@@ -34,17 +37,36 @@ RECIPES = {
                      "warmup_epochs": 1, "jit_compile": False, "val_every": 0},
     "vit_ti16": {"epochs": 18, "train_images": 8000, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.05,
                  "warmup_epochs": 1, "jit_compile": True, "val_every": 2},
+    # The demo ViT: a stream of fresh images (never an image twice: the generator is free and a ViT, lacking a
+    # CNN's priors, needs data more than epochs), most steps at 32 px (17 tokens, ~4x cheaper per image), then a
+    # short stage at 64 px with the position embedding resized (train low, test high: FixRes, arXiv 1906.06423).
+    # Stages: (image size, steps, peak lr); each stage warms up then decays to zero.
+    "vit_ti8": {"stages": ((32, 2200, 5e-4), (64, 250, 2e-4)), "batch_size": 64, "weight_decay": 0.05,
+                "warmup_steps": 100, "jit_compile": True, "epochs": None, "train_images": None, "lr": None},
 }
 VAL_IMAGES = 1400  # 50 per class, from a different seed than the training images
 BN_REFRESH_BATCHES = 40
 
 
+def _stages(text: str) -> tuple[tuple[int, int, float], ...]:
+    """"32:2000:1e-3,64:300:3e-4" -> ((32, 2000, 0.001), (64, 300, 0.0003)): image size, steps, peak lr."""
+    try:
+        stages = tuple((int(size), int(steps), float(lr)) for size, steps, lr in
+                       (part.split(":") for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--stages {text!r}: expected SIZE:STEPS:LR[,SIZE:STEPS:LR...], "
+                                         f"e.g. 32:2000:1e-3,64:300:3e-4") from None
+    return stages
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m poc.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=sorted(RECIPES))
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None, help="default 64; a staged recipe: its last stage")
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--train-images", type=int, default=None, help="default: the model's recipe")
+    p.add_argument("--stages", type=_stages, default=None,
+                   help="staged recipes (fresh images): SIZE:STEPS:LR,...; default: the model's recipe")
     p.add_argument("--val-images", type=int, default=VAL_IMAGES)
     p.add_argument("--batch-size", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate; default: the model's recipe")
@@ -54,11 +76,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="default: the path poc.models.pretrained expects")
     args = p.parse_args(argv)
     recipe = RECIPES[args.model]
-    for key in ("epochs", "train_images", "batch_size", "lr", "weight_decay"):
+    for key in ("epochs", "train_images", "batch_size", "lr", "weight_decay", "stages"):
         if getattr(args, key) is None:
-            setattr(args, key, recipe[key])
-    args.jit_compile, args.val_every = recipe["jit_compile"], recipe["val_every"]
-    args.warmup_epochs = min(recipe["warmup_epochs"], max(args.epochs - 1, 0))
+            setattr(args, key, recipe.get(key))
+    args.jit_compile = recipe["jit_compile"]
+    if args.stages:
+        final = args.stages[-1][0]
+        if args.image_size not in (None, final):
+            p.error(f"--image-size {args.image_size}: this recipe ends at {final} px (its last stage); "
+                    f"change --stages instead")
+        args.image_size, args.warmup_steps = final, recipe["warmup_steps"]
+    else:
+        args.image_size = args.image_size or 64
+        args.val_every = recipe["val_every"]
+        args.warmup_epochs = min(recipe["warmup_epochs"], max(args.epochs - 1, 0))
     if args.out is None:
         from poc.models.pretrained import DEMO_WEIGHTS, PRETRAINED_DIR
 
@@ -179,19 +210,95 @@ def save_backbone(model, name: str, out: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from poc.data.shapes import SHAPE_CLASSES
+# --- staged training on a stream of fresh images (the demo ViT) ---------------------------------------------
+
+CHUNK_BATCHES = 16  # batches generated per call of the shapes generator
+
+
+def fresh_stream(args, size: int, steps: int, start: int):
+    """tf.data of `steps` batches (pixels (B, S, S, 3) float32 in [0, 255], labels (B,)): training images
+    `start` .. of the seed's endless sequence, so no image repeats across steps or stages."""
+    import tensorflow as tf
+
+    from poc.data.shapes import make_shapes
+
+    def batches():
+        for first in range(0, steps, CHUNK_BATCHES):
+            count = min(CHUNK_BATCHES, steps - first) * args.batch_size
+            images, labels = make_shapes(count, size, seed=args.seed, start=start + first * args.batch_size)
+            for b in range(count // args.batch_size):
+                part = slice(b * args.batch_size, (b + 1) * args.batch_size)
+                yield images[part].astype(np.float32), labels[part]
+
+    signature = (tf.TensorSpec((args.batch_size, size, size, 3), tf.float32),
+                 tf.TensorSpec((args.batch_size,), tf.int32))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+class StreamProgress(keras.callbacks.Callback):
+    """Prints training loss/accuracy and held-out accuracy every `every` steps of a one-pass stream."""
+
+    def __init__(self, held_out, every: int, stage: int):
+        super().__init__()
+        self.held_out, self.every, self.stage, self.start = held_out, every, stage, time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            _, accuracy = self.model.evaluate(*self.held_out, batch_size=256, verbose=0)
+            print(f"  stage {self.stage} step {batch + 1}: loss {logs['loss']:.3f} train accuracy "
+                  f"{logs['accuracy']:.3f} held-out ({len(self.held_out[1])} images) {accuracy:.4f} "
+                  f"[{time.time() - self.start:.0f} s]", flush=True)
+
+
+def pretrain_stages(args, num_classes: int):
+    """Trains `args.model` stage by stage; each stage starts from the previous one's weights (backbone and
+    head, position embedding resized to the new grid). Returns (classifier at the last size, held-out accuracy,
+    fit seconds)."""
+    from poc.data.shapes import make_shapes
+    from poc.models import build
+    from poc.models.vit_checkpoint import export_vit_checkpoint
+
+    model, accuracy, fit_seconds, start, carry = None, 0.0, 0.0, 0, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (size, steps, lr) in enumerate(args.stages):
+            model = build(args.model, num_classes, size, carry or "none")
+            model.trainable = True
+            warmup = min(args.warmup_steps, steps // 5)
+            schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=lr,
+                                                              warmup_steps=warmup)
+            model.compile(keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=1.0),
+                          keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
+                          jit_compile=args.jit_compile)
+            held_out = make_shapes(args.val_images, size, seed=args.seed + 1)
+            probe = (held_out[0][:560].astype(np.float32), held_out[1][:560])
+            print(f"stage {k + 1}/{len(args.stages)}: {steps} steps x batch {args.batch_size} of fresh images "
+                  f"at {size} px, AdamW peak lr {lr:g} (warmup {warmup} steps, cosine), weight decay "
+                  f"{args.weight_decay:g}{', from the previous stage' if carry else ', from scratch'}", flush=True)
+            fit_start = time.time()
+            model.fit(fresh_stream(args, size, steps, start), epochs=1, steps_per_epoch=steps, verbose=0,
+                      callbacks=[StreamProgress(probe, max(steps // 5, 1), k + 1)])
+            fit_seconds += time.time() - fit_start
+            start += steps * args.batch_size
+            _, accuracy = model.evaluate(held_out[0].astype(np.float32), held_out[1], batch_size=256, verbose=0)
+            print(f"held-out accuracy after stage {k + 1} at {size} px: {accuracy:.4f}", flush=True)
+            carry = str(Path(tmp) / f"stage{k}.npz")
+            export_vit_checkpoint(model.get_layer("backbone"), carry, head=model.get_layer("head"))
+            if k + 1 < len(args.stages):  # a usable file early; the position embedding is resized on loading
+                print(f"  stage {k + 1} backbone saved to {save_backbone(model, args.model, args.out)}", flush=True)
+    return model, accuracy, fit_seconds
+
+
+def pretrain_epochs(args, num_classes: int):
+    """The fixed-set recipe (the CNN, ViT-Ti/16): epochs over one generated training set.
+    Returns (classifier, held-out accuracy, fit seconds)."""
     from poc.models import build
 
-    keras.utils.set_random_seed(args.seed)
-    started = time.time()
     train, val, x_train = make_datasets(args)
     args.steps = args.train_images // args.batch_size
-    model = build(args.model, len(SHAPE_CLASSES), args.image_size, "none")
+    model = build(args.model, num_classes, args.image_size, "none")
     model.trainable = True
     compile_model(model, args)
-    print(f"pretraining {args.model} at {args.image_size} px on {len(SHAPE_CLASSES)} shape classes: "
+    print(f"pretraining {args.model} at {args.image_size} px on {num_classes} shape classes: "
           f"{args.epochs} epochs x {args.steps} steps, batch {args.batch_size}, AdamW lr {args.lr:g} "
           f"(warmup {args.warmup_epochs} epochs, cosine), weight decay {args.weight_decay:g}, "
           f"{model.count_params():,} parameters", flush=True)
@@ -204,6 +311,19 @@ def main(argv: list[str] | None = None) -> int:
     if refresh_batchnorm(model, x_train, args.batch_size):
         _, accuracy = model.evaluate(val, verbose=0)
         print(f"held-out accuracy after refreshing BatchNorm statistics: {accuracy:.4f}", flush=True)
+    return model, accuracy, fit_seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from poc.data.shapes import SHAPE_CLASSES
+
+    keras.utils.set_random_seed(args.seed)
+    started = time.time()
+    if args.stages:
+        model, accuracy, fit_seconds = pretrain_stages(args, len(SHAPE_CLASSES))
+    else:
+        model, accuracy, fit_seconds = pretrain_epochs(args, len(SHAPE_CLASSES))
     out = save_backbone(model, args.model, args.out)
     print(f"RESULT model={args.model} size={args.image_size} classes={len(SHAPE_CLASSES)} "
           f"held_out_accuracy={accuracy:.4f} chance={1 / len(SHAPE_CLASSES):.4f} fit_seconds={fit_seconds:.0f} "

@@ -11,7 +11,9 @@ from poc.data.shapes import SHAPE_CLASSES, make_shapes, shape_image
 from poc.errors import UserError
 from poc.models import build
 from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, demo_weights_path
-from poc.models.vit_checkpoint import checkpoint_key_table
+from poc.models.vit import VIT_VARIANTS, attention_model, build_vit_backbone, intermediates_model
+from poc.models.vit_checkpoint import checkpoint_key_table, load_vit_checkpoint
+from poc.pretrain import parse_args
 
 SIZE = DEMO_IMAGE_SIZE
 
@@ -36,6 +38,14 @@ def test_shapes_arrays_have_the_promised_shape_and_balanced_labels():
     assert images.std() > 20  # drawn content, not blank frames
 
 
+def test_shapes_from_a_start_index_continue_the_same_sequence():
+    # A training stream draws images start .. start + n - 1: fresh ones, identical to a longer call's tail.
+    head, head_labels = make_shapes(9, 32, seed=0)
+    tail, tail_labels = make_shapes(4, 32, seed=0, start=5)
+    np.testing.assert_array_equal(tail, head[5:])
+    np.testing.assert_array_equal(tail_labels, head_labels[5:])
+
+
 def test_shape_classes_are_many_unique_and_none_is_a_cartoon_class():
     assert len(SHAPE_CLASSES) >= 24
     assert len(set(SHAPE_CLASSES)) == len(SHAPE_CLASSES)
@@ -49,6 +59,13 @@ def test_each_class_draws_something_different_from_the_same_random_draws():
     distance = np.abs(images[:, None] - images[None]).mean(axis=(2, 3, 4))  # (K, K) mean |difference|
     np.fill_diagonal(distance, np.inf)
     assert distance.min() > 3.0
+
+
+def test_staged_recipe_ends_at_the_demo_size_and_refuses_another():
+    args = parse_args(["--model", "vit_ti8", "--stages", "32:10:1e-3,64:5:2e-4", "--out", "x.npz"])
+    assert args.stages == ((32, 10, 1e-3), (64, 5, 2e-4)) and args.image_size == 64
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "vit_ti8", "--image-size", "96"])
 
 
 # --- demo weight files --------------------------------------------------------------------------------
@@ -125,3 +142,62 @@ def test_frozen_demo_backbone_gives_different_features_for_different_cartoons(de
     features = keras.ops.convert_to_numpy(model.get_layer("backbone")(scaled, training=False))  # (2, D)
     assert np.linalg.norm(features[0] - features[1]) > 1.0
     assert np.linalg.norm(features[0] - features[1]) > 0.1 * np.linalg.norm(features, axis=1).mean()
+
+
+# --- the demo ViT's attention, as named outputs of its forward pass ---------------------------------------
+
+
+def _demo_vit_input(models) -> tuple[keras.Model, np.ndarray]:
+    model = models["vit_ti8"]
+    return model.get_layer("backbone"), keras.ops.convert_to_numpy(model.get_layer("preprocess")(_cartoons()))
+
+
+def _layer_norm(x, scale, bias, eps=1e-6):
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * scale + bias
+
+
+def test_demo_vit_first_attention_map_is_softmax_of_its_query_key_products(demo_models):
+    # Independent of Keras' attention layer: block 0's map recomputed in numpy from the checkpoint variables.
+    backbone, scaled = _demo_vit_input(demo_models)
+    table = {key: keras.ops.convert_to_numpy(v) for key, v in checkpoint_key_table(backbone).items()}
+    tokens = scaled
+    for name in ("embedding", "tokens", "cls", "posembed_input"):
+        tokens = backbone.get_layer(name)(tokens)
+    tokens = keras.ops.convert_to_numpy(tokens)  # (B, T, D): the input of block 0
+    block = "Transformer/encoderblock_0"
+    y = _layer_norm(tokens, table[f"{block}/LayerNorm_0/scale"], table[f"{block}/LayerNorm_0/bias"])
+    mha = f"{block}/MultiHeadDotProductAttention_1"
+    q = np.einsum("btd,dhk->bhtk", y, table[f"{mha}/query/kernel"]) + table[f"{mha}/query/bias"][:, None]
+    k = np.einsum("btd,dhk->bhtk", y, table[f"{mha}/key/kernel"]) + table[f"{mha}/key/bias"][:, None]
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])  # (B, H, T, T)
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    _, first, *_ = attention_model(backbone)(scaled)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(first), expected, atol=2e-4)
+
+
+def test_demo_vit_named_outputs_match_the_listed_ones_and_the_backbone(demo_models):
+    backbone, scaled = _demo_vit_input(demo_models)
+    named = intermediates_model(backbone)(scaled)
+    features, *listed = attention_model(backbone)(scaled)
+    config = VIT_VARIANTS["vit_ti8"]
+    tokens = (SIZE // config.patch) ** 2 + 1
+    assert set(named) == {"features", "attention"} and len(named["attention"]) == config.depth == len(listed)
+    assert all(tuple(a.shape) == (2, config.heads, tokens, tokens) for a in named["attention"])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(named["features"]),
+                               keras.ops.convert_to_numpy(backbone(scaled)), atol=1e-5)
+    for mine, theirs in zip(named["attention"], listed):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs), atol=1e-6)
+
+
+def test_backbone_built_with_attention_holds_the_same_layers_and_loads_the_demo_checkpoint(demo_models):
+    backbone, scaled = _demo_vit_input(demo_models)
+    explained = build_vit_backbone(VIT_VARIANTS["vit_ti8"], SIZE, with_attention=True)
+    assert [layer.name for layer in explained.layers] == [layer.name for layer in backbone.layers]
+    load_vit_checkpoint(explained, DEMO_WEIGHTS["vit_ti8"])
+    outputs = explained(scaled)
+    _, *listed = attention_model(backbone)(scaled)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs["features"]),
+                               keras.ops.convert_to_numpy(backbone(scaled)), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs["attention"][-1]),
+                               keras.ops.convert_to_numpy(listed[-1]), atol=1e-5)

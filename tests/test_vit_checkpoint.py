@@ -217,3 +217,13 @@ def test_missing_file_raises_user_error(tmp_path):
 def test_unreachable_url_raises_user_error_mentioning_the_network(tmp_path):
     with pytest.raises(UserError, match="network"):
         load_vit_checkpoint(tiny(), "http://127.0.0.1:9/ViT-Ti_16.npz", cache_dir=tmp_path)
+
+
+def test_a_big_vision_layout_is_refused_with_its_keys_named(tmp_path):
+    # big_vision nests parameters under params/ and names the MLP block MlpBlock_0: not the vit_jax layout the
+    # table maps, so nothing loads and the message names what did not match.
+    arrays = {f"params/{key.replace('MlpBlock_3', 'MlpBlock_0')}": value
+              for key, value in google_layout(TINY, 32).items()}
+    with pytest.raises(UserError) as error:
+        load_vit_checkpoint(tiny(), write(tmp_path / "big_vision.npz", arrays))
+    assert "unexpected keys" in str(error.value) and "params/" in str(error.value)

@@ -253,14 +253,18 @@ def shape_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(small), 0, 255).astype(np.uint8)
 
 
-def make_shapes(count: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`count` images, classes balanced in turn: (images (N, S, S, 3) uint8, labels (N,) int32)."""
+def make_shapes(count: int, size: int = 64, seed: int = 0, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images `start` .. `start + count - 1` of the seed's endless sequence, classes balanced in turn:
+    (images (N, S, S, 3) uint8, labels (N,) int32). `start` lets a training stream draw fresh images forever."""
     if count < 1:
         raise ValueError(f"count={count} must be at least 1")
     if size < 16:
         raise ValueError(f"size={size} must be at least 16 px")
-    labels = np.arange(count, dtype=np.int32) % len(SHAPE_CLASSES)
+    if start < 0:
+        raise ValueError(f"start={start} must be at least 0")
+    index = np.arange(start, start + count)
+    labels = (index % len(SHAPE_CLASSES)).astype(np.int32)
     images = np.empty((count, size, size, 3), np.uint8)
-    for i in range(count):
-        images[i] = shape_image(int(labels[i]), size, np.random.default_rng([seed, i]))
+    for k, i in enumerate(index):
+        images[k] = shape_image(int(labels[k]), size, np.random.default_rng([seed, int(i)]))
     return images, labels

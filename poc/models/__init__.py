@@ -13,7 +13,9 @@ from poc.models.registry import HUB_PREFIX, MODELS, ModelSpec, get_spec, model_n
 __all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "pretraining_kind",
            "resolve_image_size", "resolve_weights"]
 
-# Google's published ViT checkpoints (ImageNet-21k pretraining, ImageNet-1k fine-tuning at 224 px).
+# Google's published ViT checkpoints: ImageNet-21k pretraining, ImageNet-1k fine-tuning. The fine-tuning size is
+# 224 px for B/16 ("-224"), S/16 and Ti/16 ("res_224"), but 384 px for B/32 (ViT-B_32.npz: a 12 x 12 patch grid);
+# the loader resizes the position embedding to the run's --image-size (7 x 7 at 224 px), as the paper's code does.
 VIT_IMAGENET_CHECKPOINTS = {
     "vit_b32": "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_32.npz",
     "vit_b16": "https://storage.googleapis.com/vit_models/imagenet21k+imagenet2012/ViT-B_16-224.npz",

@@ -20,6 +20,7 @@ DEMO_IMAGE_SIZE = 64  # every demo backbone is pretrained at this input size
 DEMO_WEIGHTS: dict[str, Path] = {
     "mobilenet_v2": PRETRAINED_DIR / f"demo_mobilenet_v2_{DEMO_IMAGE_SIZE}.weights.h5",
     "vit_ti16": PRETRAINED_DIR / f"demo_vit_ti16_{DEMO_IMAGE_SIZE}.npz",
+    "vit_ti8": PRETRAINED_DIR / f"demo_vit_ti8_{DEMO_IMAGE_SIZE}.npz",
 }
 
 

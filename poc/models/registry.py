@@ -69,6 +69,7 @@ MODELS: dict[str, ModelSpec] = {
               ("vit_b16", "ViT-B/16, 12 blocks, width 768", 16),
               ("vit_s16", "ViT-S/16, 12 blocks, width 384", 16),
               ("vit_ti16", "ViT-Ti/16, 12 blocks, width 192 (fast CPU demos)", 16),
+              ("vit_ti8", "ViT-Ti/8, 12 blocks, width 192, 8 px patches (the offline demo ViT)", 8),
           ]),
     ]
 }

@@ -6,8 +6,9 @@ pre-norm Transformer encoder blocks. The class token after the final LayerNorm i
 
 Layer names mirror Google's checkpoints (`embedding`, `cls`, `posembed_input`, `encoderblock_<i>`,
 `encoder_norm`) so that `poc.models.vit_checkpoint` maps keys to variables through one explicit table.
-Every encoder block also hands back its attention weights (B, heads, T, T): `attention_model` exposes
-them for attention rollout (`poc.explain.rollout`).
+Every encoder block also hands back its attention weights (B, heads, T, T) as a named output of the forward
+pass (`with_attention=True`, `intermediates_model`); `attention_model` lists them for attention rollout
+(`poc.explain.rollout`).
 
 Input is float32 RGB already scaled to [-1, 1]; the classifier owns the preprocessing.
 """
@@ -39,6 +40,9 @@ VIT_VARIANTS: dict[str, ViTConfig] = {
     "vit_b16": ViTConfig(patch=16, width=768, depth=12, heads=12, mlp=3072),
     "vit_s16": ViTConfig(patch=16, width=384, depth=12, heads=6, mlp=1536),
     "vit_ti16": ViTConfig(patch=16, width=192, depth=12, heads=3, mlp=768),
+    # Ti/8: the Ti width and depth on 8 px patches, 4x the tokens of Ti/16 (64 px -> 8 x 8 patches): the demo
+    # ViT, whose small images leave Ti/16 only 4 x 4 patches (see poc/pretrained/README.md).
+    "vit_ti8": ViTConfig(patch=8, width=192, depth=12, heads=3, mlp=768),
 }
 
 
@@ -109,27 +113,51 @@ def _encoder_block(config: ViTConfig, tokens: int, name: str) -> keras.Model:
     return keras.Model(inputs, [x, attention], name=name)
 
 
-def build_vit_backbone(config: ViTConfig, image_size: int, name: str = "backbone") -> keras.Model:
+def _layers(config: ViTConfig, image_size: int) -> list[keras.layers.Layer]:
+    """The backbone's layers in call order, named as in Google's checkpoints (see `checkpoint_key_table`)."""
+    tokens = _check_config(config, image_size)
+    grid = image_size // config.patch
+    return [
+        keras.layers.Conv2D(config.width, config.patch, strides=config.patch, padding="valid", name="embedding"),
+        keras.layers.Reshape((grid * grid, config.width), name="tokens"),
+        ClassToken(name="cls"),
+        AddPositionEmbedding(name="posembed_input"),
+        *(_encoder_block(config, tokens, f"encoderblock_{i}") for i in range(config.depth)),
+        keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_norm"),
+    ]
+
+
+def _forward(layers: list[keras.layers.Layer], pixels) -> dict:
+    """The one forward pass, wired on `pixels`: {"features": (B, D), "attention": [(B, H, T, T)] per block}.
+
+    Both the plain backbone and its attention model are built from it, so they cannot drift apart, and the
+    attention maps are ordinary outputs of the blocks' calls here (no reading of Keras' private graph nodes).
+    """
+    x, attentions = pixels, []  # (B, S, S, 3)
+    for layer in layers:
+        if layer.name.startswith("encoderblock_"):
+            x, attention = layer(x)  # (B, T, D), (B, H, T, T)
+            attentions.append(attention)
+        else:
+            x = layer(x)  # embedding (B, g, g, D) -> tokens (B, g*g, D) -> cls, posembed, encoder_norm (B, T, D)
+    return {"features": x[:, 0], "attention": attentions}  # class token (B, D)
+
+
+def build_vit_backbone(config: ViTConfig, image_size: int, name: str = "backbone",
+                       with_attention: bool = False) -> keras.Model:
     """ViT backbone: (B, S, S, 3) pixels in [-1, 1] -> (B, width) class-token features after the final norm.
 
     Top-level layers, in order: `embedding`, `tokens`, `cls`, `posembed_input`, `encoderblock_0` ...
     `encoderblock_{depth-1}` (one nested model each, so `.trainable` freezes a whole block), `encoder_norm`.
+    `with_attention=True` returns the named intermediates instead, as big_vision does: outputs
+    {"features": (B, width), "attention": [(B, heads, T, T) per block]}. To explain an existing backbone
+    (shared weights), use `attention_model(backbone)`.
     Raises ValueError when `image_size` is not a multiple of `config.patch`.
     """
-    tokens = _check_config(config, image_size)
-    grid = image_size // config.patch
+    layers = _layers(config, image_size)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="pixels")  # (B, S, S, 3)
-    x = keras.layers.Conv2D(
-        config.width, config.patch, strides=config.patch, padding="valid", name="embedding"
-    )(inputs)  # (B, g, g, D)
-    x = keras.layers.Reshape((grid * grid, config.width), name="tokens")(x)  # (B, g*g, D)
-    x = ClassToken(name="cls")(x)  # (B, T, D)
-    x = AddPositionEmbedding(name="posembed_input")(x)  # (B, T, D)
-    for i in range(config.depth):
-        x, _ = _encoder_block(config, tokens, f"encoderblock_{i}")(x)  # (B, T, D), (B, H, T, T)
-    x = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="encoder_norm")(x)  # (B, T, D)
-    features = x[:, 0]  # (B, D): the class token
-    return keras.Model(inputs, features, name=name)
+    outputs = _forward(layers, inputs)
+    return keras.Model(inputs, outputs if with_attention else outputs["features"], name=name)
 
 
 def block_names(backbone: keras.Model) -> list[str]:
@@ -138,16 +166,22 @@ def block_names(backbone: keras.Model) -> list[str]:
     return sorted(names, key=lambda n: int(n.rsplit("_", 1)[1]))
 
 
-def attention_model(backbone: keras.Model) -> keras.Model:
-    """A model sharing the backbone's weights: inputs -> [features, attn_0, ..., attn_{L-1}], attn (B, H, T, T).
+def _rewire(backbone: keras.Model) -> tuple:
+    """A new input wired through the backbone's own layers (shared weights): (input, `_forward` outputs)."""
+    names = ["embedding", "tokens", "cls", "posembed_input", *block_names(backbone), "encoder_norm"]
+    layers = [backbone.get_layer(name) for name in names]  # ValueError naming the layer if one is missing
+    inputs = keras.Input(shape=tuple(backbone.inputs[0].shape[1:]), name="pixels")  # (B, S, S, 3)
+    return inputs, _forward(layers, inputs)
 
-    Built from the tensors of the backbone's own graph (the first call of each block inside the backbone),
-    not from the blocks' internal outputs, which would give a 'graph disconnected' error.
-    """
-    attentions = []
-    for name in block_names(backbone):
-        block = backbone.get_layer(name)
-        # A nested Model's `.output` is its own internal output; the node records the call in the backbone.
-        _, attention = block._inbound_nodes[0].output_tensors  # (B, T, D), (B, H, T, T)
-        attentions.append(attention)
-    return keras.Model(backbone.inputs[0], [backbone.outputs[0], *attentions], name=f"{backbone.name}_attention")
+
+def intermediates_model(backbone: keras.Model) -> keras.Model:
+    """A model sharing the backbone's weights with named outputs {"features": (B, D), "attention":
+    [(B, H, T, T) per block]}, as `build_vit_backbone(..., with_attention=True)` builds them."""
+    inputs, outputs = _rewire(backbone)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_intermediates")
+
+
+def attention_model(backbone: keras.Model) -> keras.Model:
+    """A model sharing the backbone's weights: inputs -> [features, attn_0, ..., attn_{L-1}], attn (B, H, T, T)."""
+    inputs, outputs = _rewire(backbone)
+    return keras.Model(inputs, [outputs["features"], *outputs["attention"]], name=f"{backbone.name}_attention")

@@ -1,4 +1,7 @@
-"""Port of Google's original ViT `.npz` checkpoints (vit_jax / big_vision layout, arXiv 2010.11929).
+"""Port of Google's ViT `.npz` checkpoints in the vit_jax layout (arXiv 2010.11929, and the AugReg files).
+
+Only that layout: big_vision's checkpoints name their blocks differently (`MlpBlock_0`, ...) and are refused with
+the list of unknown keys, like any other file whose keys do not match.
 
 Keras 3 variable names cannot contain '/', so checkpoint keys map to model variables through one explicit
 table (`checkpoint_key_table`). As in nanoGPT's `from_pretrained`, the loader refuses to load anything
@@ -104,9 +107,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError
         raise UserError(f"'{path}' is not a readable .npz checkpoint ({exc})") from exc
-    # big_vision writes the model parameters under 'params/'.
-    if arrays and all(key.startswith("params/") for key in arrays):
-        arrays = {key.removeprefix("params/"): value for key, value in arrays.items()}
     return arrays
 
 
