@@ -6,35 +6,27 @@ import pandas as pd
 import streamlit as st
 
 from ui import charts, data, state
-from ui.sidebar import render_sidebar
-
-st.set_page_config(page_title="Learning curves · ViTrine", layout="wide")
-render_sidebar()
 
 RUNS_KEY = "curves.runs"
-
-st.title("Learning curves")
-st.markdown("Train (solid) vs validation (dashed) per epoch, transfer learning then fine-tuning. The dotted "
-            "rule marks where fine-tuning starts; hollow marks show each phase's best epoch (lowest "
-            "validation loss, the weights that were kept). Click a run in the legend to highlight it.")
 
 
 def _long(history: pd.DataFrame, label: str, metric: str) -> pd.DataFrame:
     parts = []
     for split, column in (("train", metric), ("validation", f"val_{metric}")):
         parts.append(pd.DataFrame({"run": label, "epoch": history["epoch"], "phase": history["phase"],
-                                   "split": split, "value": pd.to_numeric(history[column], errors="coerce")}))
+                                   "split": split, "value": history[column]}))
     return pd.concat(parts, ignore_index=True)
 
 
 def _best_epochs(history: pd.DataFrame, record) -> dict[str, int]:
     """run.json's best_epoch per phase; else the epoch with the lowest val_loss of the phase."""
-    recorded = (record.info.get("best_epoch") if record is not None else None) or {}
+    recorded = record.info.get("best_epoch") if record is not None else None
+    recorded = recorded if isinstance(recorded, dict) else {}
     best = {}
     for phase, rows in history.groupby("phase", sort=False):
         epoch = recorded.get(phase)
         if not isinstance(epoch, (int, float)) or epoch not in set(rows["epoch"]):
-            losses = pd.to_numeric(rows["val_loss"], errors="coerce")
+            losses = rows["val_loss"]
             epoch = rows.loc[losses.idxmin(), "epoch"] if losses.notna().any() else None
         if epoch is not None:
             best[phase] = int(epoch)
@@ -52,18 +44,9 @@ def _summary(history: pd.DataFrame, label: str, best: dict[str, int]) -> list[di
             "loss": last["loss"], "accuracy": last["accuracy"], "val loss": last["val_loss"],
             "val accuracy": last["val_accuracy"], "best epoch": best.get(phase),
             "val accuracy at best": None if at_best is None else at_best["val_accuracy"],
-            "learning rate": last["lr"], "seconds": pd.to_numeric(part["seconds"], errors="coerce").sum(),
+            "learning rate": last["lr"], "seconds": part["seconds"].sum(),
         })
     return rows
-
-
-def _clean(history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Numbers as numbers; rows without a numeric epoch or a known phase dropped (and counted)."""
-    history = history.copy()
-    for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
-        history[column] = pd.to_numeric(history[column], errors="coerce")
-    keep = history["epoch"].notna() & history["phase"].isin(["tl", "ft"])
-    return history[keep].astype({"epoch": int}).sort_values("epoch"), int((~keep).sum())
 
 
 def _curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
@@ -79,7 +62,7 @@ def _curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
                 f"{label}: history.csv is unreadable." if damaged else f"{label}: no history yet (no epoch "
                                                                        "has finished).")
             continue
-        history, dropped = _clean(history)
+        dropped = history.attrs.get("dropped_rows", 0)
         if dropped:
             st.warning(f"{label}: {dropped} row(s) of history.csv are malformed and left out.")
         if history.empty:
@@ -111,28 +94,35 @@ def _curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
         "seconds": st.column_config.NumberColumn(format="%.1f")})
 
 
-board = data.load_leaderboard()
-options = board.loc[board["status"] != "unreadable", "id"].tolist() if not board.empty else []
-if not options:
-    st.info("No runs yet. Generate the demo runs on the Home page, or train one from the sidebar.")
-    st.stop()
+def main() -> None:
+    board = data.load_leaderboard()
+    options = board.loc[board["status"] != "unreadable", "id"].tolist()
+    if not options:
+        st.info("No runs yet. Generate the demo runs on the Home page, or train one from the sidebar.")
+        return
+    labels = data.run_labels(options)
+    current = [i for i in state.selected_runs() if i in options]
+    if st.session_state.get(RUNS_KEY) != current:
+        st.session_state[RUNS_KEY] = current
+    c1, c2, c3 = st.columns([4, 2, 1])
+    picked = c1.multiselect("Runs", options, key=RUNS_KEY, format_func=lambda i: labels.get(i, i),
+                            on_change=lambda: state.set_selected_runs(st.session_state[RUNS_KEY]),
+                            help="The same selection as on Home.")
+    metric = c2.radio("Metric", ["loss", "accuracy"], horizontal=True, key="curves.metric")
+    log_scale = c3.checkbox("Log scale", key="curves.log", disabled=metric != "loss",
+                            help="for the loss; useful when it spans orders of magnitude")
+    if not picked:
+        st.info("Choose one or more runs above (or on Home).")
+        return
+    st.caption("Train (solid) vs validation (dashed) per epoch. The dotted rule marks where fine-tuning starts; "
+               "hollow marks show each phase's best epoch (lowest validation loss, the weights that were kept). "
+               "Click a run in the legend to highlight it.")
+    # A run still training grows its history: redraw every few seconds without rerunning the page.
+    st.fragment(run_every=5 if data.any_active(board, picked) else None)(_curves)(
+        picked, metric, log_scale and metric == "loss")
 
-labels = data.run_labels(options)
-current = [i for i in state.selected_runs() if i in options]
-if st.session_state.get(RUNS_KEY) != current:
-    st.session_state[RUNS_KEY] = current
-c1, c2, c3 = st.columns([4, 2, 1])
-picked = c1.multiselect("Runs", options, key=RUNS_KEY, format_func=lambda i: labels.get(i, i),
-                        on_change=lambda: state.set_selected_runs(st.session_state[RUNS_KEY]),
-                        help="The same selection as on Home.")
-metric = c2.radio("Metric", ["loss", "accuracy"], horizontal=True, key="curves.metric")
-log_scale = c3.checkbox("Log scale", key="curves.log", disabled=metric != "loss",
-                        help="for the loss; useful when it spans orders of magnitude")
 
-if not picked:
-    st.info("Choose one or more runs above (or on Home).")
-    st.stop()
-
-active = bool(board[board["id"].isin(picked)]["status"].isin(["running", "queued"]).any())
-# A run still training grows its history: redraw every few seconds without rerunning the page.
-st.fragment(run_every=5 if active else None)(_curves)(picked, metric, log_scale and metric == "loss")
+st.title("Learning curves")
+st.markdown("Train and validation loss or accuracy per epoch of the compared runs, transfer learning then "
+            "fine-tuning, on one chart.")
+main()

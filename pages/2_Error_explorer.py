@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from ui import charts, data, state
-from ui.sidebar import render_sidebar
-
-st.set_page_config(page_title="Error explorer · ViTrine", layout="wide")
-render_sidebar()
+from ui.safe import safely
 
 STAGE_TITLES = {"tl": "After transfer learning (tl)", "ft": "After fine-tuning (ft)"}
 GALLERY_CAP = 48
 GALLERY_COLUMNS = 6
 CELL_STAGE, CELL_TRUE, CELL_PRED = "errors.cell_stage", "errors.cell_true", "errors.cell_pred"
-
-st.title("Error explorer")
-st.markdown("Confusion matrices on the test split after each phase. Click a cell (or choose it below) to see "
-            "its images; pick a class to see what it gets right, misses and wrongly attracts.")
-
-
-def _safely(title: str, render, *args) -> None:
-    """A damaged artifact must not take the page down: show the section's failure and go on."""
-    try:
-        render(*args)
-    except Exception as exc:  # Streamlit's rerun/stop are BaseExceptions and pass through
-        st.warning(f"{title}: could not be shown ({type(exc).__name__}: {exc}). The run's files may be "
-                   "incomplete or damaged.")
 
 
 # ---------------------------------------------------------------- galleries
@@ -86,17 +69,15 @@ def _apply_click(run_id: str, stage: str, cell: tuple[str, str] | None) -> None:
 
 def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     st.subheader(STAGE_TITLES[stage])
-    metrics = ev.metrics if isinstance(ev.metrics, dict) else {}
-    accuracy, macro_f1, perfect = (data.as_float(metrics.get(k)) for k in
-                                   ("accuracy", "macro_f1", "perfect_class_share"))
-    ci = metrics.get("accuracy_ci95")
-    low, high = (data.as_float(v) for v in ci[:2]) if isinstance(ci, list) and len(ci) >= 2 else (None, None)
+    metrics = ev.metrics or {}  # numbers or None (poc.artifacts.read_metrics)
+    accuracy, macro_f1, perfect = (metrics.get(k) for k in ("accuracy", "macro_f1", "perfect_class_share"))
+    low, high = metrics.get("accuracy_ci95") or (None, None)
     m1, m2, m3 = st.columns(3)
     if accuracy is not None:
         m1.metric("accuracy", f"{accuracy:.1%}",
                   help=f"95% CI [{low:.3f}, {high:.3f}]" if low is not None and high is not None else None)
     if macro_f1 is not None:
-        m2.metric("macro-F1", f"{macro_f1:.3f}")
+        m2.metric("macro-F1", f"{macro_f1:.3f}", help="over classes present in the test split")
     if perfect is not None:
         m3.metric("perfect classes", f"{perfect:.0%}", help="share of classes with F1 = 1")
     cm = ev.confusion
@@ -153,7 +134,7 @@ def _cell_section(stages: list[str], evals: dict) -> None:
                          [["true", "predicted", "images", "share of true class"]], hide_index=True,
                          column_config={"share of true class": st.column_config.NumberColumn(format="percent")})
     preds = ev.predictions
-    rows = _by_confidence(preds[(preds["label"].astype(str) == true) & (preds["pred"].astype(str) == pred)])
+    rows = _by_confidence(preds[(preds["label"] == true) & (preds["pred"] == pred)])
     kind = "correct" if true == pred else "misclassified"
     st.markdown(f"**{len(rows)}** test image{'s' if len(rows) != 1 else ''} of **{true}** predicted as "
                 f"**{pred}** after {stage} ({kind}), most confident first.")
@@ -195,7 +176,7 @@ def _class_galleries(stages: list[str], evals: dict) -> None:
         st.caption("Choose a class to see its true positives, false negatives and false positives.")
         return
     preds = evals[stage].predictions
-    label, pred = preds["label"].astype(str), preds["pred"].astype(str)
+    label, pred = preds["label"], preds["pred"]
     groups = {
         "True positives": (preds[(label == chosen) & (pred == chosen)], f"{chosen} recognised"),
         "False negatives": (preds[(label == chosen) & (pred != chosen)], f"{chosen} missed (predicted as another)"),
@@ -235,75 +216,52 @@ def _changes(evals: dict) -> None:
 
 # ---------------------------------------------------------------- page
 
-def _check_numbers(ev, stage: str) -> None:
-    """Text where numbers belong (a damaged or hand-edited file) becomes NaN, and the page says so."""
-    for name, columns in (("predictions", ["confidence"]), ("report", ["precision", "recall", "f1", "support"])):
-        frame = getattr(ev, name)
-        if frame is None:
-            continue
-        frame = frame.copy()
-        for column in columns:
-            numbers = pd.to_numeric(frame[column], errors="coerce")
-            if (frame[column].notna() & numbers.isna()).any():
-                ev.problems.append(f"eval/{stage}: {name} column {column!r} holds values that are not numbers")
-            frame[column] = numbers
-        setattr(ev, name, frame)
+def _candidates() -> list[str]:
+    """Runs with an evaluation: the compared ones first, then the completed ones, then the rest."""
+    board = data.load_leaderboard()
+    ids = board.loc[board["status"] != "unreadable", "id"].tolist()
+    with_stages = [i for i in ids if data.run_stages(i)]
+    completed = [i for i in state.completed_runs() if i in with_stages]
+    return list(dict.fromkeys([i for i in state.selected_runs() if i in with_stages] + completed + with_stages))
 
 
-def _check_confusion(ev, stage: str) -> None:
-    """A matrix that is not square, not labelled by class on both axes, or not numeric is set aside."""
-    cm = ev.confusion
-    if cm is None:
+def main() -> None:
+    candidates = _candidates()
+    if not candidates:
+        st.info("No run has test-set evaluations yet. They appear after a run's first phase finishes.")
         return
-    numeric = cm.apply(pd.to_numeric, errors="coerce")
-    if cm.shape[0] != cm.shape[1] or [str(c) for c in cm.index] != [str(c) for c in cm.columns] \
-            or numeric.isna().to_numpy().any():
-        ev.problems.append(f"eval/{stage}: confusion_matrix.csv is malformed ({cm.shape[0]} rows x "
-                           f"{cm.shape[1]} columns, or not the same classes on both axes, or not numbers)")
-        ev.confusion = None
-    else:
-        ev.confusion = numeric.astype(int)
+    run_id = state.choose_run("Run", key="errors.run", candidates=candidates,
+                              help="The runs compared on Home come first, then every run with an evaluation.")
+    stages = data.run_stages(run_id)
+    evals = {s: data.load_stage(run_id, s) for s in stages}  # checked where read: problems listed, not fixed
+    for ev in evals.values():
+        for problem in ev.problems:
+            st.warning(problem)
+    if "ft" not in stages:
+        st.info("This run has no fine-tuning stage (ft): it was not run, or has not finished. Showing tl only.")
+    elif "tl" not in stages:
+        st.info("This run has no tl evaluation (phase 1 may have come from another run, `--from-run`). "
+                "Showing ft only.")
+
+    normalise = st.radio("Cells show", ["counts", "row-normalised"], horizontal=True, key="errors.view",
+                         help="row-normalised: each row sums to 1 (recall on the diagonal)") == "row-normalised"
+    n_classes = max((len(ev.confusion) for ev in evals.values() if ev.confusion is not None), default=0)
+    side_by_side = n_classes <= charts.TEXT_LABEL_LIMIT
+    columns = st.columns(len(stages)) if side_by_side else [st.container() for _ in stages]
+    for column, stage in zip(columns, stages):
+        with column:
+            safely(f"Confusion matrix {stage}", _matrix, run_id, stage, evals[stage], normalise)
+    if n_classes > charts.TEXT_LABEL_LIMIT:
+        st.caption(f"{n_classes} classes: counts are in the tooltips; empty cells are not drawn.")
+
+    safely("Cell gallery", _cell_section, stages, evals)
+    safely("Per-class metrics", _per_class, stages, evals)
+    safely("Class galleries", _class_galleries, stages, evals)
+    if "tl" in stages and "ft" in stages:
+        safely("tl -> ft changes", _changes, evals)
 
 
-
-board = data.load_leaderboard()
-ids = board.loc[board["status"] != "unreadable", "id"].tolist() if not board.empty else []
-with_stages = [i for i in ids if data.run_stages(i)]
-completed = [i for i in state.completed_runs() if i in with_stages]
-candidates = list(dict.fromkeys([i for i in state.selected_runs() if i in with_stages] + completed + with_stages))
-if not candidates:
-    st.info("No run has test-set evaluations yet. They appear after a run's first phase finishes.")
-    st.stop()
-
-run_id = state.choose_run("Run", key="errors.run", candidates=candidates,
-                          help="The runs compared on Home come first, then every run with an evaluation.")
-stages = data.run_stages(run_id)
-evals = {s: copy.copy(data.load_stage(run_id, s)) for s in stages}  # copies: cached values stay pristine
-for stage, ev in evals.items():
-    ev.problems = list(ev.problems)
-    _check_confusion(ev, stage)
-    _check_numbers(ev, stage)
-    for problem in ev.problems:
-        st.warning(problem)
-if "ft" not in stages:
-    st.info("This run has no fine-tuning stage (ft): it was not run, or has not finished. Showing tl only.")
-elif "tl" not in stages:
-    st.info("This run has no tl evaluation (phase 1 may have come from another run, `--from-run`). "
-            "Showing ft only.")
-
-normalise = st.radio("Cells show", ["counts", "row-normalised"], horizontal=True, key="errors.view",
-                     help="row-normalised: each row sums to 1 (recall on the diagonal)") == "row-normalised"
-n_classes = max((len(ev.confusion) for ev in evals.values() if ev.confusion is not None), default=0)
-side_by_side = n_classes <= charts.TEXT_LABEL_LIMIT
-columns = st.columns(len(stages)) if side_by_side else [st.container() for _ in stages]
-for column, stage in zip(columns, stages):
-    with column:
-        _safely(f"Confusion matrix {stage}", _matrix, run_id, stage, evals[stage], normalise)
-if n_classes > charts.TEXT_LABEL_LIMIT:
-    st.caption(f"{n_classes} classes: counts are in the tooltips; empty cells are not drawn.")
-
-_safely("Cell gallery", _cell_section, stages, evals)
-_safely("Per-class metrics", _per_class, stages, evals)
-_safely("Class galleries", _class_galleries, stages, evals)
-if "tl" in stages and "ft" in stages:
-    _safely("tl -> ft changes", _changes, evals)
+st.title("Error explorer")
+st.markdown("Where a run fails on its test images after each phase: click a confusion-matrix cell to see its "
+            "images, or pick a class to see what it gets right, misses and wrongly attracts.")
+main()

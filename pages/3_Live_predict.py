@@ -9,17 +9,10 @@ import streamlit as st
 from ui import data, state
 from ui import explain_view as ev
 from ui.overlay import overlay, thumbnail
-from ui.sidebar import render_sidebar
 
 MAX_IMAGES = 6  # per rerun: each image costs one forward + one explanation per run
 DISPLAY_SIDE = 256  # px, longer side of the image the overlay is drawn on
 OVERLAY_WIDTH = 320  # px on screen (narrower columns shrink it)
-
-st.set_page_config(page_title="Live predict · ViTrine", layout="wide")
-render_sidebar()
-st.title("Live predict")
-st.caption("Run your own image (or a test image) through each run side by side: top-k classes, where the model "
-           "looked (attention rollout for ViTs, Grad-CAM for CNNs) and how long one image takes.")
 
 
 def choose_runs(board: pd.DataFrame) -> list[str]:
@@ -97,8 +90,8 @@ def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str 
     verdict = "" if true_label is None else (" ✓" if name == true_label else f" ✗ (true: {true_label})")
     st.markdown(f"Top-1: **{name}** ({prob:.1%}){verdict}")
     st.altair_chart(topk_chart(result.top, true_label), width="stretch")
-    st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (median of {ev.LATENCY_REPEATS} "
-               "calls after a warm-up, batch of 1, on the machine serving this page)")
+    st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (one compiled call after the model's "
+               "warm-up, batch of 1, on the machine serving this page)")
     shown = thumbnail(upload.image, DISPLAY_SIDE)
     if result.heatmap is None:
         st.image(shown, width=OVERLAY_WIDTH)
@@ -112,43 +105,50 @@ def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str 
                        "is a single cell. Train with a larger `--image-size` to see where the CNN looks.")
 
 
-board = ev.completed_board()
-if board.empty:
-    st.info("No completed run yet. Train one from the sidebar, or run `python -m poc demo` for a CNN and a ViT.")
-    st.stop()
+def image_files(run_ids: list[str], board: pd.DataFrame) -> tuple[list, dict]:
+    """The files of the chosen image source, and {name: true label} for a picked test image."""
+    source = st.radio("Image source", ["Test image", "Upload", "Camera"], horizontal=True, key="live.source",
+                      help="The camera is only asked for when you pick it.")
+    if source == "Upload":
+        limits = f"up to {ev.MAX_UPLOAD_BYTES // 2**20} MB and {ev.MAX_UPLOAD_PIXELS // 10**6} megapixels each"
+        return st.file_uploader(f"Images (JPEG, PNG, WebP, BMP, GIF, TIFF; {limits})",
+                                accept_multiple_files=True, key="live.uploads") or [], {}
+    if source == "Camera":
+        shot = st.camera_input("Take a photo", key="live.camera")
+        return ([shot] if shot is not None else []), {}
+    return test_image_input(run_ids, board)
 
-run_ids = choose_runs(board)
-source = st.radio("Image source", ["Test image", "Upload", "Camera"], horizontal=True, key="live.source",
-                  help="The camera is only asked for when you pick it.")
-files, true_labels = [], {}
-if source == "Upload":
-    files = st.file_uploader("Images (JPEG, PNG, WebP, BMP, GIF, TIFF; up to 20 MB and 80 megapixels each)",
-                             accept_multiple_files=True, key="live.uploads") or []
-elif source == "Camera":
-    shot = st.camera_input("Take a photo", key="live.camera")
-    files = [shot] if shot is not None else []
-else:
-    files, true_labels = test_image_input(run_ids, board)
-opacity = st.slider("Explanation opacity", 0.0, 1.0, 0.5, 0.05, key="live.opacity")
 
-images, errors = ev.read_uploads(files)
-for name, reason in errors:
-    st.error(f"{name}: {reason}. This file was skipped.")
-if len(images) > MAX_IMAGES:
-    st.warning(f"{len(images)} images uploaded; showing the first {MAX_IMAGES} to keep the page responsive.")
-    images = images[:MAX_IMAGES]
-if not run_ids:
-    st.info("Pick at least one run above.")
-elif not images and not errors:
-    st.info("Upload an image, take a photo or pick a test image to see the predictions.")
-
-labels = data.run_labels(run_ids)
-for upload in images:
-    st.subheader(upload.name)
-    cols = st.columns([1] + [2] * len(run_ids)) if run_ids else []
-    if cols:
+def main() -> None:
+    board = ev.completed_board()
+    if board.empty:
+        st.info("No completed run yet. Train one from the sidebar, or run `python -m poc demo` for a CNN and a ViT.")
+        return
+    run_ids = choose_runs(board)
+    files, true_labels = image_files(run_ids, board)
+    opacity = st.slider("Explanation opacity", 0.0, 1.0, 0.5, 0.05, key="live.opacity")
+    images, errors = ev.read_uploads(files)
+    for name, reason in errors:
+        st.error(f"{name}: {reason}. This file was skipped.")
+    if len(images) > MAX_IMAGES:
+        st.warning(f"{len(images)} images uploaded; showing the first {MAX_IMAGES} to keep the page responsive.")
+        images = images[:MAX_IMAGES]
+    if not run_ids:
+        st.info("Pick at least one run above.")
+        return
+    if not images and not errors:
+        st.info("Upload an image, take a photo or pick a test image to see the predictions.")
+    labels = data.run_labels(run_ids)
+    for upload in images:
+        st.subheader(upload.name)
+        cols = st.columns([1] + [2] * len(run_ids))
         cols[0].image(thumbnail(upload.image, DISPLAY_SIDE), width="stretch",
                       caption=f"{upload.image.width}×{upload.image.height} px")
-    for col, run_id in zip(cols[1:], run_ids):
-        with col:
-            show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name), opacity)
+        for col, run_id in zip(cols[1:], run_ids):
+            with col:
+                show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name), opacity)
+
+st.title("Live predict")
+st.markdown("Run your own image (or a test image) through each run side by side: top-k classes, where the model "
+            "looked (attention rollout for ViTs, Grad-CAM for CNNs) and how long one image takes.")
+main()

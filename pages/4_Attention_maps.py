@@ -6,22 +6,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import data, state
+from ui import agreement_view, data, state
 from ui import explain_view as ev
 from ui.overlay import heatmap_image, normalise, overlay, thumbnail, tile_grid
-from ui.sidebar import render_sidebar
 
 STAGE_LABELS = {"tl": "tl (after transfer learning)", "ft": "ft (after fine-tuning)"}
 TILE = 160  # px, longer side of a grid tile
 MEAN_WIDTH = 240  # px on screen
 NO_CNN = ""
-
-st.set_page_config(page_title="Attention maps · ViTrine", layout="wide")
-render_sidebar()
-st.title("Attention maps")
-st.caption("Where a ViT looks on the test images: its stored attention rollout per image, the mean map of a "
-           "class, and the raw attention of every layer and head for one image; beside it a CNN's Grad-CAM "
-           "on the same images. Red = most attended, blue = least.")
 
 
 def runs_by_family() -> tuple[dict[str, list[str]], pd.DataFrame]:
@@ -136,8 +128,8 @@ def show_layers(run_id: str, stage: str, rows: pd.DataFrame, vit: ev.StoredMaps,
         st.image(grid, caption=f"rows: layers 1-{n_layers} (top to bottom) · columns: heads 1-{n_heads}")
 
 
-def main() -> None:
-    families, board = runs_by_family()
+def choose_vit(families: dict, board: pd.DataFrame) -> tuple[str, str, str] | None:
+    """(ViT run id, stage, CNN run id or NO_CNN) picked on the top row; None (with a message) when none fits."""
     vit_ids = families.get("vit", [])
     if not vit_ids:
         st.info("No ViT run yet, so there is no attention to show. Train one, e.g. "
@@ -146,17 +138,17 @@ def main() -> None:
         hub = families.get("hub", [])
         if hub:
             st.info(f"{len(hub)} TF-Hub run(s) exist, but TF-Hub SavedModels expose no attention weights.")
-        return
-    status = dict(zip(board["id"], board["status"]))
+        return None
     top = st.columns([2, 1, 2])
     run_id = state.choose_run("ViT run", key="attn.run", candidates=vit_ids, container=top[0])
     if run_id is None:
-        return
+        return None
     stages = data.run_stages(run_id)
     if not stages:
-        st.info(f"Run {run_id} has no evaluation yet (status {status.get(run_id, 'unknown')}), so there are no "
+        status = dict(zip(board["id"], board["status"])).get(run_id, "unknown")
+        st.info(f"Run {run_id} has no evaluation yet (status {status}), so there are no "
                 "stored attention maps. They are written when a stage finishes its test evaluation.")
-        return
+        return None
     stage = top[1].selectbox("Stage", stages, index=len(stages) - 1, key=f"attn.stage.{run_id}",
                              format_func=lambda s: STAGE_LABELS.get(s, s))
     cnn_ids = [i for i in families.get("cnn", []) if data.run_stages(i)]
@@ -166,28 +158,32 @@ def main() -> None:
     cnn_labels = data.run_labels(cnn_ids)
     cnn_id = top[2].selectbox("Beside it: CNN Grad-CAM", [NO_CNN, *cnn_ids], key="attn.cnn",
                               format_func=lambda i: cnn_labels.get(i, i) if i else "none")
+    return run_id, stage, cnn_id
 
+
+def load_maps(stage: str, run_id: str, cnn_id: str, board: pd.DataFrame) -> tuple:
+    """(ViT StoredMaps, CNN StoredMaps or None, {path: CNN row}); what is missing is said on the page."""
     vit = ev.stored_maps(run_id, stage, "vit")
     if vit.problem:
         st.info(f"No stored attention maps for this run: {vit.problem}")
     elif vit.method != "attention_rollout":
         st.info(f"eval/{stage}/explanations.npz of this run holds {vit.method!r} maps, not attention rollout; "
                 "they are shown as stored.")
-    cnn, cnn_rows = None, {}
-    if cnn_id:
-        cnn_stages = data.run_stages(cnn_id)
-        cnn_stage = stage if stage in cnn_stages else cnn_stages[-1]
-        cnn = ev.stored_maps(cnn_id, cnn_stage, ev.run_family(board.set_index("id").loc[cnn_id].to_dict()))
-        if cnn.problem:
-            st.info(f"No Grad-CAM maps for the CNN run {cnn_id}: {cnn.problem}")
-            cnn = None
-        else:
-            cnn_rows = {str(p): i for i, p in enumerate(cnn.predictions["path"])}
-            if cnn_stage != stage:
-                st.caption(f"The CNN has no stage {stage}; its {cnn_stage} maps are shown.")
-    if vit.predictions is None:
-        return
+    if not cnn_id:
+        return vit, None, {}
+    cnn_stages = data.run_stages(cnn_id)
+    cnn_stage = stage if stage in cnn_stages else cnn_stages[-1]
+    cnn = ev.stored_maps(cnn_id, cnn_stage, ev.run_family(board.set_index("id").loc[cnn_id].to_dict()))
+    if cnn.problem:
+        st.info(f"No Grad-CAM maps for the CNN run {cnn_id}: {cnn.problem}")
+        return vit, None, {}
+    if cnn_stage != stage:
+        st.caption(f"The CNN has no stage {stage}; its {cnn_stage} maps are shown.")
+    return vit, cnn, {str(p): i for i, p in enumerate(cnn.predictions["path"])}
 
+
+def filtered_rows(vit: ev.StoredMaps, stage: str) -> tuple[pd.DataFrame, str, int, float]:
+    """(rows of the chosen class and outcome, a description of them, tiles to show, overlay opacity)."""
     class_names = sorted(vit.predictions["label"].astype(str).unique())
     if st.session_state.get("attn.class", "all") not in ["all", *class_names]:  # a run with other classes
         st.session_state["attn.class"] = "all"
@@ -199,10 +195,23 @@ def main() -> None:
     rows = ev.filter_rows(vit.predictions, None if label == "all" else label, outcome)
     if rows.empty:
         st.info(f"No {outcome if outcome != 'all' else ''} test image of class {label} in stage {stage}.")
-        return
     what = f"class {label}" if label != "all" else "all classes"
     what += f", {outcome} only" if outcome != "all" else ""
+    return rows, what, limit, opacity
 
+
+def main() -> None:
+    families, board = runs_by_family()
+    chosen = choose_vit(families, board)
+    if chosen is None:
+        return
+    run_id, stage, cnn_id = chosen
+    vit, cnn, cnn_rows = load_maps(stage, run_id, cnn_id, board)
+    if vit.predictions is None:
+        return
+    rows, what, limit, opacity = filtered_rows(vit, stage)
+    if rows.empty:
+        return
     if vit.maps is not None:
         st.subheader(f"Mean map · {what}")
         show_mean_maps(rows, vit, cnn, cnn_rows, what)
@@ -211,6 +220,13 @@ def main() -> None:
             st.caption("Each tile: ViT attention rollout (left) and CNN Grad-CAM (right) on the same image.")
         show_grid(rows.head(limit), vit, cnn, cnn_rows, opacity, per_row=4 if cnn is not None else 6)
     show_layers(run_id, stage, rows, vit, cnn, cnn_rows, opacity)
+    if cnn_id:
+        st.subheader("Do the CNN and the ViT look at the same place?")
+        agreement_view.render_agreement(cnn_id, run_id, None, stage)
 
 
+st.title("Attention maps")
+st.markdown("Where a ViT looks on the test images: its stored attention rollout per image, the mean map of a "
+            "class, and the raw attention of every layer and head for one image; beside it a CNN's Grad-CAM "
+            "on the same images. Red = most attended, blue = least.")
 main()

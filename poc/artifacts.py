@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from poc.runstatus import WRITTEN
+
 STAGES = ("tl", "ft")
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 REPORT_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 SPLIT_COLUMNS = ["path", "label", "split", "sha256"]
+PREDICTION_COLUMNS = ["path", "label", "pred", "confidence"]  # then prob_<class> per class
 
 RUN_JSON = "run.json"
 SPLIT_CSV = "split.csv"
@@ -248,36 +250,62 @@ class RunRecord:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.info.get("class_names") or [])
-
-    def stages(self) -> list[str]:
-        return [s for s in STAGES if self.dir.eval_file(s, "metrics").exists()]
+        names = self.info.get("class_names")
+        return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def load_run(path: Path | str) -> RunRecord:
+    """One run directory; a run.json that is missing, unreadable or not an object leaves `info` empty (the run
+    reads as unreadable), and a directory that vanishes while being read becomes a record with that problem."""
     rd = RunDir(Path(path))
+    try:
+        return _load_run(rd)
+    except OSError as exc:
+        return RunRecord(rd, {}, [f"run directory unreadable ({type(exc).__name__}: {exc})"])
+
+
+def _load_run(rd: RunDir) -> RunRecord:
     info = read_json(rd.run_json)
     problems = []
     if info is None:
         problems.append("run.json missing or unreadable" if rd.run_json.exists() or not any(rd.path.iterdir())
                         else "run.json missing")
         info = {}
-    elif info.get("status") not in STATUSES:
+    elif info.get("status") not in WRITTEN:
         problems.append(f"unknown status {info.get('status')!r}")
     for stage in STAGES:
         if rd.eval_file(stage, "metrics").exists() and read_json(rd.eval_file(stage, "metrics")) is None:
             problems.append(f"eval/{stage}/metrics.json unreadable")
+        if wrong := _header_problem(rd.eval_file(stage, "predictions"), PREDICTION_COLUMNS):
+            problems.append(f"eval/{stage}/predictions.csv {wrong}")
     if rd.history_csv.exists() and read_history(rd) is None:
-        problems.append("history.csv unreadable")
+        problems.append(f"history.csv {_header_problem(rd.history_csv, HISTORY_COLUMNS) or 'unreadable'}")
+    if info.get("status") == "completed" and not rd.eval_dir(STAGES[0]).parent.is_dir():
+        problems.append(f"eval/ missing: the run is marked completed but has no evaluation; "
+                        f"`python -m poc evaluate {rd.id}` recomputes it")
     return RunRecord(rd, info, problems)
+
+
+def _header_problem(path: Path, required: list[str]) -> str | None:
+    """What is wrong with a CSV file's header ("unreadable", "lacks column(s) ..."); None when it is fine or the
+    file is absent. Reads the header line only: cheap enough for every listing."""
+    if not path.exists():
+        return None
+    try:
+        columns = set(pd.read_csv(path, nrows=0).columns)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return "unreadable"
+    missing = [c for c in required if c not in columns]
+    return f"lacks column(s) {', '.join(missing)}" if missing else None
 
 
 def list_runs(runs_dir: Path | str | None = None) -> list[RunRecord]:
     """Every run directory, newest first; damaged ones included with their problems."""
     root = Path(runs_dir) if runs_dir else default_runs_dir()
-    if not root.is_dir():
+    try:
+        dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:  # no runs folder (yet), or it vanished
         return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return [load_run(p) for p in sorted(dirs, key=lambda p: p.name, reverse=True)]
 
 
@@ -294,7 +322,18 @@ def find_run(ref: str, runs_dir: Path | str | None = None) -> RunDir | None:
 
 
 def read_history(rd: RunDir) -> pd.DataFrame | None:
-    return _read_csv(rd.history_csv, HISTORY_COLUMNS)
+    """history.csv in epoch order, numbers as numbers (text -> NaN); rows without a numeric epoch or a known
+    phase are dropped and counted in `.attrs["dropped_rows"]`. None when missing or unreadable."""
+    frame = _read_csv(rd.history_csv, HISTORY_COLUMNS)
+    if frame is None:
+        return None
+    for column in HISTORY_COLUMNS:
+        if column != "phase":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    keep = frame["epoch"].notna() & frame["phase"].isin(STAGES)
+    frame = frame[keep].astype({"epoch": int}).sort_values("epoch", kind="stable").reset_index(drop=True)
+    frame.attrs["dropped_rows"] = int((~keep).sum())
+    return frame
 
 
 def read_progress(rd: RunDir) -> dict | None:
@@ -306,15 +345,101 @@ def read_split(rd: RunDir) -> pd.DataFrame | None:
 
 
 def read_stage(rd: RunDir, stage: str) -> StageEval:
+    """eval/<stage>/ checked as it is read: numbers are numbers (text becomes NaN, and a problem says so), class
+    names are strings, a confusion matrix that is not square over the same classes is set aside (None)."""
     ev = StageEval(stage)
-    ev.predictions = _read_csv(rd.eval_file(stage, "predictions"), ["path", "label", "pred", "confidence"])
+    ev.predictions = read_predictions(rd, stage)
     ev.confusion = _read_csv(rd.eval_file(stage, "confusion_matrix"), index_col=0)
     ev.report = _read_csv(rd.eval_file(stage, "classification_report"), REPORT_COLUMNS)
-    ev.metrics = read_json(rd.eval_file(stage, "metrics"))
+    ev.metrics, metric_problems = read_metrics(rd, stage)
     for name in ("predictions", "confusion", "report", "metrics"):
         if getattr(ev, name) is None:
             ev.problems.append(f"eval/{stage}: {name} missing or unreadable")
+    ev.problems += metric_problems
+    if ev.predictions is not None:
+        ev.predictions = _as_numbers(ev.predictions, ["confidence"], f"eval/{stage}: predictions", ev.problems)
+    if ev.report is not None:
+        ev.report = _as_text(ev.report, ["class"])
+        ev.report = _as_numbers(ev.report, ["precision", "recall", "f1", "support"], f"eval/{stage}: report",
+                                ev.problems)
+    if ev.confusion is not None:
+        ev.confusion = _checked_confusion(ev.confusion, stage, ev.problems)
     return ev
+
+
+def read_predictions(rd: RunDir, stage: str) -> pd.DataFrame | None:
+    """eval/<stage>/predictions.csv with path, label and pred as strings; None when missing or unreadable."""
+    frame = _read_csv(rd.eval_file(stage, "predictions"), PREDICTION_COLUMNS)
+    return None if frame is None else _as_text(frame, ["path", "label", "pred"])
+
+
+METRIC_NUMBERS = ("accuracy", "macro_f1", "weighted_f1", "top5_accuracy", "loss", "n", "perfect_class_share",
+                  "val_loss", "val_accuracy", "ece", "latency_ms")
+
+
+def read_metrics(rd: RunDir, stage: str) -> tuple[dict | None, list[str]]:
+    """eval/<stage>/metrics.json with its numeric fields as finite floats or None (text, null and NaN read as
+    missing; text is also reported) and `accuracy_ci95` as [low, high] or None. (None, []) when absent."""
+    metrics = read_json(rd.eval_file(stage, "metrics"))
+    if metrics is None:
+        return None, []
+    problems = []
+    where = f"eval/{stage}/metrics.json"
+    for key in METRIC_NUMBERS:
+        if key in metrics:
+            value = as_number(metrics[key])
+            if value is None and metrics[key] is not None and not _is_nan(metrics[key]):
+                problems.append(f"{where}: {key} is not a number")
+            metrics[key] = value
+    if "accuracy_ci95" in metrics:
+        interval = metrics["accuracy_ci95"]
+        bounds = [as_number(v) for v in interval[:2]] if isinstance(interval, list) and len(interval) >= 2 else []
+        if len(bounds) != 2 or None in bounds:
+            problems.append(f"{where}: accuracy_ci95 is not a [low, high] pair of numbers")
+            bounds = None
+        metrics["accuracy_ci95"] = bounds
+    return metrics, problems
+
+
+def as_number(value: Any) -> float | None:
+    """A finite float from a JSON value, else None (a bool, text, null or NaN is not a measurement)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and not np.isfinite(value)
+
+
+def _as_text(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Class names and paths as strings (a class called "1" is read by pandas as the number 1)."""
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].astype(str)
+    return frame
+
+
+def _as_numbers(frame: pd.DataFrame, columns: list[str], where: str, problems: list[str]) -> pd.DataFrame:
+    for column in columns:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if (frame[column].notna() & numbers.isna()).any():
+            problems.append(f"{where} column {column!r} holds values that are not numbers")
+        frame[column] = numbers
+    return frame
+
+
+def _checked_confusion(cm: pd.DataFrame, stage: str, problems: list[str]) -> pd.DataFrame | None:
+    numeric = cm.apply(pd.to_numeric, errors="coerce")
+    rows, columns = [str(c) for c in cm.index], [str(c) for c in cm.columns]
+    if cm.shape[0] != cm.shape[1] or rows != columns or numeric.isna().to_numpy().any():
+        problems.append(f"eval/{stage}: confusion_matrix.csv is malformed ({cm.shape[0]} rows x {cm.shape[1]} "
+                        "columns, or not the same classes on both axes, or not numbers)")
+        return None
+    numeric = numeric.astype(int)
+    numeric.index, numeric.columns = rows, columns
+    return numeric
 
 
 def read_explanations(rd: RunDir, stage: str) -> tuple[np.ndarray, str] | None:
@@ -326,9 +451,3 @@ def read_explanations(rd: RunDir, stage: str) -> tuple[np.ndarray, str] | None:
     except (OSError, KeyError, ValueError):
         return None
 
-
-def weights_size_mb(rd: RunDir) -> float | None:
-    try:
-        return rd.weights.stat().st_size / 1e6
-    except OSError:
-        return None

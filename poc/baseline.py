@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
+from poc import artifacts, evaluation
 from poc.artifacts import RunDir
 from poc.errors import UserError
 
@@ -221,7 +221,7 @@ def choose_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         with warnings.catch_warnings(), threadpool_limits(threads):
             warnings.simplefilter("ignore", ConvergenceWarning)  # recorded per C below instead
             model.fit(x_train, y_train)
-        loss, accuracy = loss_and_accuracy(class_probabilities(model, x_val, num_classes), y_val)
+        loss, accuracy = evaluation.loss_and_accuracy(class_probabilities(model, x_val, num_classes), y_val)
         iterations = int(np.max(model[-1].n_iter_))
         fitted[c] = model
         rows.append({"C": float(c), "val_accuracy": accuracy, "val_loss": loss, "iterations": iterations,
@@ -237,14 +237,6 @@ def class_probabilities(model, x: np.ndarray, num_classes: int) -> np.ndarray:
     probs = np.zeros((len(x), num_classes))
     probs[:, model.classes_] = model.predict_proba(x)
     return probs
-
-
-def loss_and_accuracy(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Cross-entropy as Keras computes it (probabilities clipped at 1e-7) and accuracy, like a run's stages."""
-    if not len(y):
-        return float("nan"), float("nan")
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
 
 
 # ---------------------------------------------------------------- inputs: pixels and frozen features

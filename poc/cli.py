@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="two-phase training: transfer learning, then fine-tuning")
     add_train_arguments(p)
 
+    p = sub.add_parser("sweep", help="cutoff sweep: one split + one phase 1, then one fine-tuning run per cutoff")
+    add_config_arguments(p)
+    p.add_argument("--cutoffs", required=True, help="auto (about 5 cutoffs spread over trainable parameters) or a "
+                   "comma list in --fine-tune-at syntax, e.g. block_13_expand,Conv_1 or blocks:4,blocks:8")
+    _add_seeds_argument(p)
+    p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--study-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
+
     p = sub.add_parser("evaluate", help="recompute the eval artifacts of a finished run")
     p.add_argument("run")
     p.add_argument("--runs-dir", type=Path, default=None)
@@ -69,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs-dir", type=Path, default=None)
 
+    p = sub.add_parser("report", help="one self-contained HTML report of runs (images and charts inline)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--runs-dir", type=Path, default=None)
+
     p = sub.add_parser("baseline", help="pixel logistic regression and linear probe on the same split, as runs")
     from poc.baseline import add_arguments as add_baseline_arguments  # TensorFlow-free
 
@@ -84,8 +99,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--resume", default=None, metavar="RUN",
                    help="continue an interrupted run from its last completed epoch (other flags are ignored)")
+    _add_seeds_argument(p)
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--run-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
+
+
+def _add_seeds_argument(p: argparse.ArgumentParser) -> None:
+    from poc.config import number_list
+
+    p.add_argument("--seeds", type=number_list(int, "--seeds"), default=None, metavar="LIST",
+                   help="repeat with each seed (e.g. 0,1,2) for the initial weights, augmentation and shuffling; "
+                        "every repeat keeps the split seeded by --seed, so the runs are paired")
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
@@ -143,10 +167,52 @@ def cmd_train(a) -> int:
         rd = resume(a.resume, a.runs_dir)
     elif not a.data:
         raise UserError("train needs --data DATA (a dataset folder), or --resume RUN to continue a run")
+    elif a.seeds is not None or len(a.train_fraction) > 1:  # a study: one run per seed and fraction
+        from poc.studies import plan_repeats
+
+        if a.run_id:
+            raise UserError("--run-id names one run; it does not combine with --seeds or a --train-fraction list")
+        fractions, a.train_fraction = a.train_fraction, a.train_fraction[:1]
+        return _run_study(plan_repeats(config_from_args(a), a.seeds, fractions), a.runs_dir, a)
     else:
         rd = train(config_from_args(a), a.runs_dir, run_id=a.run_id)
     print(rd.path)
     return 0
+
+
+def cmd_sweep(a) -> int:
+    from poc.studies import check_sweep, plan_sweep, resolve_cutoffs
+
+    _console_logging()
+    if len(a.train_fraction) > 1:
+        raise UserError("sweep takes one --train-fraction; run one sweep per share")
+    config = config_from_args(a)
+    check_sweep(config)
+    cutoffs = resolve_cutoffs(config, a.cutoffs, a.runs_dir)  # every cutoff checked before anything trains
+    return _run_study(plan_sweep(config, cutoffs, a.seeds, study_id=a.study_id), a.runs_dir, a)
+
+
+def _run_study(plan, runs_dir, a) -> int:
+    """Train a poc.studies plan; print each run directory, then the study's summary (`train` prints the summary
+    on stderr, so that its stdout stays one run directory per line). Keras' epoch lines go to stderr too, so
+    stdout holds only the answer (--json: one JSON object). Exit 1 when a run failed."""
+    import contextlib
+
+    from poc.studies import run_plan
+    from poc.study_results import result_json, study_summary, summary_text
+
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_plan(plan, runs_dir)
+    table = study_summary([artifacts.load_run(rd.path) for rd in result.runs])
+    if getattr(a, "json", False):
+        print(json.dumps(result_json(result, table), indent=2))
+    else:
+        for rd in result.runs:
+            print(rd.path)
+        print(summary_text(table), file=sys.stderr if a.command == "train" else sys.stdout)
+    for failure in result.failed:
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 def cmd_evaluate(a) -> int:
@@ -160,23 +226,10 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from poc.data.images import ImageRejected, load_array
-    from poc.inference import load_model, predict_arrays, top_k
+    """Top-k per image in input order; refused files (the Live predict page's rules) keep their place."""
+    from poc.inference import load_model, predict_files
 
-    run = load_model(_find(a.run, a.runs_dir), a.stage)
-    pixels, kept, results = [], [], []
-    for path in a.images:
-        try:
-            pixels.append(load_array(path, run.image_size))
-            kept.append(path)
-        except (ImageRejected, OSError) as exc:
-            results.append({"image": str(path), "error": getattr(exc, "reason", str(exc))})
-    if pixels:
-        import numpy as np
-
-        probs, latency = predict_arrays(run, np.stack(pixels))
-        for path, ranked in zip(kept, top_k(probs, run.class_names, a.top_k)):
-            results.append({"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]})
+    results = predict_files(load_model(_find(a.run, a.runs_dir), a.stage), a.images, k=a.top_k)
     if a.json:
         print(json.dumps(results, indent=2))
     else:
@@ -211,6 +264,15 @@ def cmd_compare(a) -> int:
     return 0
 
 
+def cmd_report(a) -> int:
+    from poc.report import write_report
+
+    summary = write_report([_find(ref, a.runs_dir) for ref in a.runs], a.out)
+    print(json.dumps(summary, indent=2) if a.json else f"wrote {summary['out']} ({summary['bytes'] / 1e6:.1f} MB, "
+          f"{len(summary['runs'])} run{'s' if len(summary['runs']) != 1 else ''})")
+    return 0
+
+
 def cmd_baseline(a) -> int:
     from poc.baseline import baseline_summary, run_baselines, summary_text
 
@@ -234,7 +296,8 @@ def cmd_demo(a) -> int:
 
 COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo,
-            "baseline": cmd_baseline, "compare": cmd_compare}
+            "baseline": cmd_baseline, "compare": cmd_compare, "report": cmd_report,
+            "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

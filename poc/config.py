@@ -6,6 +6,7 @@ before a run directory exists. Cutoffs are checked against the built model by `p
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -149,6 +150,7 @@ class Flag:
     help: str = ""
     choices: tuple[str, ...] | None = None
     required: bool = False
+    many: bool = False  # the CLI also takes a comma list: one run per value (a study, see poc.studies)
 
 
 # One row per RunConfig field: the flag is --<field-with-dashes>; type and default come from the dataclass.
@@ -180,7 +182,8 @@ FLAGS: dict[str, Flag] = {
     "tl_views": Flag("augmented copies of each training image in the phase-1 feature cache, besides the image "
                      "itself"),
     "train_fraction": Flag("share of the training split to train on (stratified, seeded; validation and test "
-                           "unchanged), for a data-size study"),
+                           "unchanged); a comma list (0.1,0.25,0.5,1.0) trains one run per share, a data-size "
+                           "study on one split", many=True),
     "distribute": Flag("tf.distribute strategy: mirrored (all local GPUs) or multiworker (machines listed in "
                        "TF_CONFIG); batch size is per replica", choices=DISTRIBUTE),
 }
@@ -207,13 +210,15 @@ def add_config_arguments(parser) -> None:
             kwargs["required"] = True
         else:
             default = getattr(defaults, name)
-            kwargs["default"] = ",".join(default) if isinstance(default, list) else default
+            if isinstance(default, list):
+                default = ",".join(default)
+            kwargs["default"] = [default] if flag.many else default  # a many flag parses to a list
         if flag.choices:
             kwargs["choices"] = flag.choices
+        elif kind.startswith("float"):
+            kwargs["type"] = number_list(float, _flag(name)) if flag.many else float
         elif kind.startswith("int"):
             kwargs["type"] = int
-        elif kind.startswith("float"):
-            kwargs["type"] = float
         parser.add_argument(_flag(name), **kwargs)
 
 
@@ -222,9 +227,31 @@ def _bool_flag(name: str, default: bool) -> str:
 
 
 def config_from_namespace(namespace) -> RunConfig:
-    """The RunConfig an argparse namespace from `add_config_arguments` describes."""
+    """The RunConfig an argparse namespace from `add_config_arguments` describes. A `many` flag given as a
+    list must hold one value here; `poc.studies` expands longer lists into one config per value."""
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(RunConfig)}
+    for name, flag in FLAGS.items():
+        if flag.many and isinstance(values[name], list):
+            if len(values[name]) != 1:
+                raise UserError(f"{_flag(name)} lists {len(values[name])} values; one run takes one "
+                                "(python -m poc train runs one per value)")
+            values[name] = values[name][0]
     return RunConfig.from_dict(values)
+
+
+def number_list(kind: type, flag: str):
+    """An argparse type: "0.1,0.25" -> [0.1, 0.25] (one value -> a one-element list); a bad item names the flag."""
+    def parse(text: str) -> list:
+        items = [part.strip() for part in str(text).split(",")]
+        if not items or "" in items:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: give a value or a comma list without gaps")
+        try:
+            return [kind(item) for item in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r}: {kind.__name__} values expected") from None
+
+    parse.__name__ = f"{kind.__name__} list"  # what argparse names in its own messages
+    return parse
 
 
 def config_to_argv(config: RunConfig) -> list[str]:

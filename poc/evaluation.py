@@ -88,3 +88,12 @@ def evaluate_probabilities(frame: pd.DataFrame, probs: np.ndarray, class_names: 
         "report": report,
         "metrics": stage_metrics(y_true, probs, report, seed=seed),
     }
+
+
+def loss_and_accuracy(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Cross-entropy as Keras computes it (probabilities clipped at 1e-7) and accuracy: the validation figures
+    that choose a run's final stage and a baseline's regularisation. (nan, nan) without labels."""
+    if not len(y):
+        return float("nan"), float("nan")
+    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())

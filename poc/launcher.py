@@ -1,7 +1,7 @@
 """Background training jobs started from the dashboard, owned by this module rather than a browser session.
 
 A job is one process group: a small wrapper (`python -m poc.launcher run-job EXIT_FILE -- CMD...`) that runs
-`python -m poc train ... --run-id ID` (or `python -m poc demo`) and records its exit code when it ends. All
+`python -m poc train ... --run-id ID` (or `train --resume RUN`, or `python -m poc demo`) and records its exit code when it ends. All
 state is on disk under `<runs_dir>/.jobs/` (the runs listing skips dot-folders), so jobs outlive a browser
 reload or a dashboard restart:
 
@@ -10,133 +10,115 @@ reload or a dashboard restart:
     <id>.exit.json  returncode, finished (written by the wrapper; absent while running or when killed)
 
 A train job's status comes from its run's run.json (the training process writes it); liveness comes from the
-process group, read from /proc, so a zombie or a re-parented child never looks alive or dead by mistake.
+process group (`poc.runstatus.live_groups`, read from /proc), so a zombie or a re-parented child never looks
+alive or dead by mistake. Status words, liveness and progress fractions all belong to `poc.runstatus`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import fcntl
 import functools
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from poc import artifacts
-from poc.config import RunConfig
+from poc import artifacts, runstatus
+from poc.jobs import Job, JobStatus, jobs_dir, load_job  # the job records (JobStatus: what list_jobs returns)
+from poc.jobs import job_file as _job_file
+from poc.jobs import jobs_on_disk as _jobs_on_disk
+from poc.jobs import new_job_id as _new_job_id
+from poc.jobs import runs_path as _runs_dir
+from poc.jobs import save as _save
+from poc.config import RunConfig, config_to_argv  # config_to_argv: also the sidebar's "equivalent command"
 from poc.config import default_data_root as data_root  # datasets the launcher accepts live under it
 from poc.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-JOBS_DIR = ".jobs"
-ACTIVE = ("queued", "running")
-PHASE_WORDS = {"starting": "starting", "queued": "waiting for the device", "tl": "transfer learning",
-               "ft": "fine-tuning",
+# Every phase a training process writes to progress.json (poc.training, poc.phases, poc.runwriter).
+PHASE_WORDS = {"starting": "starting", "resuming": "resuming from the last completed epoch",
+               "queued": "waiting for the device", "features_tl": "computing backbone features (phase 1)",
+               "tl": "transfer learning", "ft": "fine-tuning",
                "eval_tl": "evaluating (after transfer learning)", "eval_ft": "evaluating (after fine-tuning)"}
+TRAIN_KINDS = ("train", "resume")  # jobs that follow one run's run.json
 
 # Children started by this process: polled so they are reaped (an unreaped child is a zombie that still
 # answers kill(pid, 0)). After a dashboard restart the old children belong to init, which reaps them.
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
-@dataclass
-class Job:
-    id: str
-    kind: str  # "train" | "demo"
-    argv: list[str]  # the command the job runs (without the wrapper)
-    pid: int  # the wrapper's pid, also the job's process group id
-    created: str
-    log: str
-    run_id: str | None = None
-    config: dict | None = None
-    cancelled: str | None = None  # when cancel() was asked
-
-
-@dataclass
-class JobStatus:
-    job: Job
-    status: str  # queued running completed failed cancelled interrupted
-    name: str
-    phase: str | None = None
-    epoch: int | None = None
-    epochs: int | None = None
-    eta_seconds: float | None = None
-    progress: float | None = None  # 0..1 over both phases
-    message: str | None = None
-    metrics: dict = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.job.id
-
-    @property
-    def run_id(self) -> str | None:
-        return self.job.run_id
-
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
-
-
-# ---------------------------------------------------------------- paths and records
-
-def jobs_dir(runs_dir: Path | str | None = None) -> Path:
-    return _runs_dir(runs_dir) / JOBS_DIR
-
-
-def _runs_dir(runs_dir: Path | str | None) -> Path:
-    return Path(runs_dir or artifacts.default_runs_dir()).resolve()
-
-
-def _job_file(runs_dir: Path, job_id: str, suffix: str = ".json") -> Path:
-    return jobs_dir(runs_dir) / f"{job_id}{suffix}"
-
-
-def _save(job: Job, runs_dir: Path) -> None:
-    artifacts.write_json(_job_file(runs_dir, job.id), job.__dict__)
-
-
-def load_job(job_id: str, runs_dir: Path | str | None = None) -> Job | None:
-    info = artifacts.read_json(_job_file(_runs_dir(runs_dir), job_id))
-    try:
-        return Job(**info) if info else None
-    except TypeError:  # a record from another version: not ours to interpret
-        return None
-
-
-def _new_job_id(kind: str) -> str:
-    """Sortable by creation time (microseconds), unique without a lock."""
-    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S-%f}-{kind}-{secrets.token_hex(2)}"
-
-
 # ---------------------------------------------------------------- launching
-
-def config_to_argv(config: RunConfig) -> list[str]:
-    """The `python -m poc train` flags for `config`: --data and --model always, the rest where not default."""
-    default = RunConfig(data=config.data)
-    argv = ["--data", str(config.data), "--model", config.model]
-    for name, value in config.to_dict().items():
-        if name in ("data", "model") or value == getattr(default, name):
-            continue
-        if name == "augment":
-            value = ",".join(value) if value else "none"
-        argv += [f"--{name.replace('_', '-')}", str(value)]
-    return argv
-
 
 def launch_training(config: RunConfig, runs_dir: Path | str | None = None) -> Job:
     """Validate `config` (UserError with the reason, nothing started), then start training in the background."""
     runs_dir = _runs_dir(runs_dir)
     config = validate_launch(config, runs_dir)
-    run_id = artifacts.new_run_id(config.model)
-    argv = [sys.executable, "-m", "poc", "train", *config_to_argv(config), "--runs-dir", str(runs_dir),
-            "--run-id", run_id]
-    return _start("train", argv, runs_dir, run_id=run_id, config=config.to_dict())
+    with _launch_lock(runs_dir):  # two sessions launching at one instant get distinct run ids
+        run_id = _free_run_id(config.model, runs_dir)
+        argv = [sys.executable, "-m", "poc", "train", *config_to_argv(config), "--runs-dir", str(runs_dir),
+                "--run-id", run_id]
+        return _start("train", argv, runs_dir, run_id=run_id, config=config.to_dict())
+
+
+def launch_resume(run_id: str, runs_dir: Path | str | None = None) -> Job:
+    """`python -m poc train --resume RUN` in the background for a run `resume_refusal` accepts (UserError with
+    the reason otherwise, nothing started). The job follows the run like a launched one, and can be cancelled."""
+    runs_dir = _runs_dir(runs_dir)
+    rd = artifacts.find_run(run_id, runs_dir)
+    if rd is None:
+        raise UserError(f"no run {run_id!r} in {runs_dir}")
+    with _launch_lock(runs_dir):  # a second click, or another session, then finds this job and is refused
+        run = artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {})
+        reason = runstatus.resume_refusal(run, _busy_runs(runs_dir))
+        if reason:
+            raise UserError(f"run {rd.id} cannot be resumed: {reason}")
+        argv = [sys.executable, "-m", "poc", "train", "--resume", rd.id, "--runs-dir", str(runs_dir)]
+        return _start("resume", argv, runs_dir, run_id=rd.id, config=run.info.get("config"))
+
+
+def resumable_runs(runs_dir: Path | str | None = None) -> list[artifacts.RunRecord]:
+    """The runs `launch_resume` accepts, newest first. Reads run.json only: cheap enough for every refresh."""
+    runs_dir = _runs_dir(runs_dir)
+    try:
+        dirs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+    except OSError:
+        return []
+    busy = _busy_runs(runs_dir)
+    runs = [artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {}) for rd in map(artifacts.RunDir, dirs)]
+    return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy) is None]
+
+
+@contextlib.contextmanager
+def _launch_lock(runs_dir: Path):
+    """Serialises choosing a run id and recording its job, across threads and processes (two browser sessions,
+    two dashboards). A flock: the kernel drops it when its holder dies, so a crashed launcher blocks no one."""
+    folder = jobs_dir(runs_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".launch.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _free_run_id(model: str, runs_dir: Path) -> str:
+    """A run id that no run directory and no job uses (under _launch_lock: the random suffix may collide)."""
+    taken = {job.run_id for job in _jobs_on_disk(runs_dir)}
+    while True:
+        run_id = artifacts.new_run_id(model)
+        if run_id not in taken and not artifacts.run_dir(runs_dir, run_id).path.exists():
+            return run_id
+
+
+def _busy_runs(runs_dir: Path) -> set[str]:
+    """Runs that a live train or resume job is training."""
+    live = _live_groups()
+    return {job.run_id for job in _jobs_on_disk(runs_dir) if job.kind in TRAIN_KINDS and job.pid in live}
 
 
 def launch_demo(runs_dir: Path | str | None = None) -> Job:
@@ -145,6 +127,48 @@ def launch_demo(runs_dir: Path | str | None = None) -> Job:
     data_dir = data_root().resolve() / "demo"
     argv = [sys.executable, "-m", "poc", "demo", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir)]
     return _start("demo", argv, runs_dir)
+
+
+def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = None) -> Job:
+    """`python -m poc sweep` in the background: one phase 1 (none when config.from_run names a run: its phase 1
+    is reused), then one fine-tuning run per cutoff, `cutoffs` being "auto" or a comma list in --fine-tune-at
+    syntax. The config and every cutoff are checked first (UserError with the reason, nothing started), and
+    "auto" is resolved here, so the job records the cutoffs it trains (config["study"])."""
+    from poc import studies
+    from poc.models import get_spec, resolve_image_size
+
+    runs_dir = _runs_dir(runs_dir)
+    config = validate_launch(RunConfig.from_dict({**config.to_dict(), "fine_tune_at": None}), runs_dir)
+    studies.check_sweep(config)
+    spec = get_spec(config.model)
+    if spec.family == "hub":
+        resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir)
+    else:
+        with _probe_lock:  # resolve_cutoffs toggles trainable flags on the shared probe model
+            probe = _probe_model(config.model, resolve_image_size(spec, config.image_size))
+            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir, probe=probe)
+    study_id = studies.new_study_id("sweep", config.model)
+    values = [c.value for c in resolved]
+    argv = [sys.executable, "-m", "poc", "sweep", *config_to_argv(config), "--cutoffs", ",".join(values),
+            "--runs-dir", str(runs_dir), "--study-id", study_id]
+    study = {"id": study_id, "cutoffs": values, "planned": len(values) + (0 if config.from_run else 1)}
+    return _start("sweep", argv, runs_dir, config={**config.to_dict(), "study": study})
+
+
+def _sweep_name(job: Job) -> str:
+    config = job.config or {}
+    return f"sweep {config.get('model')} ({len((config.get('study') or {}).get('cutoffs') or [])} cutoffs)"
+
+
+def _sweep_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
+    """A running sweep's progress over its planned runs, from the runs whose study block names its study."""
+    study = (js.job.config or {}).get("study") or {}
+    mine = [r for r in artifacts.list_runs(runs_dir) if (r.info.get("study") or {}).get("id") == study.get("id")]
+    planned = int(study.get("planned") or 1)
+    js.phase = f"run {min(len(mine), planned)} of {planned}" if mine else "checking the cutoffs"
+    js.progress = runstatus.runs_fraction(
+        [(r.status, artifacts.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
+    return js
 
 
 def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
@@ -194,12 +218,17 @@ def _start(kind: str, argv: list[str], runs_dir: Path, run_id: str | None = None
     wrapper = [sys.executable, "-m", "poc.launcher", "run-job", str(exit_path), "--", *argv]
     env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(wrapper, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # own group: cancel kills all
+        proc = _spawn(wrapper, env, log)
     _CHILDREN[proc.pid] = proc
     job = Job(job_id, kind, argv, proc.pid, artifacts.utc_now(), str(log_path), run_id, config)
     _save(job, runs_dir)
     return job
+
+
+def _spawn(wrapper: list[str], env: dict, log) -> subprocess.Popen:
+    """The one place a job's process starts (the sidebar tests stand a harmless process in for it)."""
+    return subprocess.Popen(wrapper, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # own group: cancel kills all
 
 
 # ---------------------------------------------------------------- status
@@ -207,24 +236,26 @@ def _start(kind: str, argv: list[str], runs_dir: Path, run_id: str | None = None
 def list_jobs(runs_dir: Path | str | None = None) -> list[JobStatus]:
     """Every job on disk, newest first, with its status and progress."""
     runs_dir = _runs_dir(runs_dir)
-    folder = jobs_dir(runs_dir)
-    if not folder.is_dir():
-        return []
     live = _live_groups()
-    ids = sorted((p.name[:-5] for p in folder.glob("*.json") if not p.name.endswith(".exit.json")), reverse=True)
-    jobs = [load_job(i, runs_dir) for i in ids]
-    return [job_status(j, runs_dir, live) for j in jobs if j is not None]
+    return [job_status(j, runs_dir, live) for j in _jobs_on_disk(runs_dir)]
+
+
+def find_job(job_id: str, runs_dir: Path | str | None = None) -> JobStatus | None:
+    """One job's status (None when there is no such job), e.g. the demo job the Home page follows."""
+    job = load_job(job_id, runs_dir)
+    return None if job is None else job_status(job, runs_dir)
 
 
 def job_status(job: Job, runs_dir: Path | str | None = None, live: set[int] | None = None) -> JobStatus:
     runs_dir = _runs_dir(runs_dir)
     alive = job.pid in (live if live is not None else _live_groups())
     exit_info = artifacts.read_json(_job_file(runs_dir, job.id, ".exit.json"))
-    if job.kind == "train":
+    if job.kind in TRAIN_KINDS:
         return _train_status(job, runs_dir, alive, exit_info)
-    name = "demo (data + CNN + ViT runs)"
+    sweep = job.kind == "sweep"
+    name = _sweep_name(job) if sweep else "demo (data + CNN + ViT runs)"
     if alive:
-        return _demo_progress(JobStatus(job, "running", name), runs_dir)
+        return (_sweep_progress if sweep else _demo_progress)(JobStatus(job, "running", name), runs_dir)
     if exit_info and exit_info.get("returncode") == 0:
         return JobStatus(job, "completed", name, progress=1.0)
     if job.cancelled:
@@ -246,18 +277,23 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
             return JobStatus(job, "cancelled", name, message="cancelled before the run started")
         return JobStatus(job, "failed", name, message=_log_message(job))
     status = info.get("status", "unknown")
-    if status in ACTIVE and not alive:
-        status = "cancelled" if job.cancelled else "interrupted"
     progress = artifacts.read_progress(rd) or {}
+    if job.kind == "resume":
+        name = f"{name} (resume)"
+        taken_over = runstatus.is_active(status) and runstatus.pid_alive(info.get("pid"))
+        if alive and status != "completed" and not taken_over:  # still loading, or waiting for the device
+            return JobStatus(job, "queued", name, phase="resuming", progress=runstatus.run_fraction(progress, config))
+    if runstatus.is_active(status) and not alive:
+        status = "cancelled" if job.cancelled else "interrupted"
     js = JobStatus(job, status, name, message=info.get("error"))
     if status == "completed":
         js.progress = 1.0
-    elif status in ACTIVE:
+    elif runstatus.is_active(status):
         js.phase = progress.get("phase") or "starting"
         js.epoch, js.epochs = progress.get("epoch"), progress.get("epochs")
         js.eta_seconds = progress.get("eta_seconds")
         js.metrics = progress.get("metrics") or {}
-        js.progress = overall_progress(progress, config)
+        js.progress = runstatus.run_fraction(progress, config)
     elif status == "interrupted":
         js.message = "the training process stopped without finishing (killed?); see " + job.log
     elif status == "failed" and not js.message:
@@ -266,35 +302,25 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
 
 
 def _demo_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
-    """A running demo's progress from the runs it has created so far (each started after the job)."""
+    """A running demo's progress from the runs it has created so far (each started after the job): it moves
+    with every epoch of the run in progress, not only when a whole run completes."""
     from poc.demo import DEMO_SETTINGS
 
     planned = len(DEMO_SETTINGS["runs"])
-    mine = [r for r in artifacts.list_runs(runs_dir) if str(r.info.get("created") or "") >= js.job.created]
+    mine = [r for r in artifacts.list_runs(runs_dir)
+            if str(r.info.get("created") or "") >= js.job.created and not _is_baseline(r.info)]
     if not mine:
         js.phase, js.progress = "generating demo data", 0.0
         return js
-    done = 0.0
-    for run in mine:
-        if run.status == "completed":
-            done += 1
-        elif run.status in ACTIVE:
-            done += overall_progress(artifacts.read_progress(run.dir) or {}, run.info.get("config") or {})
     js.phase = f"run {min(len(mine), planned)} of {planned}"
-    js.progress = min(1.0, done / planned)
+    js.progress = runstatus.runs_fraction(
+        [(r.status, artifacts.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
     return js
 
 
-def overall_progress(progress: dict, config: dict) -> float:
-    """0..1 across both phases, counting planned epochs (early stopping makes it jump ahead)."""
-    from poc.leaderboard import progress_fraction
-
-    tl = 0 if config.get("from_run") else int(config.get("tl_epochs") or 0)
-    ft = int(config.get("ft_epochs") or 0)
-    total = tl + ft
-    phase, within = progress.get("phase"), progress_fraction(progress) or 0.0
-    done = {"tl": within * tl, "eval_tl": tl, "ft": tl + within * ft, "eval_ft": total}.get(phase, 0.0)
-    return max(0.0, min(1.0, done / total)) if total else 0.0
+def _is_baseline(info: dict) -> bool:
+    """A baseline run (poc.baseline) the demo adds after its CNN: not one of DEMO_SETTINGS["runs"]."""
+    return info.get("family") == "baseline" or str(info.get("model") or "").startswith("baseline")
 
 
 def _log_message(job: Job) -> str:
@@ -310,35 +336,12 @@ def _log_message(job: Job) -> str:
 
 
 def _live_groups() -> set[int]:
-    """Process group ids with at least one live (non-zombie) member."""
+    """Process group ids with at least one live (non-zombie) member; our own finished children are reaped
+    first (an unreaped child is a zombie)."""
     for pid, proc in list(_CHILDREN.items()):
         if proc.poll() is not None:
             del _CHILDREN[pid]
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():  # not Linux: ask each known group instead
-        return {g for g in _CHILDREN if _killpg_probe(g)}
-    groups = set()
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()  # state ppid pgrp ...; the name may hold spaces
-        if fields and fields[0] not in ("Z", "X"):
-            groups.add(int(fields[2]))
-    return groups
-
-
-def _killpg_probe(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return runstatus.live_groups(candidates=list(_CHILDREN))
 
 
 # ---------------------------------------------------------------- cancelling
@@ -360,14 +363,14 @@ def cancel(job_id: str, runs_dir: Path | str | None = None, grace_s: float = 10)
             break
         if _wait_gone(job.pid, wait_s):
             break
-    if job.pid in _live_groups() or job.kind != "train":
+    if job.pid in _live_groups() or job.kind != "train":  # a cancelled resume leaves its run resumable
         return
     # Training writes its own run.json, also on SIGTERM once it trains. Killed while starting or waiting for
     # the device (or by SIGKILL) it cannot, so the run would read "queued" forever: the process is gone, no
     # one else writes this run.json any more, and this is the one place outside training that does.
     rd = artifacts.run_dir(runs_dir, job.run_id)
     info = artifacts.read_json(rd.run_json)
-    if info and info.get("status") in ACTIVE:
+    if info and runstatus.is_active(info.get("status")):
         rd.update_run(status="cancelled", finished=artifacts.utc_now(), error="cancelled by the user")
 
 

@@ -1,87 +1,282 @@
-"""The runs leaderboard as a DataFrame: one row per run, damaged runs included and flagged."""
+"""The runs leaderboard as a DataFrame, and the ViT-vs-CNN verdict drawn from it.
+
+One row per run, damaged runs included and flagged: a field of the wrong type reads as missing and is named in
+`problems`, so no caller re-checks types. The verdict compares like with like: runs of one split (one
+dataset and split fingerprint), the best of each family chosen on the validation split, never on the test
+split, whose accuracy only reports the choice.
+"""
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from poc import artifacts
-from poc.artifacts import RunRecord
+from poc import artifacts, runstatus
+from poc.artifacts import RunDir, RunRecord, as_number
 
-COLUMNS = ["id", "name", "model", "family", "weights", "fine_tune_at", "trainable_tl", "trainable_ft",
-           "weights_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft", "acc_ft_low", "acc_ft_high",
-           "macro_f1", "best_epoch_tl", "best_epoch_ft", "train_seconds", "device", "status", "progress",
-           "error", "problems", "created", "num_classes", "image_size"]
+NUMERIC = ["trainable_tl", "trainable_ft", "size_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft",
+           "acc_ft_low", "acc_ft_high", "val_acc", "val_loss", "macro_f1", "best_epoch_tl", "best_epoch_ft",
+           "train_seconds", "progress", "num_classes", "image_size"]
+COLUMNS = ["id", "name", "model", "family", "weights", "pretraining", "fine_tune_at", "trainable_tl",
+           "trainable_ft", "size_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft", "acc_ft_low", "acc_ft_high",
+           "final_stage", "val_acc", "val_loss", "macro_f1", "best_epoch_tl", "best_epoch_ft", "train_seconds",
+           "device", "status", "progress", "error", "problems", "created", "finished", "num_classes", "image_size",
+           "dataset", "split_fingerprint"]
+FAMILIES = ("cnn", "vit", "baseline")  # the families the verdict compares
+SELECTION_RULE = ("the highest validation accuracy of each run's final stage (ties: the lower validation loss); "
+                  "the test split takes no part in the choice, its accuracy only reports it")
 
 
-def run_row(run: RunRecord) -> dict:
-    """One leaderboard row; a field of the wrong type reads as missing rather than breaking the table."""
+# ---------------------------------------------------------------- rows
+
+def leaderboard(runs: list[RunRecord]) -> pd.DataFrame:
+    """One row per run (COLUMNS); numeric columns are floats (NaN: missing), text columns str or None."""
+    board = pd.DataFrame([_safe_row(r) for r in runs], columns=COLUMNS)
+    for column in NUMERIC:
+        board[column] = pd.to_numeric(board[column], errors="coerce").astype(float)
+    return board
+
+
+def _safe_row(run: RunRecord) -> dict:
+    """One leaderboard row; never raises: a run.json of an unexpected shape gives an "unreadable" row."""
+    try:
+        return _row(run)
+    except Exception as exc:  # noqa: BLE001 - wrong types deep inside run.json: flagged, not fatal
+        row = dict.fromkeys(COLUMNS)
+        row.update(id=run.id, name=run.id, status="unreadable",
+                   problems="; ".join(run.problems + [f"run.json malformed ({type(exc).__name__}: {exc})"]))
+        return row
+
+
+def _row(run: RunRecord) -> dict:
     info = run.info
-    row = {c: None for c in COLUMNS}
-    params, best, timing = (_mapping(info.get(key)) for key in ("params", "best_epoch", "timing"))
     notes = list(run.problems)
+    params, best, timing, dataset = (_mapping(info.get(k)) for k in ("params", "best_epoch", "timing", "dataset"))
+
+    def number(column: str, value):
+        result = as_number(value)
+        if result is None and value is not None and not isinstance(value, float):
+            notes.append(f"{column} is not a number")
+        return result
+
+    row = dict.fromkeys(COLUMNS)
     row.update({
-        "id": run.id, "name": info.get("name") or run.id, "model": info.get("model"),
-        "family": info.get("family"), "weights": info.get("weights"), "fine_tune_at": info.get("fine_tune_at"),
-        "trainable_tl": params.get("trainable_tl"), "trainable_ft": params.get("trainable_ft"),
-        "weights_mb": artifacts.weights_size_mb(run.dir), "best_epoch_tl": best.get("tl"),
-        "best_epoch_ft": best.get("ft"),
-        "train_seconds": sum(v for v in map(_number, timing.values()) if v is not None) or None,
-        "device": info.get("device"), "status": effective_status(run), "error": info.get("error"),
-        "created": info.get("created"),
-        "num_classes": len(run.class_names) or None, "image_size": info.get("image_size"),
+        "id": run.id, "name": _text(info.get("name")) or run.id, "model": _text(info.get("model")),
+        "family": _text(info.get("family")), "weights": _text(info.get("weights")),
+        "pretraining": pretraining(info), "fine_tune_at": _text(info.get("fine_tune_at")),
+        "trainable_tl": number("trainable_tl", params.get("trainable_tl")),
+        "trainable_ft": number("trainable_ft", params.get("trainable_ft")),
+        "size_mb": number("size_mb", params.get("size_mb")),
+        "best_epoch_tl": number("best_epoch_tl", best.get("tl")),
+        "best_epoch_ft": number("best_epoch_ft", best.get("ft")),
+        "train_seconds": sum(v for v in map(as_number, timing.values()) if v is not None) or None,
+        "device": _text(info.get("device")), "status": runstatus.effective_status(run),
+        "error": _text(info.get("error")), "created": _text(info.get("created")),
+        "finished": _text(info.get("finished")), "num_classes": len(run.class_names) or None,
+        "image_size": number("image_size", info.get("image_size")),
+        "dataset": _text(dataset.get("path")), "split_fingerprint": _text(dataset.get("split_fingerprint")),
     })
+    metrics = {}
     for stage in artifacts.STAGES:
-        metrics = artifacts.read_json(run.dir.eval_file(stage, "metrics")) or {}
-        notes += [f"eval/{stage}/metrics.json: {key} is not a number" for key in ("accuracy", "macro_f1")
-                  if key in metrics and _number(metrics[key]) is None]
-        if _number(metrics.get("accuracy")) is not None:
-            interval = metrics.get("accuracy_ci95")
-            low, high = interval[:2] if isinstance(interval, list) and len(interval) >= 2 else (None, None)
-            row.update({f"acc_{stage}": _number(metrics["accuracy"]), f"acc_{stage}_low": _number(low),
-                        f"acc_{stage}_high": _number(high)})
-            row["macro_f1"] = _number(metrics.get("macro_f1"))  # the last stage's: ft when present
-    row["problems"] = "; ".join(notes) or None
-    if row["status"] in ("running", "queued"):
-        row["progress"] = progress_fraction(artifacts.read_progress(run.dir))
+        values, problems = artifacts.read_metrics(run.dir, stage)
+        notes += problems
+        if values and values.get("accuracy") is not None:
+            metrics[stage] = values
+            low, high = values.get("accuracy_ci95") or (None, None)
+            row.update({f"acc_{stage}": values["accuracy"], f"acc_{stage}_low": low, f"acc_{stage}_high": high})
+    final = final_stage(info.get("final_stage"), list(metrics))
+    if final:
+        row.update(final_stage=final, val_acc=metrics[final].get("val_accuracy"),
+                   val_loss=metrics[final].get("val_loss"), macro_f1=metrics[final].get("macro_f1"))
+    row["problems"] = "; ".join(dict.fromkeys(notes)) or None
+    if runstatus.is_active(row["status"]):
+        row["progress"] = runstatus.phase_fraction(artifacts.read_progress(run.dir))
     return row
+
+
+def final_stage(recorded, evaluated: list[str]) -> str | None:
+    """run.json's `final_stage` (the stage with the lower validation loss, whose weights are the model's) when
+    that stage was evaluated; for older runs, the last evaluated stage."""
+    if recorded in evaluated:
+        return recorded
+    return evaluated[-1] if evaluated else None
+
+
+def pretraining(info: dict) -> str | None:
+    """What the backbone started from: run.json's `pretraining`, or for older runs derived from `weights`."""
+    kind = info.get("pretraining")
+    if isinstance(kind, str) and kind:
+        return kind
+    weights = info.get("weights")
+    if not isinstance(weights, str) or not weights:
+        return None
+    if weights.startswith("run:"):
+        return "run"
+    from poc.models import pretraining_kind  # TensorFlow-free
+
+    return pretraining_kind(weights)
 
 
 def _mapping(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _text(value) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
 
 
-def leaderboard(runs: list[RunRecord]) -> pd.DataFrame:
-    return pd.DataFrame([run_row(r) for r in runs], columns=COLUMNS)
+# ---------------------------------------------------------------- the verdict
+
+def comparison_groups(board: pd.DataFrame) -> pd.DataFrame:
+    """Splits holding a completed run: split_fingerprint, dataset, runs, latest (ISO time of its most recent
+    completed run); the split with the most recent completed run first."""
+    done = board[(board["status"] == "completed") & board["split_fingerprint"].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=["split_fingerprint", "dataset", "runs", "latest"])
+    done = done.assign(when=done["finished"].fillna(done["created"]).fillna(""))
+    groups = done.groupby("split_fingerprint", sort=False).agg(
+        dataset=("dataset", "first"), runs=("id", "size"), latest=("when", "max")).reset_index()
+    return groups.sort_values(["latest", "runs"], ascending=False, kind="stable").reset_index(drop=True)
 
 
-def progress_fraction(progress: dict | None) -> float | None:
-    """0..1 within the current phase, from progress.json."""
-    if not progress or not progress.get("epochs") or not progress.get("steps"):
+def best_by_validation(rows: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFrame]:
+    """(the best row by SELECTION_RULE or None, the rows that cannot take part: no validation metrics)."""
+    comparable = rows[rows["val_acc"].notna()]
+    if comparable.empty:
+        return None, rows
+    ranked = comparable.sort_values(["val_acc", "val_loss"], ascending=[False, True], na_position="last",
+                                    kind="stable")
+    return ranked.iloc[0], rows[rows["val_acc"].isna()]
+
+
+@dataclass
+class Verdict:
+    """The best run of each family on one split, chosen on validation; test figures report the choice."""
+
+    split_fingerprint: str
+    dataset: str | None
+    best: dict = field(default_factory=dict)  # family -> leaderboard row (pd.Series)
+    not_comparable: pd.DataFrame | None = None  # completed runs of the split without validation metrics
+
+    @property
+    def pretraining_differs(self) -> bool:
+        kinds = [self.best[f].get("pretraining") for f in ("cnn", "vit") if self.best.get(f) is not None]
+        return len(kinds) == 2 and None not in kinds and kinds[0] != kinds[1]
+
+
+def verdict(board: pd.DataFrame, split_fingerprint: str) -> Verdict:
+    rows = board[(board["status"] == "completed") & (board["split_fingerprint"] == split_fingerprint)
+                 & board["family"].isin(FAMILIES)]
+    rows = rows.sort_values(["created", "id"], ascending=False, na_position="last", kind="stable")
+    dataset = rows["dataset"].dropna().iloc[0] if rows["dataset"].notna().any() else None
+    result = Verdict(split_fingerprint, dataset)
+    left_out = []
+    for family in FAMILIES:
+        best, without = best_by_validation(rows[rows["family"] == family])
+        result.best[family] = best
+        left_out.append(without)
+    result.not_comparable = pd.concat(left_out) if left_out else rows.iloc[:0]
+    return result
+
+
+def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, n_boot: int = 2000,
+                 seed: int = 0) -> dict | None:
+    """Test accuracy of a minus that of b over the same test images: {diff, low, high, n} with a paired
+    bootstrap 95% interval (poc.stats.paired_bootstrap_diff). None when a predictions file is missing or the
+    two do not list the same test images (then no paired comparison exists)."""
+    from poc.stats import paired_bootstrap_diff
+
+    a, b = artifacts.read_predictions(rd_a, stage_a), artifacts.read_predictions(rd_b, stage_b)
+    if a is None or b is None or a.empty or not a["path"].is_unique or not b["path"].is_unique \
+            or set(a["path"]) != set(b["path"]):
         return None
-    done = (progress["epoch"] - 1) * progress["steps"] + progress.get("step", 0)
-    return max(0.0, min(1.0, done / (progress["epochs"] * progress["steps"])))
+    b = b.set_index("path").loc[a["path"]].reset_index()  # b's rows in a's order: one pair per image
+    correct_a = (a["label"] == a["pred"]).to_numpy(bool)
+    correct_b = (b["label"] == b["pred"]).to_numpy(bool)
+    result = paired_bootstrap_diff(correct_a, correct_b, n_boot=n_boot, seed=seed)
+    return {"diff": float(result["diff"]), "low": float(result["low"]), "high": float(result["high"]),
+            "n": int(len(a)), "acc_a": float(np.mean(correct_a)), "acc_b": float(np.mean(correct_b))}
 
 
-def effective_status(run: RunRecord) -> str:
-    """A run marked running whose process is gone was killed: say so instead of 'running' forever."""
-    status = run.status if run.readable else "unreadable"
-    pid = run.info.get("pid")
-    if status in ("running", "queued") and isinstance(pid, int) and not _alive(pid):
-        return "interrupted"
-    return status
+# ---------------------------------------------------------------- doors for the dashboard (issue 11)
+# ui/ may import poc.leaderboard but not poc.compare, poc.stats, poc.cost, poc.agreement or poc.report; these
+# thin functions are its way in. Each imports lazily, so reading the leaderboard stays light.
+
+def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unpaired: bool = False) -> dict:
+    """poc.compare.compare_runs: A vs B on the same test images (`paired` False only when allowed)."""
+    from poc.compare import compare_runs as compare
+
+    return compare(rd_a, rd_b, stage=stage, allow_unpaired=allow_unpaired)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def stage_change(rd: RunDir) -> dict:
+    """poc.compare.stage_change: fine-tuning (ft) against transfer learning (tl) within one run."""
+    from poc.compare import stage_change as change
+
+    return change(rd)
+
+
+def calibration(rd: RunDir, stage: str) -> dict | None:
+    """Reliability of one stage's test predictions (poc.stats, ECE_BINS equal-width confidence bins):
+    {"table": reliability_table, "ece", "temperature" (fitted on the validation split by training, from
+    metrics.json; None when not recorded), "calibrated" (the table after that temperature, or None),
+    "ece_calibrated", "bins", "n"}. None when the predictions or their probability columns are missing."""
+    from poc import stats
+
+    frame = artifacts.read_predictions(rd, stage)
+    classes = (artifacts.read_json(rd.run_json) or {}).get("class_names")
+    if frame is None or frame.empty or not isinstance(classes, list):
+        return None
+    columns = [f"prob_{c}" for c in classes]
+    if not set(columns) <= set(frame.columns):
+        return None
+    probs = frame[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)  # (N, C)
+    y = frame["label"].map({str(c): i for i, c in enumerate(classes)})
+    keep = np.isfinite(probs).all(axis=1) & y.notna().to_numpy()
+    probs, y = probs[keep], y[keep].to_numpy(int)
+    metrics = artifacts.read_metrics(rd, stage)[0] or {}
+    temperature = as_number(metrics.get("temperature"))
+    scaled = stats.apply_temperature(probs, temperature) if temperature and len(probs) else None
+    return {"table": stats.reliability_table(probs, y), "ece": stats.expected_calibration_error(probs, y),
+            "temperature": temperature, "calibrated": None if scaled is None else stats.reliability_table(scaled, y),
+            "ece_calibrated": None if scaled is None else stats.expected_calibration_error(scaled, y),
+            "bins": stats.ECE_BINS, "n": int(len(y))}
+
+
+def model_cost(rds: list[RunDir]) -> pd.DataFrame:
+    """poc.cost.cost_table: parameters, weights on disk, measured latency, estimated multiply-adds per run."""
+    from poc.cost import cost_table
+
+    return cost_table(rds)
+
+
+def explanation_agreement(rd_a: RunDir, rd_b: RunDir, stage_a: str | None = None,
+                          stage_b: str | None = None) -> dict:
+    """poc.agreement.explanation_agreement: IoU of the top-20% Grad-CAM and rollout regions, per image and class."""
+    from poc.agreement import explanation_agreement as agreement
+
+    return agreement(rd_a, rd_b, stage_a, stage_b)
+
+
+def report_html(rds: list[RunDir]) -> str:
+    """poc.report.build_report: one self-contained HTML report of these runs."""
+    from poc.report import build_report
+
+    return build_report(rds)
+
+
+def study_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """poc.study_results.study_summary: one row per (study, model, cutoff or fraction) of sweeps, seed repeats and
+    data-size studies, mean and spread over seeds, `best` chosen on validation only (TensorFlow-free)."""
+    from poc.study_results import study_summary
+
+    return study_summary(runs)
+
+
+def study_run_table(runs: list[RunRecord]) -> pd.DataFrame:
+    """poc.study_results.study_runs: the single runs behind study_table (one row per completed study run)."""
+    from poc.study_results import study_runs
+
+    return study_runs(runs)

@@ -15,7 +15,6 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 from poc import artifacts, cached_phase
 from poc.artifacts import RunDir
@@ -44,14 +43,13 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     checkpoint = read_checkpoint(rd) if resume else None
     val_losses: dict[str, float] = {}  # stage -> validation loss of its (restored best) weights
     if p.source_run:
-        p.model.load_weights(p.source_run.stage_weights("tl"))
+        _load_weights(p.model, p.source_run.stage_weights("tl"))
         val_losses["tl"] = _stage_done(rd, "tl") if resume else None
         if val_losses["tl"] is None:
             val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
     for phase in plan_phases(cfg, p.cutoff_index):
         if resume and rd.stage_weights(phase.stage).exists():  # the phase finished before the interruption
-            p.model.load_weights(rd.stage_weights(phase.stage))
-            history = [r for r in history if _phase_order(r["phase"]) <= _phase_order(phase.stage)]
+            _load_weights(p.model, rd.stage_weights(phase.stage))  # its rows stay, and so do a later phase's
             val_losses[phase.stage] = _stage_done(rd, phase.stage)
             if val_losses[phase.stage] is None:  # killed during its evaluation
                 val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
@@ -66,7 +64,7 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     if final != list(val_losses)[-1]:
         log.info("stage %s has the lower validation loss (%s): it is the final model", final,
                  ", ".join(f"{s} {v:.4f}" for s, v in val_losses.items()))
-        p.model.load_weights(p.source_run.stage_weights(final) if p.source_run and final == "tl"
+        _load_weights(p.model, p.source_run.stage_weights(final) if p.source_run and final == "tl"
                              else rd.stage_weights(final))
     save_model_weights(p.model, rd.weights)
     rd.update_run(final_stage=final)
@@ -110,7 +108,7 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
         with scope(p.strategy):
             fit_model.optimizer.build(fit_model.trainable_variables)  # so the checkpoint's Adam moments load
         if state.get("best_file"):
-            fit_model.load_weights(checkpoint_dir(rd) / state["best_file"])
+            _load_weights(fit_model, checkpoint_dir(rd) / state["best_file"])
             best_weights = fit_model.get_weights()
         fit_model.load_weights(checkpoint_dir(rd) / state["last_file"])
         initial_epoch = state["epoch"]
@@ -140,6 +138,16 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     rd.update_run(timing={**timing, phase.stage: round(timing.get(phase.stage, 0) if state else 0, 2)
                           + round(time.monotonic() - start, 2)},
                   best_epoch={**info.get("best_epoch", {}), phase.stage: best})
+
+
+def _load_weights(model, path) -> None:
+    """Model weights saved without optimizer state (`save_model_weights`) into a compiled model: Keras warns
+    that the optimizer's variables were not in the file, which is the point; only that warning is silenced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def _phase_order(stage: str) -> int:
@@ -197,17 +205,20 @@ def choose_final_stage(val_losses: dict[str, float]) -> str:
 def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
     returns that validation loss (what chooses the final stage)."""
-    from poc.evaluation import evaluate_probabilities
+    from poc.evaluation import evaluate_probabilities, loss_and_accuracy
     from poc.explain import explain_images
+    from poc.inference import compile_predict
 
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
                        "metrics": {}, "eta_seconds": None})
     (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
-    val_probs = p.model.predict(val_ds, verbose=0)
-    val_loss, val_accuracy = _loss_and_accuracy(val_probs, val_frame, p.class_names)
-    probs = p.model.predict(test_ds, verbose=0)
+    predict = compile_predict(p.model, p.image_size)  # the same compiled call as `predict` and Live predict
+    val_probs = _predict_dataset(predict, val_ds, len(p.class_names))
+    index = {name: i for i, name in enumerate(p.class_names)}
+    val_loss, val_accuracy = loss_and_accuracy(val_probs, np.array([index[c] for c in val_frame["label"]]))
+    probs = _predict_dataset(predict, test_ds, len(p.class_names))
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
-    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy,
+    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy, latency_ms=_latency_ms(predict, test_ds),
                              **_temperature_scaling(val_probs, val_frame, probs, test_frame, p.class_names))
     rd.write_eval(stage, **result)
     log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
@@ -217,6 +228,34 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     if explained is not None:
         rd.write_explanations(stage, *explained)
     return val_loss
+
+
+def _predict_dataset(predict, dataset, classes: int) -> np.ndarray:
+    """Probabilities (N, C) of a (pixels, labels) dataset through the compiled call, in dataset order."""
+    import tensorflow as tf
+
+    probs = [np.asarray(predict(tf.cast(pixels, tf.float32))) for pixels, _ in dataset]
+    return np.concatenate(probs) if probs else np.zeros((0, classes), np.float32)
+
+
+LATENCY_CALLS = 5
+
+
+def _latency_ms(predict, dataset) -> float | None:
+    """Median milliseconds of one single-image compiled call on this run's device (after one warm-up call):
+    the model cost the Compare page shows. None without a test image."""
+    import tensorflow as tf
+
+    for pixels, _ in dataset.take(1):
+        one = tf.cast(pixels[:1], tf.float32)
+        np.asarray(predict(one))  # warm-up (the batch dimension is free: traced once already)
+        times = []
+        for _ in range(LATENCY_CALLS):
+            start = time.perf_counter()
+            np.asarray(predict(one))
+            times.append(time.perf_counter() - start)
+        return round(float(np.median(times)) * 1000, 3)
+    return None
 
 
 def _temperature_scaling(val_probs, val_frame, test_probs, test_frame, class_names) -> dict:
@@ -232,16 +271,6 @@ def _temperature_scaling(val_probs, val_frame, test_probs, test_frame, class_nam
     temperature = fit_temperature(val_probs, y_val)
     return {"temperature": float(temperature),
             "ece_calibrated": float(expected_calibration_error(apply_temperature(test_probs, temperature), y_test))}
-
-
-def _loss_and_accuracy(probs: np.ndarray, frame: pd.DataFrame, class_names: list[str]) -> tuple[float, float]:
-    """Categorical cross-entropy (as Keras computes it, probabilities clipped at 1e-7) and accuracy."""
-    index = {name: i for i, name in enumerate(class_names)}
-    y = np.array([index[label] for label in frame["label"]])
-    if not len(y):
-        return float("nan"), float("nan")
-    picked = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
-    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == y).mean())
 
 
 def evaluate_run(rd: RunDir) -> list[str]:
@@ -270,7 +299,7 @@ def evaluate_run(rd: RunDir) -> list[str]:
     done = []
     for stage in artifacts.STAGES:
         if rd.stage_weights(stage).exists():
-            model.load_weights(rd.stage_weights(stage))
+            _load_weights(model, rd.stage_weights(stage))
             _evaluate_stage(p, rd, stage, sets)
             done.append(stage)
     if not done:

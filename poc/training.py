@@ -48,6 +48,7 @@ class Prepared:
     data_root: str
     pretraining: str  # imagenet | demo | none | checkpoint: what the backbone started from
     strategy: object = None  # a tf.distribute strategy, or None for the default device
+    split_seed: int | None = None  # what seeded the split (None: the source run's split, --from-run)
 
 
 def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
@@ -61,7 +62,9 @@ def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
 
 # ---------------------------------------------------------------- preparation (no run dir yet)
 
-def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
+def prepare(config: RunConfig, runs_dir: Path, strategy=None, split_seed: int | None = None) -> Prepared:
+    """`split_seed` seeds the split and the --train-fraction share (default: config.seed); a seed study passes
+    one split seed to runs of different config.seed, so they train and test on the same images."""
     from poc.data.scan import scan_dataset
     from poc.data.split import split_dataset
     from poc.models import build, get_spec, pretraining_kind, resolve_image_size
@@ -73,13 +76,15 @@ def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
     source = None
     if config.from_run:
         source, split, class_names, size, data_root, pretraining = _reuse_run(config, runs_dir)
+        split_seed = None
     else:
+        split_seed = config.seed if split_seed is None else int(split_seed)
         pretraining = pretraining_kind(config.weights)
         report = scan_dataset(config.data)
         if not report.usable:
             raise UserError(f"dataset {config.data} is not usable:\n  " + "\n  ".join(report.problems))
-        split = subsample_train(split_dataset(report, val=config.val, test=config.test, seed=config.seed),
-                                config.train_fraction, config.seed)
+        split = subsample_train(split_dataset(report, val=config.val, test=config.test, seed=split_seed),
+                                config.train_fraction, split_seed)
         class_names = report.class_names
         size = resolve_image_size(spec, config.image_size)
         data_root = str(Path(config.data).resolve())
@@ -90,18 +95,21 @@ def prepare(config: RunConfig, runs_dir: Path, strategy=None) -> Prepared:
     from poc.distribute import check_even_batches, scope
 
     check_even_batches(split["split"].value_counts().to_dict(), config.batch_size, strategy)
+    # With --from-run every weight comes from the source run's phase-1 file: nothing to download here.
+    initial = "none" if source else config.weights
     with scope(strategy):  # mirrored variables when distributed
-        model = build(config.model, len(class_names), size, config.weights, dropout=config.dropout)
+        model = build(config.model, len(class_names), size, initial, dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
     cutoff_value = cutoff_text(config.fine_tune_at, spec)
     return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root,
-                    pretraining, strategy)
+                    pretraining, strategy, split_seed)
 
 
 def subsample_train(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """Keep `fraction` of each class's training rows (at least one), seeded; validation and test unchanged, and
-    `attrs["split_fingerprint"]` keeps the full split's fingerprint, so runs of a data-size study stay paired."""
+    `attrs["split_fingerprint"]` keeps the full split's fingerprint, so runs of a data-size study stay paired.
+    Each class's rows are taken in one seeded order, so with one seed a smaller share is a subset of a larger."""
     from poc.data.split import split_fingerprint
 
     if fraction >= 1:
@@ -110,7 +118,7 @@ def subsample_train(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataF
     keep = []
     for _, rows in split[split["split"] == "train"].groupby("label"):
         count = max(1, int(round(len(rows) * fraction)))
-        keep.extend(rng.choice(rows.index.to_numpy(), size=count, replace=False))
+        keep.extend(rng.permutation(rows.index.to_numpy())[:count])
     out = split[(split["split"] != "train") | split.index.isin(keep)].reset_index(drop=True)
     out.attrs = {**split.attrs, "split_fingerprint": split_fingerprint(split), "train_fraction": fraction}
     return out
@@ -156,8 +164,10 @@ def _reuse_run(config: RunConfig, runs_dir: Path):
 
 # ---------------------------------------------------------------- the run
 
-def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | None = None) -> RunDir:
-    """Prepare, then train and evaluate into a new run directory; returns it. UserError before any write."""
+def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | None = None,
+          study: dict | None = None, split_seed: int | None = None) -> RunDir:
+    """Prepare, then train and evaluate into a new run directory; returns it. UserError before any write.
+    `study`: the run.json `study` block of a run planned by poc.studies; `split_seed`: see prepare()."""
     runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
     run_id_given = run_id is not None
     run_id = run_id or artifacts.new_run_id(config.model)
@@ -175,13 +185,16 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
 
         split_cpu_from_env()
         speedups = configure(config.mixed_precision, config.jit_compile)
-        prepared = prepare(config, runs_dir, make_strategy(config.distribute))
+        prepared = prepare(config, runs_dir, make_strategy(config.distribute), split_seed=split_seed)
     except Exception as exc:
         if run_id_given:
             rd.update_run(status="failed", error=str(exc), finished=artifacts.utc_now())
         raise
     rd.path.mkdir(parents=True, exist_ok=True)
     info = _initial_run_info(prepared, rd, speedups)
+    if study is not None:  # the parameters this run's final phase trains: what a sweep plots
+        info["study"] = {**study, "trainable_params": info["params"]["trainable_ft" if config.ft_epochs > 0
+                                                                      else "trainable_tl"]}
     if run_id_given:
         info["created"] = (artifacts.read_json(rd.run_json) or {}).get("created", info["created"])
     rd.write_run(info)
@@ -339,6 +352,7 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "distribute": describe(p.strategy),
         "versions": versions(),
         "seed": p.config.seed,
+        "split_seed": p.split_seed,
         "timing": {},
         "best_epoch": {},
         "error": None,

@@ -15,16 +15,20 @@ Keys (ids are the directory names, ordered newest first as listed here):
     failed        status failed with an `error`, two tl history rows, no eval, no weights
     no_ft         completed mobilenet_v2 with stage tl only (ft_epochs 0), real weights
     many_classes  completed efficientnet_b0, 120 synthetic classes over the demo images (reused), stage ft
-                  only, no weights file
+                  only, no weights file; an OLDER run: no validation metrics, no final_stage / pretraining
     corrupt       run.json truncated garbage, history.csv garbage
 The demo images: `generate_demo_dataset(image_root, per_class=6, size=40, seed=1)`; 10 classes, split
 3 train / 1 val / 2 test per class, so the cnn / vit / no_ft test split has 20 images.
+The real runs record what training records today: validation loss and accuracy of each stage (computed from
+the model on the validation images), `final_stage` (the lower validation loss; model.weights.h5 holds it),
+`pretraining` and `params.size_mb`.
 Takes a few seconds (TensorFlow import + two small model builds).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -108,7 +112,8 @@ def _best_epochs(rows: list[dict]) -> dict:
 def _run_info(rd: RunDir, *, model: str, family: str, explanation: str, status: str, hour: int,
               split: pd.DataFrame, class_names: list[str], params: dict, fine_tune_at: str,
               tl_epochs: int, ft_epochs: int, best_epoch: dict, timing: dict, error: str | None = None,
-              dataset_path: str = "") -> dict:
+              dataset_path: str = "", final_stage: str | None = None, legacy: bool = False) -> dict:
+    """run.json as training writes it; `legacy`: as older versions did (no pretraining, final_stage)."""
     from poc.config import RunConfig
     from poc.data.split import split_fingerprint
 
@@ -128,14 +133,25 @@ def _run_info(rd: RunDir, *, model: str, family: str, explanation: str, status: 
         "fine_tune_at": fine_tune_at, "device": "CPU (x86_64)",
         "versions": {"python": "3.12.0", "tensorflow": "2.21.0", "keras": "3.15.0"}, "seed": 1,
         "timing": timing, "best_epoch": best_epoch, "error": error, "pid": None,
+        **({} if legacy else {"pretraining": "none", "frozen_random": True, "final_stage": final_stage}),
     }
 
 
-def _write_eval(rd: RunDir, stage: str, test: pd.DataFrame, probs: np.ndarray, class_names: list[str]) -> None:
+def _write_eval(rd: RunDir, stage: str, test: pd.DataFrame, probs: np.ndarray, class_names: list[str],
+                validation: tuple[float, float] | None = None) -> None:
+    """The stage's eval files; `validation`: (val_loss, val_accuracy) as training adds them to metrics.json."""
     with warnings.catch_warnings():  # predictions_frame adds one column per class: fragmented at 120
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         result = evaluate_probabilities(test, probs, class_names, seed=1)
+    if validation is not None:
+        result["metrics"].update(val_loss=validation[0], val_accuracy=validation[1])
     rd.write_eval(stage, **result)
+
+
+def _loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Categorical cross-entropy (probabilities clipped at 1e-7, as Keras does) and accuracy."""
+    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return float(-np.log(picked).mean()), float((probs.argmax(axis=1) == labels).mean())
 
 
 # ---------------------------------------------------------------- the runs
@@ -156,37 +172,45 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
     trainable_tl = trainable_count(model)
     unfreeze_from(model, cutoff)
     params = {"total": int(model.count_params()), "trainable_tl": trainable_tl,
-              "trainable_ft": trainable_count(model)}
+              "trainable_ft": trainable_count(model),
+              "size_mb": sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights) / 1e6}
     freeze_backbone(model)
 
     ft_epochs = 4 if "ft" in stages else 0
     history = _history(5, ft_epochs, seed=hour)
     dataset_path = str(Path(split["path"].iloc[0]).parent.parent)
     rd.path.mkdir(parents=True, exist_ok=True)
-    rd.write_run(_run_info(rd, model=model_name, family=spec.family, explanation=spec.explanation,
-                           status="completed", hour=hour, split=split, class_names=class_names, params=params,
-                           fine_tune_at=spec.default_cutoff, tl_epochs=5, ft_epochs=ft_epochs,
-                           best_epoch=_best_epochs(history), dataset_path=dataset_path,
-                           timing={"tl": 41.5, **({"ft": 63.25} if ft_epochs else {})}))
+    info = _run_info(rd, model=model_name, family=spec.family, explanation=spec.explanation,
+                     status="completed", hour=hour, split=split, class_names=class_names, params=params,
+                     fine_tune_at=spec.default_cutoff, tl_epochs=5, ft_epochs=ft_epochs,
+                     best_epoch=_best_epochs(history), dataset_path=dataset_path,
+                     timing={"tl": 41.5, **({"ft": 63.25} if ft_epochs else {})})
+    rd.write_run(info)
     artifacts.write_csv(rd.split_csv, split)
     rd.write_history(history)
     rd.train_log.write_text(f"fixture run {rd.id}\n")
 
     pixels = load_batch(split["path"].tolist(), IMAGE_SIZE)  # (N_all, 32, 32, 3)
     is_test = (split["split"] == "test").to_numpy()
+    is_val = (split["split"] == "val").to_numpy()
     labels = np.array([class_names.index(label) for label in split["label"]])
     rng = np.random.default_rng(hour)
+    val_losses = {}
     for stage in stages:
-        # The head is fitted in closed form instead of trained (seconds, not minutes): tl on train + val,
-        # ft also on the test images with a third of their labels scrambled, so predictions differ by stage.
-        fit_labels, fit_rows = labels.copy(), ~is_test
+        # The head is fitted in closed form instead of trained (seconds, not minutes): tl on train only (the
+        # validation images stay held out), ft on every image with a third of the validation and test labels
+        # scrambled, so predictions differ by stage and ft, with the lower validation loss, is the final stage.
+        fit_labels, fit_rows = labels.copy(), ~is_test & ~is_val
         if stage == "ft":
-            noisy = is_test & (rng.random(len(labels)) < 0.35)
+            noisy = (is_test | is_val) & (rng.random(len(labels)) < 0.35)
             fit_labels[noisy] = rng.integers(0, len(class_names), noisy.sum())
             fit_rows = np.ones_like(is_test)
         _fit_head(model, pixels[fit_rows], fit_labels[fit_rows], len(class_names))
         probs = np.asarray(model(pixels[is_test], training=False), dtype=np.float64)  # (N, C)
-        _write_eval(rd, stage, test, probs, class_names)
+        val_probs = np.asarray(model(pixels[is_val], training=False), dtype=np.float64)  # (N_val, C)
+        validation = _loss_and_accuracy(val_probs, labels[is_val])
+        val_losses[stage] = validation[0]
+        _write_eval(rd, stage, test, probs, class_names, validation)
         if spec.explanation == "attention_rollout":
             from poc.explain.attention import rollout_maps
 
@@ -195,7 +219,9 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
             maps = rng.random((len(test), 2, 2)).astype(np.float32)  # (N, 2, 2)
         rd.write_explanations(stage, maps, spec.explanation)
         model.save_weights(rd.stage_weights(stage))
-    model.save_weights(rd.weights)
+    final = min(reversed(stages), key=val_losses.get)  # the lower validation loss; a tie goes to the later stage
+    shutil.copyfile(rd.stage_weights(final), rd.weights)
+    rd.update_run(final_stage=final)
 
 
 def _fit_head(model, pixels: np.ndarray, labels: np.ndarray, num_classes: int, ridge: float = 1.0,
@@ -236,7 +262,8 @@ def _running_run(rd: RunDir, split, test, class_names) -> None:
     artifacts.write_csv(rd.split_csv, split)
     rd.write_history(history)
     rng = np.random.default_rng(15)
-    _write_eval(rd, "tl", test, rng.dirichlet(np.ones(len(class_names)), size=len(test)), class_names)
+    _write_eval(rd, "tl", test, rng.dirichlet(np.ones(len(class_names)), size=len(test)), class_names,
+                validation=(2.1, 0.2))
     rd.write_progress({"phase": "ft", "epoch": 2, "epochs": 5, "global_epoch": 7, "step": 3, "steps": 5,
                        "metrics": {"loss": 0.61, "accuracy": 0.78}, "eta_seconds": 95.0})
 
@@ -262,7 +289,7 @@ def _many_classes_run(rd: RunDir, split) -> None:
                            hour=10, split=many_split, class_names=class_names,
                            params={"total": 4203291, "trainable_tl": 153720, "trainable_ft": 3100000},
                            fine_tune_at="block6a_expand_conv", tl_epochs=3, ft_epochs=3,
-                           best_epoch=_best_epochs(history), timing={"tl": 30.0, "ft": 45.0}))
+                           best_epoch=_best_epochs(history), timing={"tl": 30.0, "ft": 45.0}, legacy=True))
     artifacts.write_csv(rd.split_csv, many_split)
     rd.write_history(history)
     _write_eval(rd, "ft", test, probs, class_names)

@@ -1,18 +1,21 @@
-"""Home page (dashboard.py) under Streamlit's AppTest, on the shared fixture runs and on an empty runs folder."""
+"""Home (dashboard.py's default page) under Streamlit's AppTest, on the shared fixture runs and on an empty runs
+folder: the leaderboard, the ViT-vs-CNN verdict on one split chosen on validation, and the demo button."""
 
 from __future__ import annotations
 
-import sys
-import types
+import ast
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from poc import artifacts
+from poc import artifacts, launcher
 
 HOME = "../dashboard.py"  # relative to this file, as AppTest resolves it
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -96,22 +99,36 @@ def test_empty_runs_dir_offers_the_demo(tmp_path, monkeypatch):
     assert "python -m poc demo" in _texts(at)
 
 
-def _fake_launcher(monkeypatch, launch, jobs=()):
-    module = types.ModuleType("poc.launcher")
-    module.launch_demo = launch
-    module.list_jobs = lambda runs_dir=None: list(jobs)
-    monkeypatch.setitem(sys.modules, "poc.launcher", module)
+def _fake_launcher(monkeypatch, launch, status=None):
+    """The launcher's demo entry points replaced: no process is started."""
+    monkeypatch.setattr(launcher, "launch_demo", launch)
+    monkeypatch.setattr(launcher, "find_job", lambda job_id, runs_dir=None: status)
 
 
 def test_demo_button_follows_the_job_with_a_progress_bar(tmp_path, monkeypatch):
-    job = types.SimpleNamespace(id="job-1", status="running", progress=0.4, message="training the CNN")
-    _fake_launcher(monkeypatch, lambda runs_dir=None: job, [job])
+    job = launcher.Job("job-1", "demo", ["python", "-m", "poc", "demo"], 424242, artifacts.utc_now(), "job-1.log")
+    status = launcher.JobStatus(job, "running", "demo", phase="run 1 of 2", progress=0.4)
+    _fake_launcher(monkeypatch, lambda runs_dir=None: job, status)
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(HOME, default_timeout=60).run()
-    at.button[0].click().run()
+    at.button(key="home.demo_button").click().run()
     assert not at.exception
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].proto.value == 40
+    assert bars[0].proto.text == "Demo runs: run 1 of 2"
+
+
+def test_a_failed_demo_says_why(tmp_path, monkeypatch):
+    job = launcher.Job("job-2", "demo", ["python", "-m", "poc", "demo"], 424242, artifacts.utc_now(), "job-2.log")
+    status = launcher.JobStatus(job, "failed", "demo", message="error: no space left on device")
+    _fake_launcher(monkeypatch, lambda runs_dir=None: job, status)
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    at.button(key="home.demo_button").click().run()
+    at.run()  # the fragment saw the job end and asked for a full rerun
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Demo failed: error: no space left on device"]
+    assert not at.get("progress")
 
 
 def test_demo_launch_failure_is_an_error_message(tmp_path, monkeypatch):
@@ -121,15 +138,12 @@ def test_demo_launch_failure_is_an_error_message(tmp_path, monkeypatch):
     _fake_launcher(monkeypatch, refuse)
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
     at = AppTest.from_file(HOME, default_timeout=60).run()
-    at.button[0].click().run()
+    at.button(key="home.demo_button").click().run()
     assert not at.exception
     assert any("another demo is already running" in e.value for e in at.error)
 
 
 def test_malformed_runs_are_flagged_and_the_rest_still_shown(fixture_runs, monkeypatch, tmp_path):
-    import json
-    import shutil
-
     runs = tmp_path / "runs"
     good = runs / fixture_runs["vit"].name
     shutil.copytree(fixture_runs["vit"], good, ignore=shutil.ignore_patterns("*.h5"))
@@ -145,3 +159,169 @@ def test_malformed_runs_are_flagged_and_the_rest_still_shown(fixture_runs, monke
     assert {good.name, junk.name} <= set(_board(at)["id"])
     assert "20250103-000001-json-list" in _texts(at)
     assert "accuracy is not a number" in _texts(at)
+
+
+# ---------------------------------------------------------------- the verdict
+
+def _copy_runs(fixture_runs, tmp_path: Path, keys: list[str]) -> Path:
+    root = tmp_path / "runs"
+    for key in keys:
+        shutil.copytree(fixture_runs[key], root / fixture_runs[key].name, ignore=shutil.ignore_patterns("*.h5"))
+    return root
+
+
+def _edit_json(path: Path, **changes) -> dict:
+    values = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps(values))
+    return values
+
+
+def _metrics(run: Path, stage: str) -> dict:
+    return artifacts.read_json(artifacts.RunDir(run).eval_file(stage, "metrics"))
+
+
+def _metric(at: AppTest, label: str):
+    found = [m for m in at.metric if m.label == label]
+    assert len(found) == 1, [m.label for m in at.metric]
+    return found[0]
+
+
+def _home(runs: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs))
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception
+    return at
+
+
+def test_leaderboard_shows_final_stage_validation_size_from_parameters_and_pretraining(home, fixture_runs):
+    info = artifacts.read_json(artifacts.RunDir(fixture_runs["cnn"]).run_json)
+    row = _board(home).set_index("id").loc[fixture_runs["cnn"].name]
+    assert row["final stage"] == info["final_stage"]
+    assert row["val accuracy"] == pytest.approx(_metrics(fixture_runs["cnn"], info["final_stage"])["val_accuracy"])
+    assert row["size MB"] == pytest.approx(info["params"]["size_mb"])  # not the weights file's size
+    assert row["pretraining"] == "none"
+    legacy = _board(home).set_index("id").loc[fixture_runs["many_classes"].name]
+    assert legacy["pretraining"] == "none"  # older run: derived from its `weights`
+
+
+def test_verdict_compares_the_split_of_the_latest_completed_run(home, fixture_runs):
+    info = artifacts.read_json(artifacts.RunDir(fixture_runs["vit"]).run_json)  # the latest completed run
+    fingerprint = info["dataset"]["split_fingerprint"]
+    assert home.selectbox(key="home.split").value == fingerprint
+    other = artifacts.read_json(artifacts.RunDir(fixture_runs["many_classes"]).run_json)
+    labels = home.selectbox(key="home.split").options  # AppTest lists the shown labels
+    assert len(labels) == 2 and f"split {other['dataset']['split_fingerprint'][:8]} · 1 completed run" in labels[1]
+    texts = _texts(home)
+    assert "highest validation accuracy of each run's final stage" in texts  # the rule is stated
+    assert f"test images · dataset images, split {fingerprint[:8]}" in texts  # the fixture's dataset folder
+
+
+def test_gap_is_best_vit_minus_best_cnn_on_the_same_test_images(home, fixture_runs):
+    def accuracy(key):
+        pred = pd.read_csv(artifacts.RunDir(fixture_runs[key]).eval_file("ft", "predictions"))
+        return (pred["label"] == pred["pred"]).mean(), len(pred)
+
+    (vit, n), (cnn, _) = accuracy("vit"), accuracy("cnn")
+    assert _metric(home, "Best CNN").value == f"{_metrics(fixture_runs['cnn'], 'ft')['accuracy']:.1%}"
+    assert _metric(home, "ViT − CNN accuracy").value == f"{vit - cnn:+.1%}"
+    assert f"paired bootstrap over the same {n} test images" in _texts(home)
+
+
+def test_the_best_run_is_chosen_on_validation_not_on_test(fixture_runs, monkeypatch, tmp_path):
+    runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "no_ft", "vit"])
+    no_ft = runs / fixture_runs["no_ft"].name
+    cnn_val = _metrics(fixture_runs["cnn"], "ft")["val_accuracy"]
+    chosen = _edit_json(artifacts.RunDir(no_ft).eval_file("tl", "metrics"), val_accuracy=cnn_val + 0.1)
+    assert chosen["accuracy"] < _metrics(fixture_runs["cnn"], "ft")["accuracy"]  # worse on test, better on val
+    at = _home(runs, monkeypatch)
+    assert _metric(at, "Best CNN").value == f"{chosen['accuracy']:.1%}"
+    assert "mobilenet_v2 fixture notf · final stage tl" in _texts(at)
+
+
+def test_runs_without_validation_metrics_are_listed_as_not_comparable(fixture_runs, monkeypatch, tmp_path):
+    runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit"])
+    metrics = artifacts.RunDir(runs / fixture_runs["vit"].name).eval_file("ft", "metrics")
+    values = json.loads(metrics.read_text())
+    metrics.write_text(json.dumps({k: v for k, v in values.items() if not k.startswith("val_")}))
+    at = _home(runs, monkeypatch)
+    assert _metric(at, "Best ViT").value == "—" and _metric(at, "ViT − CNN").value == "—"
+    assert f"Not comparable, so not chosen (1): vit_ti16 fixture v1t0 (`{fixture_runs['vit'].name}`)" in _texts(at)
+
+
+def test_a_difference_in_pretraining_is_said_beside_the_gap(fixture_runs, monkeypatch, tmp_path):
+    runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit"])
+    _edit_json(artifacts.RunDir(runs / fixture_runs["vit"].name).run_json, pretraining="demo")
+    at = _home(runs, monkeypatch)
+    assert "Pretraining differs: the CNN started from **none** weights, the ViT from **demo**" in _texts(at)
+    same = _home(_copy_runs(fixture_runs, tmp_path / "same", ["cnn", "vit"]), monkeypatch)
+    assert "Pretraining differs" not in _texts(same)
+
+
+def test_the_best_baseline_of_the_same_split_is_shown(fixture_runs, monkeypatch, tmp_path):
+    runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit", "no_ft"])
+    baseline = artifacts.RunDir(runs / fixture_runs["no_ft"].name)
+    _edit_json(baseline.run_json, family="baseline", model="baseline_pixels", name="pixels")
+    at = _home(runs, monkeypatch)
+    assert _metric(at, "Best baseline").value == f"{_metrics(baseline.path, 'tl')['accuracy']:.1%}"
+    assert "pixels · final stage tl" in _texts(at)
+    # the baseline competes only with baselines: the CNN card keeps the real CNN
+    assert _metric(at, "Best CNN").value == f"{_metrics(fixture_runs['cnn'], 'ft')['accuracy']:.1%}"
+
+
+def test_choosing_another_split_compares_only_its_runs(fixture_runs, monkeypatch):
+    at = _home(fixture_runs["cnn"].parent, monkeypatch)
+    other = artifacts.read_json(artifacts.RunDir(fixture_runs["many_classes"]).run_json)
+    at.selectbox(key="home.split").set_value(other["dataset"]["split_fingerprint"]).run()
+    assert not at.exception
+    assert _metric(at, "Best CNN").value == "—"  # its only CNN is an older run without validation metrics
+    assert f"(`{fixture_runs['many_classes'].name}`)" in _texts(at)
+
+
+def test_the_default_split_follows_the_latest_completed_run_until_one_is_chosen(fixture_runs, monkeypatch,
+                                                                                tmp_path):
+    runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit"])
+    at = _home(runs, monkeypatch)
+    first = at.selectbox(key="home.split").value
+    shutil.copytree(fixture_runs["many_classes"], runs / fixture_runs["many_classes"].name)
+    newer = _edit_json(artifacts.RunDir(runs / fixture_runs["many_classes"].name).run_json,
+                       finished="2025-01-02T00:00:00+00:00")  # now the latest completed run
+    at.run()
+    assert at.selectbox(key="home.split").value == newer["dataset"]["split_fingerprint"] != first
+    at.selectbox(key="home.split").set_value(first).run()
+    at.run()
+    assert at.selectbox(key="home.split").value == first  # the user's choice stays
+
+
+# ---------------------------------------------------------------- navigation and import direction
+
+def test_home_is_the_default_page_and_the_others_are_registered(fixture_runs, monkeypatch):
+    at = _home(fixture_runs["cnn"].parent, monkeypatch)
+    assert at.title[0].value == "ViTrine"
+    assert [e.label for e in at.sidebar.expander][:1] == ["Launch a training run"]  # set by dashboard.py
+    for path, title in (("pages/1_Learning_curves.py", "Learning curves"),
+                        ("pages/2_Error_explorer.py", "Error explorer")):
+        at.switch_page(path).run()  # refused for a file st.navigation does not register
+        assert not at.exception, path
+        assert at.title[0].value == title
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_pages_import_only_ui_and_ui_only_poc_access_modules():
+    for path in [REPO / "dashboard.py", *sorted((REPO / "pages").glob("*.py"))]:
+        assert not [n for n in _imports(path) if n == "poc" or n.startswith("poc.")], path.name
+    allowed = {f"poc.{m}" for m in ("artifacts", "launcher", "leaderboard", "inference", "config", "errors",
+                                    "runstatus", "models.registry")}
+    for path in sorted((REPO / "ui").glob("*.py")):
+        used = {n for n in _imports(path) if n.startswith("poc.")}
+        modules = {n for n in used if n in allowed or not any(n.startswith(a + ".") for a in allowed)}
+        assert modules <= allowed, (path.name, sorted(modules - allowed))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import sys
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import make_class_folders
-from poc import artifacts, launcher
+from poc import artifacts, launcher, runstatus
 
 TIMEOUT = 90  # the open launcher imports TensorFlow and builds a model once
 
@@ -77,6 +79,17 @@ def test_open_launcher_offers_datasets_models_and_cutoffs_with_parameter_counts(
     assert "python -m poc train --data" in at.sidebar.code[0].value
 
 
+def test_imagenet_is_the_first_choice_and_a_frozen_random_backbone_is_warned_about(roots):
+    at = open_launcher(roots)
+    weights = at.radio(key="launcher_weights")
+    assert weights.value == "imagenet" and weights.options[:3] == [
+        "imagenet (needs internet)", "demo (ViTrine's offline shape pretraining, 64 px)", "none (random start)"]
+    assert not at.sidebar.warning
+    weights.set_value("none").run(timeout=TIMEOUT)
+    assert any("a frozen random backbone gives near-constant features" in w.value for w in at.sidebar.warning)
+    assert "--weights none" in at.sidebar.code[0].value
+
+
 def test_invalid_launch_shows_the_reason_and_starts_nothing(roots):
     at = open_launcher(roots)
     at.radio(key="launcher_weights").set_value("path").run(timeout=TIMEOUT)
@@ -105,3 +118,86 @@ def test_jobs_list_shows_progress_and_cancel_stops_the_job(roots, sleeper):
     assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
     assert not at.sidebar.progress
     assert at.sidebar.expander[1].label == "Finished jobs (2)"
+
+
+# ---------------------------------------------------------------- resuming interrupted runs
+
+DEAD_PID = 2**22 + 54321  # above Linux's largest pid: never a live process
+
+
+def write_run(runs, run_id, status, pid=DEAD_PID, checkpoint=False, name="killed run"):
+    """A run as training leaves it when killed mid-phase: marked `status` with `pid`, its split written."""
+    rd = artifacts.run_dir(runs, run_id).create()
+    rd.write_run({"id": run_id, "name": name, "status": status, "pid": pid, "model": "mobilenet_v2",
+                  "class_names": ["circle", "square"],
+                  "config": {"data": "d", "model": "mobilenet_v2", "tl_epochs": 4, "ft_epochs": 4}})
+    artifacts.write_csv(rd.split_csv, pd.DataFrame([["a.png", "circle", "train", "0" * 64]],
+                                                    columns=artifacts.SPLIT_COLUMNS))
+    rd.write_progress({"phase": "ft", "epoch": 2, "epochs": 4, "step": 3, "steps": 7})
+    if checkpoint:
+        (rd.path / runstatus.CHECKPOINT_DIR).mkdir()
+    return rd
+
+
+@pytest.fixture
+def fake_spawn(monkeypatch):
+    """`launcher._spawn` starts `sleep 60` in its own process group instead of the job's wrapper: the job record,
+    the launch lock and the jobs list are the real ones, and no training runs."""
+    started = []
+
+    def spawn(wrapper, env, log):
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        started.append((wrapper, proc))
+        return proc
+
+    monkeypatch.setattr(launcher, "_spawn", spawn)
+    yield started
+    for _, proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_interrupted_run_is_offered_a_resume_button(roots, sleeper):
+    runs = roots[1]
+    killed = write_run(runs, "20250102-000000-mobilenet-v2-dead", "running")  # its process is gone
+    write_run(runs, "20250102-010000-mobilenet-v2-live", "running", pid=sleeper.pid, name="live run")
+    write_run(runs, "20250102-020000-mobilenet-v2-fail", "failed", name="failed, no checkpoint")
+    failed = write_run(runs, "20250102-030000-mobilenet-v2-ckpt", "failed", checkpoint=True, name="failed run")
+    at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
+    assert not at.exception
+    assert "Interrupted runs (2)" in [e.label for e in at.sidebar.expander]
+    resume_keys = sorted(b.key for b in at.sidebar.button if b.key.startswith("resume_"))
+    assert resume_keys == [f"resume_{killed.id}", f"resume_{failed.id}"]
+    assert any("**killed run** · interrupted" in m.value for m in at.sidebar.markdown)
+
+
+def test_resume_starts_a_job_that_the_jobs_list_follows(roots, fake_spawn):
+    runs = roots[1]
+    rd = write_run(runs, "20250102-000000-mobilenet-v2-dead", "running")
+    at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
+    at.button(key=f"resume_{rd.id}").click().run(timeout=TIMEOUT)
+    assert not at.exception
+    (wrapper, _), = fake_spawn
+    assert wrapper[wrapper.index("--") + 1:] == [sys.executable, "-m", "poc", "train", "--resume", rd.id,
+                                                 "--runs-dir", str(runs.resolve())]
+    job, = launcher.list_jobs(runs)
+    assert job.job.kind == "resume" and job.run_id == rd.id and job.active
+    assert any(f"Resuming run `{rd.id}`" in s.value for s in at.sidebar.success)
+    assert any("**killed run (resume)** · queued" in m.value for m in at.sidebar.markdown)
+    assert "resuming from the last completed epoch" in at.sidebar.progress[0].proto.text
+    assert not [b for b in at.sidebar.button if b.key == f"resume_{rd.id}"]  # one resume at a time
+    at.button(key=f"cancel_{job.id}").click().run(timeout=TIMEOUT)
+    assert launcher.find_job(job.id, runs).status == "cancelled"
+    assert [r.id for r in launcher.resumable_runs(runs)] == [rd.id]  # the run stays as it was: resumable
+
+
+def test_a_refused_resume_says_why(roots, fake_spawn):
+    runs = roots[1]
+    rd = write_run(runs, "20250102-000000-mobilenet-v2-dead", "running")
+    at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
+    rd.update_run(status="completed")  # finished by another process since the page was drawn
+    at.button(key=f"resume_{rd.id}").click().run(timeout=TIMEOUT)
+    assert not at.exception and not fake_spawn
+    assert [e.value for e in at.sidebar.error] == [
+        f"Could not resume {rd.id}: run {rd.id} cannot be resumed: it is completed; only interrupted runs and "
+        "failed runs with a checkpoint resume"]

@@ -21,8 +21,10 @@ from cli import ROOT
 from poc import artifacts
 from poc.leaderboard import leaderboard
 
-# Where to kill, in order: each waits until progress.json names that phase, plus a random delay.
-TARGETS = ["features_tl", "tl", "tl", "eval_tl", "ft", "ft", "ft", "eval_ft", "tl", "ft"]
+# Where to kill, in the run's order (one run, resumed after each kill, cannot go back): each waits until
+# progress.json names that phase at that epoch or later (0: any), plus a random delay.
+TARGETS = [("features_tl", 0), ("tl", 1), ("tl", 2), ("tl", 4), ("eval_tl", 0), ("ft", 1), ("ft", 2), ("ft", 3),
+           ("ft", 4), ("eval_ft", 0)]
 TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "4",
         "--ft-epochs", "4", "--patience", "10", "--batch-size", "16", "--fine-tune-at", "block_15_expand"]
 
@@ -33,29 +35,33 @@ def _start(args: list[str], runs: Path) -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _phase(runs: Path, pid: int) -> str | None:
-    """The phase the run's progress.json names, once process `pid` owns the run (not its killed predecessor)."""
+def _phase(runs: Path, pid: int) -> tuple[str | None, int]:
+    """(phase, epoch) that the run's progress.json names, once process `pid` owns the run (not its killed
+    predecessor); (None, 0) before."""
     for rd in runs.iterdir():
         info = artifacts.read_json(rd / "run.json") if rd.is_dir() else None
         if info and info.get("pid") == pid and info.get("status") == "running":
-            return (artifacts.read_json(rd / "progress.json") or {}).get("phase")
-    return None
+            progress = artifacts.read_json(rd / "progress.json") or {}
+            return progress.get("phase"), progress.get("epoch") or 0
+    return None, 0
 
 
-def _kill_at(proc: subprocess.Popen, runs: Path, target: str, rng: random.Random, order: list[str]) -> str | None:
-    """SIGKILL `proc` once its run reaches `target` (or a later phase), after a random delay; returns the phase
-    it was in, or None when the process finished first."""
+def _kill_at(proc: subprocess.Popen, runs: Path, target: tuple[str, int], rng: random.Random,
+             order: list[str]) -> tuple[str, int] | None:
+    """SIGKILL `proc` once its run reaches `target` (phase, epoch) or later, after a random delay; returns the
+    (phase, epoch) it was in, or None when the process finished first."""
+    goal = (order.index(target[0]), target[1])
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
-        phase = _phase(runs, proc.pid) if runs.is_dir() else None
-        if phase in order and order.index(phase) >= order.index(target):
+        phase, epoch = _phase(runs, proc.pid) if runs.is_dir() else (None, 0)
+        if phase in order and (order.index(phase), epoch) >= goal:
             time.sleep(rng.uniform(0.0, 0.6))
-            phase = _phase(runs, proc.pid)
+            where = _phase(runs, proc.pid)
             if proc.poll() is not None:
                 return None
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return phase
+            return where
         time.sleep(0.05)
     proc.wait(timeout=240)
     return None
@@ -69,11 +75,12 @@ def killed_and_resumed(demo_dataset, tmp_path_factory):
     order = ["features_tl", "tl", "eval_tl", "ft", "eval_ft"]
     kills, proc = [], _start(["--data", str(demo_dataset), *TINY], runs)
     for i, target in enumerate(TARGETS):
-        phase = _kill_at(proc, runs, target, rng, order)
-        if phase is None:
+        where = _kill_at(proc, runs, target, rng, order)
+        if where is None:
             break
+        phase, epoch = where
         rd = next(p for p in runs.iterdir() if p.is_dir())
-        kills.append({"target": target, "phase": phase, "listing": leaderboard(artifacts.list_runs(runs)),
+        kills.append({"target": target, "phase": phase, "epoch": epoch, "listing": leaderboard(artifacts.list_runs(runs)),
                       "record": artifacts.load_run(rd)})
         shutil.copytree(rd, snapshots / f"{rd.name}-kill{i:02d}")
         proc = _start(["--resume", rd.name], runs)
@@ -85,6 +92,8 @@ def test_ten_kills_span_phase_one_phase_two_and_evaluation(killed_and_resumed):
     phases = [k["phase"] for k in killed_and_resumed["kills"]]
     assert len(phases) >= 10, phases
     assert {"tl", "ft"} <= set(phases) and {"eval_tl", "eval_ft"} & set(phases), phases
+    # Phase 2 is killed at more than one epoch: a resume from a checkpoint taken after a completed ft epoch.
+    assert len({k["epoch"] for k in killed_and_resumed["kills"] if k["phase"] == "ft"}) >= 2, phases
 
 
 def test_every_interrupted_state_parses_and_lists_as_interrupted(killed_and_resumed):

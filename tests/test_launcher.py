@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from poc import artifacts, launcher
+from poc import artifacts, launcher, runstatus
 from poc.cli import build_parser, config_from_args
 from poc.config import RunConfig
 from poc.data.demo import generate_demo_dataset
 from poc.errors import UserError
 
-TINY = dict(model="mobilenet_v2", image_size=32, tl_epochs=1, ft_epochs=1, batch_size=16, augment=[])
+TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=1, ft_epochs=1, batch_size=16,
+            augment=[])
+# Still running when cancelled: the naive phase 1 (cached features make 200 epochs take seconds), no early stop.
+LONG = dict(tl_epochs=200, patience=200, feature_cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def jobs(roots, tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)  # another training holds this device
         started = {
             "done": launcher.launch_training(RunConfig(data=data, **TINY), dirs["done"]),
-            "long": launcher.launch_training(RunConfig(data=data, **{**TINY, "tl_epochs": 200}), dirs["long"]),
+            "long": launcher.launch_training(RunConfig(data=data, **{**TINY, **LONG}), dirs["long"]),
             "queued": launcher.launch_training(RunConfig(data=data, **TINY), dirs["queued"]),
         }
         yield {name: (job, dirs[name]) for name, job in started.items()}
@@ -207,3 +210,106 @@ def test_a_running_demo_reports_progress_from_the_runs_it_created(tmp_path):
     status = launcher.job_status(job, tmp_path, live={job.pid})
     assert status.phase == "run 2 of 2"
     assert status.progress == pytest.approx((1 + (4 + 2) / 8) / 2)
+
+
+def test_find_job_gives_one_job_status_or_none(tmp_path):
+    job = launcher.Job("20260101-100000-000000-demo-abcd", "demo", ["python", "-m", "poc", "demo"], 2**22 + 12345,
+                       "2026-01-01T10:00:00+00:00", str(tmp_path / "demo.log"))
+    artifacts.write_json(launcher.jobs_dir(tmp_path) / f"{job.id}.json", job.__dict__)
+    found = launcher.find_job(job.id, tmp_path)
+    assert found.id == job.id and found.status == "interrupted"  # no such process, no exit code recorded
+    assert launcher.find_job("no-such-job", tmp_path) is None
+
+
+# ---------------------------------------------------------------- phases, demo progress, resume refusals
+
+def _phases_written() -> set[str]:
+    """Every value a `"phase": ...` entry takes in poc/ (a literal, `a if c else b`, f"eval_{stage}" or a
+    stage attribute), read from the source so a new phase cannot be added without its words."""
+    import ast
+
+    phases, stages = set(), artifacts.STAGES
+    for path in (Path(launcher.PROJECT_ROOT) / "poc").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Dict):
+                continue
+            for key, value in zip(node.keys, node.values):
+                if not (isinstance(key, ast.Constant) and key.value == "phase"):
+                    continue
+                for part in ([value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]):
+                    if isinstance(part, ast.Constant):
+                        phases.add(part.value)
+                    elif isinstance(part, ast.JoinedStr):  # f"eval_{stage}"
+                        prefix = "".join(v.value for v in part.values if isinstance(v, ast.Constant))
+                        phases |= {prefix + s for s in stages}
+                    else:  # self.stage, phase.stage: a training stage
+                        phases |= set(stages)
+    return phases
+
+
+def test_every_phase_training_writes_has_words():
+    written = _phases_written()
+    assert {"starting", "resuming", "queued", "features_tl", "tl", "ft", "eval_tl", "eval_ft"} <= written
+    assert written <= set(launcher.PHASE_WORDS), written - set(launcher.PHASE_WORDS)
+
+
+def test_the_demo_progress_ignores_its_baseline_runs(tmp_path):
+    job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
+                       str(tmp_path / "demo-job.log"))
+    cnn = artifacts.RunDir(tmp_path / "a-cnn").create()
+    cnn.write_run({"status": "completed", "created": "2026-01-01T10:00:05+00:00", "model": "mobilenet_v2"})
+    for name, model in (("b-pixels", "baseline_pixels"), ("c-probe", "baseline_probe:mobilenet_v2")):
+        artifacts.RunDir(tmp_path / name).create().write_run(
+            {"status": "completed", "created": "2026-01-01T10:01:00+00:00", "model": model, "family": "baseline"})
+    status = launcher.job_status(job, tmp_path, live={job.pid})
+    assert status.phase == "run 1 of 2"  # not "run 2 of 2" with three runs counted
+    assert status.progress == pytest.approx(1 / 2)  # the CNN run of the two planned
+
+
+DEAD_PID = 2**22 + 54321  # above Linux's largest pid
+
+
+def _run(runs: Path, run_id: str, status: str, pid=DEAD_PID, checkpoint=False, split=True):
+    rd = artifacts.run_dir(runs, run_id).create()
+    rd.write_run({"id": run_id, "status": status, "pid": pid, "model": "mobilenet_v2",
+                  "class_names": ["a", "b"], "config": {"data": "d", "tl_epochs": 2, "ft_epochs": 2}})
+    if split:
+        rd.split_csv.write_text(",".join(artifacts.SPLIT_COLUMNS) + "\n")
+    if checkpoint:
+        (rd.path / runstatus.CHECKPOINT_DIR).mkdir()
+    return rd
+
+
+@pytest.mark.parametrize("status, pid, checkpoint, split, message", [
+    ("completed", DEAD_PID, False, True, "it is completed; only interrupted runs and failed runs with a checkpoint"),
+    ("cancelled", DEAD_PID, True, True, "it is cancelled; only interrupted runs"),
+    ("failed", DEAD_PID, False, True, "it is failed without a checkpoint"),
+    ("running", "self", False, True, "it is running; only interrupted runs"),  # its process is alive: this one
+    ("running", DEAD_PID, False, False, "it stopped before its split was written; start a new run instead"),
+])
+def test_resume_is_refused_with_the_reason(tmp_path, no_process, status, pid, checkpoint, split, message):
+    import os
+
+    rd = _run(tmp_path, "20260101-000000-run-0001", status, os.getpid() if pid == "self" else pid, checkpoint, split)
+    with pytest.raises(UserError, match=f"run {rd.id} cannot be resumed: {message}"):
+        launcher.launch_resume(rd.id, tmp_path)
+    assert launcher.resumable_runs(tmp_path) == []
+
+
+def test_interrupted_and_failed_with_a_checkpoint_runs_are_resumable(tmp_path):
+    killed = _run(tmp_path, "20260101-000000-run-kill", "running")
+    failed = _run(tmp_path, "20260101-010000-run-fail", "failed", checkpoint=True)
+    _run(tmp_path, "20260101-020000-run-done", "completed")
+    assert [r.id for r in launcher.resumable_runs(tmp_path)] == [failed.id, killed.id]  # newest first
+
+
+def test_resume_of_an_unknown_run_is_refused(tmp_path, no_process):
+    with pytest.raises(UserError, match="no run 'nope'"):
+        launcher.launch_resume("nope", tmp_path)
+
+
+def test_the_checkpoint_folder_is_the_one_training_writes(tmp_path):
+    from poc.runwriter import checkpoint_dir
+
+    rd = artifacts.RunDir(tmp_path / "run")
+    assert checkpoint_dir(rd) == rd.path / runstatus.CHECKPOINT_DIR

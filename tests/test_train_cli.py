@@ -34,8 +34,27 @@ def test_run_json_records_status_config_dataset_and_params(tiny_run):
     assert info["status"] == "completed" and info["error"] is None
     assert info["name"] == "tiny" and info["model"] == "mobilenet_v2" and info["fine_tune_at"] == "block_14_expand"
     assert info["dataset"]["counts"] == {"train": 100, "val": 10, "test": 10}
-    assert set(info["timing"]) == {"tl", "ft"} and set(info["best_epoch"]) == {"tl", "ft"}
+    assert set(info["timing"]) == {"features_tl", "tl", "ft"} and set(info["best_epoch"]) == {"tl", "ft"}
     assert {"python", "tensorflow", "keras"} <= set(info["versions"])
+
+
+def test_each_stage_records_the_latency_of_one_image_through_the_compiled_call(tiny_run):
+    for stage in ("tl", "ft"):
+        metrics = json.loads(tiny_run.eval_file(stage, "metrics").read_text())
+        assert isinstance(metrics["latency_ms"], float) and 0 < metrics["latency_ms"] < 60_000
+
+
+def test_evaluation_probabilities_are_those_of_the_saved_model(tiny_run):
+    """predictions.csv (written through the compiled call) against the rebuilt model's eager call."""
+    import numpy as np
+
+    from poc.data.pipeline import load_batch
+    from poc.inference import load_model
+
+    run = load_model(tiny_run, "ft")
+    predictions = pd.read_csv(tiny_run.eval_file("ft", "predictions"))
+    eager = np.asarray(run.model(load_batch(predictions["path"].tolist(), run.image_size), training=False))
+    np.testing.assert_allclose(predictions["confidence"], eager.max(axis=1), atol=1e-5)
 
 
 def test_phase_one_trains_only_the_head(tiny_run):

@@ -1,9 +1,10 @@
-"""Live predictions and explanations for the Live-predict and Attention-maps pages.
+"""Live predictions and explanations for the Live-predict and Attention-maps pages, through poc.inference.
 
 Models come from `ui.data.load_model` (@st.cache_resource, keyed on the run path and its weights file's
 mtime); the explanations computed here are @st.cache_data keyed on the run, the weights file's stamp and the
 image's bytes, so moving a slider does not recompute them. `read_uploads` is pure (no Streamlit calls) and
-unit-tested on its own: AppTest cannot upload files.
+unit-tested on its own: AppTest cannot upload files. The upload rules, the resize, the compiled predict
+call and the explanations are poc.inference's, shared with `python -m poc predict`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from poc import artifacts
-from poc.data.images import ImageRejected, open_rgb
+from poc import artifacts, inference
+from poc.inference import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, NO_EXPLANATION, ImageRejected
 from ui import data
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # matches .streamlit/config.toml maxUploadSize = 20 (MB)
-MAX_UPLOAD_PIXELS = 80_000_000
-LATENCY_REPEATS = 3  # timed forward passes after the warm-up; the median is reported
-NO_EXPLANATION = {
-    "hub": "no explanation for TF-Hub models: the SavedModel exposes neither attention weights nor a "
-           "convolutional feature map to take Grad-CAM from",
-}
 METHOD_LABELS = {"attention_rollout": "attention rollout", "gradcam": "Grad-CAM"}
 
 
@@ -55,8 +49,8 @@ def read_uploads(files, max_bytes: int = MAX_UPLOAD_BYTES,
                  max_pixels: int = MAX_UPLOAD_PIXELS) -> tuple[list[Upload], list[tuple[str, str]]]:
     """(decoded images, [(file name, reason)] for the files that are not usable images), in upload order.
 
-    One bad file never stops the others: each is decoded by poc.data.images.open_rgb (corrupt, truncated,
-    non-image, 16-bit, transparent, huge) and rejected with its reason.
+    One bad file never stops the others: each goes through poc.inference.open_image (the upload rules: size,
+    corrupt, truncated, non-image, bomb; 16-bit, CMYK and animations converted) and is rejected with its reason.
     """
     images, errors = [], []
     for item in files or []:
@@ -65,21 +59,13 @@ def read_uploads(files, max_bytes: int = MAX_UPLOAD_BYTES,
         except Exception as exc:  # noqa: BLE001 - an unreadable upload object is one bad file, not a crash
             errors.append((str(getattr(item, "name", "upload")), f"could not be read ({exc})"))
             continue
-        if len(payload) > max_bytes:
-            errors.append((name, f"too large ({len(payload) / 2**20:.1f} MB; limit {max_bytes / 2**20:.0f} MB)"))
-            continue
         try:
-            image = open_rgb(payload, max_pixels=max_pixels)
+            image = inference.open_image(payload, max_bytes=max_bytes, max_pixels=max_pixels)
         except ImageRejected as exc:
             errors.append((name, exc.reason))
             continue
         images.append(Upload(name, image, hashlib.sha256(payload).hexdigest()))
     return images, errors
-
-
-def to_pixels(image: Image.Image, size: int) -> np.ndarray:
-    """(size, size, 3) uint8, resized exactly like poc.data.images.load_array (no crop, bilinear)."""
-    return np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------- runs
@@ -89,12 +75,7 @@ def run_family(row) -> str:
     family = row.get("family")
     if isinstance(family, str) and family:
         return family
-    try:
-        from poc.models import get_spec
-
-        return get_spec(str(row.get("model"))).family
-    except Exception:  # noqa: BLE001 - an unknown model name is shown as such, not raised
-        return "unknown"
+    return inference.model_family(str(row.get("model")))
 
 
 def completed_board() -> pd.DataFrame:
@@ -123,7 +104,7 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | No
 @dataclass
 class LivePrediction:
     top: list[tuple[str, float]]  # (class, probability), best first
-    latency_ms: float  # one image: median of LATENCY_REPEATS calls after a warm-up call
+    latency_ms: float  # one image: one compiled call, after the loaded model's one warm-up
     heatmap: np.ndarray | None = None  # (h, w) in [0, 1]
     method: str | None = None
     note: str | None = None  # why there is no heatmap
@@ -140,30 +121,18 @@ def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> Li
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, _image: Image.Image) -> LivePrediction:
-    from poc.explain import explain_images
-    from poc.inference import predict_arrays, top_k
-
     run = data.load_model(run_id)
-    pixels = to_pixels(_image, run.image_size)[None].astype(np.float32)  # (1, S, S, 3)
-    predict_arrays(run, pixels)  # warm-up: the first eager call of a Keras model also builds it
-    timed = [predict_arrays(run, pixels) for _ in range(LATENCY_REPEATS)]
-    probs = timed[0][0]
-    top = top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
-    latency = float(np.median([seconds for _, seconds in timed]))  # median: robust to a busy CPU's spikes
-    result = LivePrediction(top, latency * 1000.0, class_names=run.class_names, input_size=run.image_size)
-    if run.spec.explanation == "none":
-        result.note = NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}")
-        return result
+    pixels = inference.resize_pixels(_image, run.image_size)[None]  # (1, S, S, 3): the training resize
+    inference.warm_up(run)  # once per loaded model: tracing is not part of an image's latency
+    probs, seconds = inference.predict_arrays(run, pixels)
+    top = inference.top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
+    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names, input_size=run.image_size)
     try:
-        explained = explain_images(run.model, run.spec, pixels)
+        maps, result.method, result.note = inference.explain(run, pixels)
     except Exception as exc:  # noqa: BLE001 - the prediction stands even when its explanation fails
         result.note = f"explanation failed: {exc}"
         return result
-    if explained is None:
-        result.note = f"no explanation method for {run.spec.name}"
-    else:
-        maps, result.method = explained
-        result.heatmap = maps[0]
+    result.heatmap = None if maps is None else maps[0]
     return result
 
 
@@ -183,12 +152,9 @@ def per_layer_attention(run_id: str, stage: str | None, image_path: str) -> np.n
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_per_layer(root: str, run_id: str, stage, stamp, image_path: str, image_stamp: int) -> np.ndarray:
-    from poc.data.images import load_array
-    from poc.explain.attention import per_layer_maps
-
     run = data.load_model(run_id, stage)
-    pixels = load_array(image_path, run.image_size)[None].astype(np.float32)  # (1, S, S, 3)
-    return per_layer_maps(run.model, pixels)[0]  # (L, H, g, g)
+    image = inference.open_image(image_path, max_bytes=None)  # a dataset image: no upload size limit
+    return inference.layer_attention(run, inference.resize_pixels(image, run.image_size)[None])[0]  # (L, H, g, g)
 
 
 # ---------------------------------------------------------------- stored explanations

@@ -12,15 +12,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from poc import artifacts, launcher
+from poc import artifacts, launcher, runstatus
 from poc.config import AUGMENTATIONS, RunConfig
 from poc.errors import UserError
-from poc.models import get_spec, model_names
+from poc.models.registry import get_spec, model_names
+from ui.text import duration
 
 LEARNING_RATES = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
 BATCH_SIZES = [8, 16, 32, 64, 128]
-WEIGHTS = {"none": "none (random start)", "demo": "demo (ViTrine's offline shape pretraining, 64 px)",
-           "imagenet": "imagenet (needs internet)", "path": "checkpoint file…"}
+WEIGHTS = {"imagenet": "imagenet (needs internet)", "demo": "demo (ViTrine's offline shape pretraining, 64 px)",
+           "none": "none (random start)", "path": "checkpoint file…"}
+FROZEN_RANDOM = ("Phase 1 will freeze a randomly initialised backbone: a frozen random backbone gives near-constant "
+                 "features, so expect near-chance accuracy until fine-tuning. For transfer learning start from "
+                 "imagenet (needs internet) or demo (offline, 64 px).")
 STATUS_ICONS = {"completed": "✅", "failed": "❌", "cancelled": "⏹️", "interrupted": "⚠️", "queued": "⏳",
                 "running": "▶️"}
 CPU_MODELS = ("vit_ti16", "mobilenet_v2")
@@ -54,7 +58,7 @@ def _launcher() -> None:
     device = _device()
     if not device["gpu"]:
         st.info(f"No GPU here ({device['text']}): training is slow. For a first run try image size 64, "
-                f"a few epochs and {' or '.join(CPU_MODELS)}.")
+                f"a few epochs and {' or '.join(CPU_MODELS)}; without internet, demo weights.")
     mode = st.radio("Start from", ["new", "run"], horizontal=True, key="launcher_mode",
                     format_func={"new": "a backbone", "run": "an existing run (fine-tune)"}.get)
     settings = _new_run_settings(device["gpu"]) if mode == "new" else _from_run_settings()
@@ -77,6 +81,25 @@ def _launcher() -> None:
             wrap_lines=True)
     if st.button("Launch", type="primary", key="launcher_launch", icon=":material/play_arrow:"):
         _launch(config)
+    _sweep_launcher(config)
+
+
+def _sweep_launcher(config: RunConfig) -> None:
+    """The same settings as a cutoff sweep: one phase 1, then one fine-tuning run per cutoff (Cutoff sweep page)."""
+    cutoffs = st.text_input("Or sweep the cutoff: cutoffs", "auto", key="launcher_sweep_cutoffs",
+                            help="auto (about 5, spread over trainable parameters) or a comma list such as "
+                                 "block_13_expand,Conv_1 or blocks:4,blocks:8; the cutoff chosen above is ignored")
+    if st.button("Launch sweep", key="launcher_sweep", icon=":material/tune:"):
+        try:
+            with st.spinner("Checking the settings and cutoffs…"):
+                job = launcher.launch_sweep(config, cutoffs)
+        except UserError as exc:
+            st.error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - the user gets a sentence, never a traceback
+            st.error(f"Could not start the sweep: {type(exc).__name__}: {exc}")
+        else:
+            st.success(f"Launched a sweep of {len(job.config['study']['cutoffs'])} cutoffs: follow it under Jobs "
+                       "below, results on the Cutoff sweep page.")
 
 
 def _new_run_settings(gpu: bool) -> dict | None:
@@ -85,9 +108,8 @@ def _new_run_settings(gpu: bool) -> dict | None:
     how = (f"Add a dataset: a folder with one sub-folder of images per class, under `{root}` "
            "(or point VITRINE_DATA_ROOT elsewhere).")
     if not (root / "demo").is_dir():
-        st.caption("No demo data yet: the demo generates it and trains a CNN and a ViT on it.")
-        if st.button("Run the demo", key="launcher_demo", icon=":material/auto_awesome:"):
-            _launch_demo()
+        st.caption("No demo data yet: **Generate demo runs** on Home (with no run yet) or `python -m poc demo` "
+                   "creates it and trains a CNN and a ViT on it.")
     if not datasets:
         st.warning("No dataset under the data root yet. " + how)
         return None
@@ -99,6 +121,8 @@ def _new_run_settings(gpu: bool) -> dict | None:
                          format_func=lambda m: f"{m} · {get_spec(m).description}")
     spec = get_spec(model)
     weights = st.radio("Starting weights", list(WEIGHTS), format_func=WEIGHTS.get, key="launcher_weights")
+    if weights == "none":  # an explicit choice, never a default: phase 1 would train on constant features
+        st.warning(FROZEN_RANDOM)
     if weights == "path":
         weights = st.text_input("Checkpoint path or URL", key="launcher_weights_path",
                                 placeholder="/path/to/ViT-B_16.npz").strip() or "path"
@@ -177,15 +201,6 @@ def _launch(config: RunConfig) -> None:
         st.success(f"Launched run `{job.run_id}`: follow it under Jobs below.")
 
 
-def _launch_demo() -> None:
-    try:
-        launcher.launch_demo()
-    except Exception as exc:  # noqa: BLE001
-        st.error(f"Could not start the demo: {type(exc).__name__}: {exc}")
-    else:
-        st.success("Demo started: demo data, then a CNN and a ViT run (minutes on a CPU).")
-
-
 # ---------------------------------------------------------------- jobs
 
 def _jobs_section() -> None:
@@ -199,9 +214,14 @@ def _jobs(was_active: bool) -> None:
     active = [j for j in jobs if j.active]
     if was_active and not active:
         st.rerun()  # a job just finished: refresh the whole page (runs table) and stop the timer
+    if active and not was_active:
+        st.rerun()  # a job started here (Resume): rerun the page, so that this list refreshes itself
     st.markdown("**Jobs**")
     if error := st.session_state.pop("jobs_error", None):
         st.error(error)
+    if notice := st.session_state.pop("jobs_notice", None):
+        st.success(notice)
+    _resumable_runs()
     if not jobs:
         st.caption("No jobs yet: launch a run above, or `python -m poc demo` in a terminal.")
         return
@@ -220,7 +240,7 @@ def _active_job(job: launcher.JobStatus) -> None:
     if job.epoch and job.epochs:
         parts.append(f"epoch {job.epoch}/{job.epochs}")
     if job.eta_seconds is not None:
-        parts.append(f"ETA {_duration(job.eta_seconds)}")
+        parts.append(f"ETA {duration(job.eta_seconds)}")
     st.progress(float(job.progress or 0.0), text=" · ".join(parts))
     st.button("Cancel", key=f"cancel_{job.id}", on_click=_cancel, args=(job.id,), icon=":material/stop:")
 
@@ -231,17 +251,32 @@ def _finished_job(job: launcher.JobStatus) -> None:
         st.caption(job.message)
 
 
+def _resumable_runs() -> None:
+    """Runs whose training process died (or that failed with a checkpoint), each with a Resume button."""
+    runs = launcher.resumable_runs()
+    if not runs:
+        return
+    with st.expander(f"Interrupted runs ({len(runs)})", expanded=True):
+        for run in runs[:10]:
+            status = runstatus.effective_status(run)
+            st.markdown(f"{STATUS_ICONS.get(status, '')} **{run.info.get('name') or run.id}** · {status}")
+            st.caption("Resume continues from its last completed epoch (`python -m poc train --resume "
+                       f"{run.id}`).")
+            st.button("Resume", key=f"resume_{run.id}", on_click=_resume, args=(run.id,), icon=":material/replay:")
+
+
+def _resume(run_id: str) -> None:
+    try:
+        job = launcher.launch_resume(run_id)
+    except Exception as exc:  # noqa: BLE001 - UserError says why; anything else is still a sentence
+        st.session_state["jobs_error"] = f"Could not resume {run_id}: {exc}"
+    else:
+        st.session_state["jobs_notice"] = f"Resuming run `{job.run_id}`: follow it under Jobs."
+
+
 def _cancel(job_id: str) -> None:
     try:
         launcher.cancel(job_id)
     except Exception as exc:  # noqa: BLE001
         st.session_state["jobs_error"] = f"Could not cancel {job_id}: {exc}"
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"

@@ -52,10 +52,18 @@ def open_rgb(source: Source, max_pixels: int = 80_000_000) -> Image.Image:
 
 def load_array(source: Source, size: int) -> np.ndarray:
     """Pixels of `source` resized (no crop, aspect not kept) to a (size, size, 3) uint8 array."""
+    return resize_pixels(open_rgb(source), size)
+
+
+def resize_pixels(img: Image.Image, size: int) -> np.ndarray:
+    """An RGB image as the model sees it: (size, size, 3) uint8, no crop, aspect not kept, bilinear.
+
+    The one resize of the project: training's `load_array` and live prediction both call it, so a photo
+    uploaded to the dashboard gets exactly the pixels the same file would get in an evaluation.
+    """
     if size < 1:
         raise ValueError(f"size must be a positive number of pixels, got {size!r}")
-    img = open_rgb(source)
-    img = img.resize((size, size), Image.Resampling.BILINEAR)  # Pillow's bilinear is area-aware
+    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)  # Pillow's bilinear is area-aware
     return np.asarray(img, dtype=np.uint8)  # (size, size, 3)
 
 
