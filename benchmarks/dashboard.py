@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-PAGES = ["0_Home.py", "1_Learning_curves.py", "2_Error_explorer.py", "3_Live_predict.py", "4_Attention_maps.py"]
+PAGES = ["0_Home.py", "1_Learning_curves.py", "2_Error_explorer.py", "3_Live_predict.py", "4_Attention_maps.py",
+         "5_Compare.py", "6_Cutoff_sweep.py"]
 BIG_RUN_ID = "20991231-235959-mobilenet-v2-10k0"  # newest id: the pages' default selection
 
 

@@ -44,7 +44,8 @@ def wait_idle(page, timeout_s: float = 120) -> None:
     """Until Streamlit has finished running the script (no 'Running...' status widget) and charts settled."""
     deadline = time.monotonic() + timeout_s
     page.wait_for_timeout(1500)
-    while time.monotonic() < deadline and page.get_by_test_id("stStatusWidget").count():
+    busy = ("stStatusWidget", "stSpinner")  # the script still running, or a section still computing
+    while time.monotonic() < deadline and any(page.get_by_test_id(testid).count() for testid in busy):
         page.wait_for_timeout(500)
     page.wait_for_timeout(1500)
 
