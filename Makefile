@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: dashboard test demo clean-venv
+.PHONY: dashboard test test-load demo clean-venv
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ dashboard: $(BIN)/.installed  ## open the dashboard (generates the demo dataset 
 	@test -f data/demo/.complete || { $(BIN)/python -m poc demo-data data/demo --per-class 40 --size 96 && touch data/demo/.complete; }
 	$(BIN)/streamlit run dashboard.py --server.port $(PORT)
 
-test: $(BIN)/.installed  ## the whole test suite (unit, end-to-end tiny runs, AppTest, real browser)
+test: $(BIN)/.installed  ## the whole test suite (unit, end-to-end tiny runs, AppTest, real browser), two workers
 	$(BIN)/python -m pytest
+
+test-load: $(BIN)/.installed  ## the load test alone: 4 browser sessions while a training job runs (about a minute)
+	$(BIN)/python -m pytest -m load -n 0
 
 demo: $(BIN)/.installed  ## demo data + one CNN and one ViT run on the CPU, a few minutes
 	$(BIN)/python -m poc demo

@@ -180,10 +180,21 @@ def _finite_or_none(value):
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
+_CANCEL_REQUESTED: list[bool] = []  # a SIGTERM arrived (a list: set from the signal handler, read by training)
+
+
+def cancel_requested() -> bool:
+    """Whether Cancel's SIGTERM arrived. The handler's Cancelled can surface as another exception when it is
+    raised inside C code that calls back into Python (TensorFlow answers with a SystemError): the run was
+    still cancelled, not failed."""
+    return bool(_CANCEL_REQUESTED)
+
+
 @contextlib.contextmanager
 def cancel_on_sigterm():
     """The launcher's Cancel sends SIGTERM to our process group: turn it into Cancelled, so status is written."""
     def handler(signum, frame):
+        _CANCEL_REQUESTED.append(True)
         raise Cancelled()
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -255,7 +255,7 @@ def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path, s
 def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, resume: bool) -> RunDir:
     """The run's life once its directory exists: the device lock, the phases, and a final status always written."""
     from poc.phases import run_phases
-    from poc.runwriter import attach_log, cancel_on_sigterm, device_slot
+    from poc.runwriter import attach_log, cancel_on_sigterm, cancel_requested, device_slot
 
     handler = attach_log(rd)
     try:
@@ -266,25 +266,31 @@ def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, res
             run_phases(prepared, rd, speedups, resume=resume)
         rd.update_run(status="completed", finished=artifacts.utc_now())
         log.info("run %s completed", rd.id)
-    except (Cancelled, KeyboardInterrupt):
+    except BaseException as exc:
+        if not (isinstance(exc, (Cancelled, KeyboardInterrupt)) or cancel_requested()):
+            _fail(exc, rd)
         rd.update_run(status="cancelled", finished=artifacts.utc_now(), error="cancelled by the user")
         log.warning("run %s cancelled", rd.id)
         raise Cancelled(rd.id) from None
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRORS:
-            _record_failure(rd, f"{type(exc).__name__}: {exc}")
-            raise
-        message = storage_message(exc, rd)
-        _record_failure(rd, message)
-        raise UserError(message) from None
-    except BaseException as exc:
-        _record_failure(rd, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}",
-                        trace=True)
-        raise
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return rd
+
+
+def _fail(exc: BaseException, rd: RunDir) -> None:
+    """Records why the run failed and raises: a storage error as a UserError with the resume command, anything
+    else as itself (its traceback goes to train.log)."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRORS:
+        message = storage_message(exc, rd)
+        _record_failure(rd, message)
+        raise UserError(message) from None
+    if isinstance(exc, OSError):
+        _record_failure(rd, f"{type(exc).__name__}: {exc}")
+    else:
+        _record_failure(rd, str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}",
+                        trace=True)
+    raise exc
 
 
 # Writes that fail for a reason the user can fix: no space, quota, read-only file system, permission.

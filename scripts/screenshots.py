@@ -11,33 +11,17 @@ folder; this script is for pictures of real runs.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.dashboard_server import start_dashboard, stop_group  # noqa: E402 - the browser tests' server
 PAGES = ["Home", "Learning curves", "Error explorer", "Attention maps", "Compare", "Cutoff sweep"]
 VIEWPORT = {"width": 1400, "height": 900}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def wait_idle(page, timeout_s: float = 120) -> None:
@@ -70,20 +54,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "VITRINE_RUNS_DIR": str(args.runs_dir.resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-                               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    log_path = args.out / ".streamlit.log"
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
-        deadline = time.monotonic() + 60
-        while not healthy(url):
-            if time.monotonic() > deadline or server.poll() is not None:
-                print("error: the dashboard did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.3)
+        server, url = start_dashboard(args.runs_dir.resolve(), REPO / "data", log_path)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
         args.out.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=shutil.which("chromium"))
@@ -99,8 +77,9 @@ def main(argv=None) -> int:
                 print(path)
             browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        stop_group(server.pid, grace_s=10)
         server.wait(timeout=20)
+        log_path.unlink(missing_ok=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,23 @@ def fixture_runs(tmp_path_factory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("fixture_runs")
     return make_fixture_runs(base / "runs", base / "images")
+
+
+@pytest.fixture
+def fake_spawn(monkeypatch):
+    """`launcher._spawn` starts `sleep 60` in its own process group instead of the job's wrapper: the job record,
+    the launch lock and the jobs list are the real ones, and no training runs. Yields [(wrapper argv, process)]."""
+    from poc import launcher
+
+    started = []
+
+    def spawn(wrapper, env, log):
+        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        started.append((wrapper, proc))
+        return proc
+
+    monkeypatch.setattr(launcher, "_spawn", spawn)
+    yield started
+    for _, proc in started:
+        proc.kill()
+        proc.wait()

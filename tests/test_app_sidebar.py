@@ -139,24 +139,6 @@ def write_run(runs, run_id, status, pid=DEAD_PID, checkpoint=False, name="killed
     return rd
 
 
-@pytest.fixture
-def fake_spawn(monkeypatch):
-    """`launcher._spawn` starts `sleep 60` in its own process group instead of the job's wrapper: the job record,
-    the launch lock and the jobs list are the real ones, and no training runs."""
-    started = []
-
-    def spawn(wrapper, env, log):
-        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        started.append((wrapper, proc))
-        return proc
-
-    monkeypatch.setattr(launcher, "_spawn", spawn)
-    yield started
-    for _, proc in started:
-        proc.kill()
-        proc.wait()
-
-
 def test_an_interrupted_run_is_offered_a_resume_button(roots, sleeper):
     runs = roots[1]
     killed = write_run(runs, "20250102-000000-mobilenet-v2-dead", "running")  # its process is gone

@@ -15,17 +15,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from poc.data.demo import generate_demo_dataset
+from tests.dashboard_server import start_dashboard, stop_group
 from tests.fixture_runs import make_fixture_runs
 
 try:
@@ -53,47 +49,6 @@ pytestmark = [
 
 # ---------------------------------------------------------------- the server
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200 and response.read().strip() == b"ok"
-    except OSError:
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group `pgid` has a member that is not a zombie (a zombie still answers killpg 0)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2:].split()  # state ppid pgrp ...
-        if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def _kill_group(pgid: int, grace_s: float = 5) -> None:
-    """SIGTERM the process group, SIGKILL what is left after `grace_s`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + wait_s
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not _group_alive(pgid):
-            return
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run dashboard.py` on a free port over the fixture runs and a tiny demo data root."""
@@ -102,41 +57,21 @@ def server(tmp_path_factory):
     runs_dir = runs["cnn"].parent
     data_root = base / "data"
     generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "VITRINE_DATA_ROOT": str(data_root),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
     log_path = base / "streamlit.log"
-    # No file watcher: files edited while the test runs must not put a "source changed" prompt on the page.
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        proc, url = start_dashboard(runs_dir, data_root, log_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield {"url": url, "runs_dir": runs_dir, "data_root": data_root, "log": log_path}
     finally:
         # Jobs started from the launcher run in their own process groups: stop any left behind by a failure.
         for record in (runs_dir / ".jobs").glob("*.json"):
             info = json.loads(record.read_text()) if not record.name.endswith(".exit.json") else {}
-            if isinstance(info.get("pid"), int) and info["pid"] > 1 and _group_alive(info["pid"]):
-                _kill_group(info["pid"])
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
-        _kill_group(proc.pid)  # anything the server started in its own group
+            if isinstance(info.get("pid"), int) and info["pid"] > 1:
+                stop_group(info["pid"])
+        stop_group(proc.pid, grace_s=10)  # the server and anything it started in its own group
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -226,21 +226,10 @@ def test_the_resumed_run_is_cancellable(scenario):
 # ---------------------------------------------------------------- without training
 
 @pytest.fixture
-def fake_spawn(monkeypatch):
-    """`launcher._spawn` starts `sleep 60` in its own process group instead of the job's wrapper."""
-    started = []
-
-    def spawn(wrapper, env, log):
-        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        started.append(proc)
-        return proc
-
-    monkeypatch.setattr(launcher, "_spawn", spawn)
+def fake_spawn(fake_spawn, monkeypatch):
+    """conftest's fake_spawn (`sleep 60` instead of the job), with any config accepted."""
     monkeypatch.setattr(launcher, "validate_launch", lambda config, runs_dir: config)
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
+    return fake_spawn
 
 
 def test_colliding_run_ids_are_drawn_again(tmp_path, fake_spawn, monkeypatch):

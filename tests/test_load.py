@@ -8,7 +8,7 @@ listed with a valid run.json. The p50 / p95 / max page times (click to rendered 
 written to a JSON file under the test's temporary folder.
 
 Run alone: `pytest -m load -s`. Skipped without Debian's `chromium` or the playwright package. About 1.5 to 2
-minutes on two CPU cores (VITRINE_LOAD_SECONDS, default 15, sets the length of the load phase).
+minutes on two CPU cores (VITRINE_LOAD_SECONDS, default 30, sets the length of the load phase).
 """
 
 from __future__ import annotations
@@ -18,12 +18,7 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +27,7 @@ import pytest
 from poc import artifacts, launcher, runstatus
 from poc.config import RunConfig
 from poc.data.demo import generate_demo_dataset
+from tests.dashboard_server import start_dashboard, stop_group
 from tests.fixture_runs import make_fixture_runs
 
 try:
@@ -42,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 CHROMIUM = shutil.which("chromium")
 REPO = Path(__file__).resolve().parents[1]
 SESSIONS = 4
-LOAD_SECONDS = float(os.environ.get("VITRINE_LOAD_SECONDS", "15"))
+LOAD_SECONDS = float(os.environ.get("VITRINE_LOAD_SECONDS", "30"))
 VISIT_TIMEOUT_S = 90
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -60,31 +56,6 @@ pytestmark = [
 
 # ---------------------------------------------------------------- the server and the job
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop_group(pgid: int) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while pgid in runstatus.live_groups() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The dashboard on a free port over two real runs (and the other fixture runs), with a training job running."""
@@ -92,23 +63,13 @@ def served(tmp_path_factory):
     runs_dir = make_fixture_runs(base / "runs", base / "images")["cnn"].parent.resolve()
     data_root = base / "data"
     generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "VITRINE_DATA_ROOT": str(data_root),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
     log_path = base / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", str(port),
-           "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        server, url = start_dashboard(runs_dir, data_root, log_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     job = None
     try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("VITRINE_DATA_ROOT", str(data_root))  # the launcher checks the data root in this process
             config = RunConfig(data=str(data_root / "demo"), model="mobilenet_v2", weights="none", image_size=32,
@@ -117,8 +78,8 @@ def served(tmp_path_factory):
         yield {"url": url, "runs_dir": runs_dir, "job": job, "log": log_path, "base": base}
     finally:
         if job is not None:
-            _stop_group(job.pid)
-        _stop_group(server.pid)
+            stop_group(job.pid, grace_s=10)
+        stop_group(server.pid, grace_s=10)
         server.wait(timeout=10)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -352,23 +351,6 @@ def test_pages_reach_poc_only_through_ui():
 
 
 # ---------------------------------------------------------------- the sidebar's sweep launch
-
-@pytest.fixture
-def fake_spawn(monkeypatch):
-    """launcher._spawn starts `sleep 60` instead of the job: the job record is real, no training runs."""
-    started = []
-
-    def spawn(wrapper, env, log):
-        proc = subprocess.Popen(["sleep", "60"], start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-        started.append((wrapper, proc))
-        return proc
-
-    monkeypatch.setattr(launcher, "_spawn", spawn)
-    yield started
-    for _, proc in started:
-        proc.kill()
-        proc.wait()
-
 
 def test_launch_sweep_resolves_auto_and_starts_one_sweep_job(tmp_path, monkeypatch, fake_spawn):
     make_class_folders(tmp_path / "data" / "shapes", {"circle": 3, "square": 3})

@@ -243,3 +243,30 @@ def test_a_train_fraction_keeps_a_stratified_share_and_the_full_split_fingerprin
     assert subsample_train(split, 0.25, seed=3).equals(half)  # seeded
     assert not subsample_train(split, 0.25, seed=4).equals(half)
     assert subsample_train(split, 1.0, seed=3) is split
+
+
+def test_a_cancel_that_surfaces_as_another_exception_still_cancels_the_run(demo_dataset, tmp_path, monkeypatch):
+    """Cancel's SIGTERM handler raises inside TensorFlow's C code, which can answer with a SystemError: the run
+    is cancelled, not failed."""
+    import signal
+
+    from poc import phases, runwriter
+    from poc.config import RunConfig
+    from poc.errors import Cancelled
+    from poc.training import train
+
+    def interrupted(*args, **kwargs):
+        try:
+            signal.raise_signal(signal.SIGTERM)  # the handler records the request and raises Cancelled
+        except Cancelled:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+
+    monkeypatch.setattr(phases, "run_phases", interrupted)
+    monkeypatch.setattr(runwriter, "_CANCEL_REQUESTED", [])
+    config = RunConfig(data=str(demo_dataset), model="mobilenet_v2", weights="none", image_size=32, tl_epochs=1,
+                       ft_epochs=0, batch_size=16)
+    with pytest.raises(Cancelled):
+        train(config, tmp_path)
+    (rd,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    info = json.loads((rd / "run.json").read_text())
+    assert info["status"] == "cancelled" and info["error"] == "cancelled by the user"
