@@ -17,6 +17,7 @@ from PIL import Image
 
 from poc import artifacts
 from poc.artifacts import RunDir
+from poc.compare import final_stage
 from poc.errors import UserError
 
 TOP_SHARE = 0.2  # the share of a map's cells that forms its region
@@ -67,13 +68,7 @@ def per_class(per_image: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage(rd: RunDir, stage: str | None) -> str:
-    if stage:
-        return stage
-    info = artifacts.read_json(rd.run_json) or {}
-    recorded = info.get("final_stage")
-    if recorded in artifacts.STAGES:
-        return recorded
-    return "ft" if rd.eval_file("ft", "explanations").exists() else "tl"
+    return stage or final_stage(rd, artifacts.read_json(rd.run_json) or {}, needs="explanations")
 
 
 def _explained(rd: RunDir, stage: str) -> tuple[pd.DataFrame, np.ndarray, str]:

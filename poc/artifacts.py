@@ -299,14 +299,19 @@ def _header_problem(path: Path, required: list[str]) -> str | None:
     return f"lacks column(s) {', '.join(missing)}" if missing else None
 
 
-def list_runs(runs_dir: Path | str | None = None) -> list[RunRecord]:
-    """Every run directory, newest first; damaged ones included with their problems."""
+def run_dirs(runs_dir: Path | str | None = None) -> list[RunDir]:
+    """Every run directory (not the dot-folders of jobs and locks), newest first; [] without a runs folder."""
     root = Path(runs_dir) if runs_dir else default_runs_dir()
     try:
         dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:  # no runs folder (yet), or it vanished
         return []
-    return [load_run(p) for p in sorted(dirs, key=lambda p: p.name, reverse=True)]
+    return [RunDir(p) for p in sorted(dirs, key=lambda p: p.name, reverse=True)]
+
+
+def list_runs(runs_dir: Path | str | None = None) -> list[RunRecord]:
+    """Every run directory, newest first; damaged ones included with their problems."""
+    return [load_run(rd.path) for rd in run_dirs(runs_dir)]
 
 
 def find_run(ref: str, runs_dir: Path | str | None = None) -> RunDir | None:

@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
 from poc import artifacts, stats
 from poc.artifacts import RunDir
@@ -31,12 +30,13 @@ def _info(rd: RunDir) -> dict:
     return info
 
 
-def final_stage(rd: RunDir, info: dict) -> str:
-    """run.json's `final_stage` when recorded, else "ft" when that stage was evaluated, else "tl"."""
+def final_stage(rd: RunDir, info: dict, needs: str = "predictions") -> str:
+    """run.json's `final_stage` when recorded, else "ft" when that stage has its eval file `needs` (an older
+    run: its last stage), else "tl"."""
     recorded = info.get("final_stage")
     if recorded in artifacts.STAGES:
         return recorded
-    return "ft" if rd.eval_file("ft", "predictions").exists() else "tl"
+    return "ft" if rd.eval_file("ft", needs).exists() else "tl"
 
 
 def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def _content_keys(rd: RunDir, paths: pd.Series) -> pd.Series | None:
     return pd.Series(keys.to_numpy(), index=rows["path"].to_numpy()).loc[paths.to_numpy()]
 
 
-def _align(a: pd.DataFrame, b: pd.DataFrame, rd_a: RunDir, rd_b: RunDir) -> pd.DataFrame | None:
+def align_predictions(a: pd.DataFrame, b: pd.DataFrame, rd_a: RunDir, rd_b: RunDir) -> pd.DataFrame | None:
     """b's rows in a's order, one pair per test image: by path, else by image content (a dataset folder that
     moved between the runs). None when the two do not list the same images."""
     if set(a["path"]) == set(b["path"]):
@@ -115,6 +115,8 @@ def _accuracy(correct: np.ndarray) -> dict:
 def _per_class_f1(frames: tuple[pd.DataFrame, pd.DataFrame], classes: list[str]) -> list[dict]:
     """class, f1_a, f1_b, delta = f1_a - f1_b (the sign of the accuracy difference A - B); an F1 is None for
     a class with no test image in that set (undefined, not 0)."""
+    from sklearn.metrics import f1_score  # here: the verdict's accuracy_gap pairs through this module
+
     f1s = []
     for frame in frames:
         scores = f1_score(frame["label"], frame["pred"], labels=classes, average=None, zero_division=0)
@@ -164,7 +166,7 @@ def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unp
                        sorted(set(a["label"]) | set(b["label"])))
     head = {"run_a": _describe(rd_a, info_a, stage_a), "run_b": _describe(rd_b, info_b, stage_b),
             "fingerprint_a": fp_a, "fingerprint_b": fp_b}
-    aligned = _align(a, b, rd_a, rd_b) if fp_a is not None and fp_a == fp_b else None
+    aligned = align_predictions(a, b, rd_a, rd_b) if fp_a is not None and fp_a == fp_b else None
     if fp_a is not None and fp_a == fp_b and aligned is None:
         raise UserError(f"runs {rd_a.id} and {rd_b.id} share split {_short(fp_a)} but their eval/{stage_a} and "
                         f"eval/{stage_b} predictions list different test images; recompute them: "
@@ -191,7 +193,7 @@ def stage_change(rd: RunDir, n_boot: int = 2000, seed: int = 0) -> dict:
     adds `worse` (its F1 dropped from tl to ft)."""
     info = _info(rd)
     tl, ft = _predictions(rd, "tl"), _predictions(rd, "ft")
-    aligned = _align(ft, tl, rd, rd)
+    aligned = align_predictions(ft, tl, rd, rd)
     if aligned is None:
         raise UserError(f"run {rd.id}: eval/tl and eval/ft predictions list different test images; recompute "
                         f"them: python -m poc evaluate {rd.id}")

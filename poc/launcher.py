@@ -83,12 +83,8 @@ def launch_resume(run_id: str, runs_dir: Path | str | None = None) -> Job:
 def resumable_runs(runs_dir: Path | str | None = None) -> list[artifacts.RunRecord]:
     """The runs `launch_resume` accepts, newest first. Reads run.json only: cheap enough for every refresh."""
     runs_dir = _runs_dir(runs_dir)
-    try:
-        dirs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
-    except OSError:
-        return []
     busy = _busy_runs(runs_dir)
-    runs = [artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {}) for rd in map(artifacts.RunDir, dirs)]
+    runs = [artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {}) for rd in artifacts.run_dirs(runs_dir)]
     return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy) is None]
 
 
@@ -135,18 +131,18 @@ def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = 
     syntax. The config and every cutoff are checked first (UserError with the reason, nothing started), and
     "auto" is resolved here, so the job records the cutoffs it trains (config["study"])."""
     from poc import studies
-    from poc.models import get_spec, resolve_image_size
+    from poc.models import get_spec, probe, resolve_image_size
 
     runs_dir = _runs_dir(runs_dir)
     config = validate_launch(RunConfig.from_dict({**config.to_dict(), "fine_tune_at": None}), runs_dir)
     studies.check_sweep(config)
     spec = get_spec(config.model)
-    if spec.family == "hub":
-        resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir)
-    else:
-        with _probe_lock:  # resolve_cutoffs toggles trainable flags on the shared probe model
-            probe = _probe_model(config.model, resolve_image_size(spec, config.image_size))
-            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir, probe=probe)
+    with _probe_lock:  # resolve_cutoffs toggles trainable flags on the shared probe models (poc.models.probe)
+        if spec.family == "hub":
+            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir)
+        else:
+            model = probe(config.model, resolve_image_size(spec, config.image_size))
+            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir, probe=model)
     study_id = studies.new_study_id("sweep", config.model)
     values = [c.value for c in resolved]
     argv = [sys.executable, "-m", "poc", "sweep", *config_to_argv(config), "--cutoffs", ",".join(values),
@@ -164,8 +160,16 @@ def _sweep_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
     """A running sweep's progress over its planned runs, from the runs whose study block names its study."""
     study = (js.job.config or {}).get("study") or {}
     mine = [r for r in artifacts.list_runs(runs_dir) if (r.info.get("study") or {}).get("id") == study.get("id")]
-    planned = int(study.get("planned") or 1)
-    js.phase = f"run {min(len(mine), planned)} of {planned}" if mine else "checking the cutoffs"
+    return _plan_progress(js, mine, int(study.get("planned") or 1), "checking the cutoffs")
+
+
+def _plan_progress(js: JobStatus, mine: list[artifacts.RunRecord], planned: int, waiting: str) -> JobStatus:
+    """A job's progress over the `planned` runs it makes, from those started so far (`mine`): it moves with every
+    epoch of the run in progress, not only when a whole run completes. `waiting`: the phase before the first."""
+    if not mine:
+        js.phase, js.progress = waiting, 0.0
+        return js
+    js.phase = f"run {min(len(mine), planned)} of {planned}"
     js.progress = runstatus.runs_fraction(
         [(r.status, artifacts.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
     return js
@@ -173,7 +177,7 @@ def _sweep_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
 
 def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
     """Everything the dashboard can check before starting a process; returns a copy with an absolute data path."""
-    from poc.models import get_spec, resolve_image_size, resolve_weights
+    from poc.models import get_spec, probe, resolve_image_size, resolve_weights
 
     config = RunConfig.from_dict(config.to_dict()).validate()
     spec = get_spec(config.model)
@@ -191,7 +195,7 @@ def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
     if spec.family != "hub":  # a hub model would need a download just to list its layers: training checks it
         from poc.models.cutoffs import resolve_cutoff  # imports TensorFlow: only once the cheap checks pass
 
-        resolve_cutoff(_probe_model(config.model, size).get_layer("backbone"), config.fine_tune_at, spec)
+        resolve_cutoff(probe(config.model, size).get_layer("backbone"), config.fine_tune_at, spec)
     return config
 
 
@@ -302,20 +306,12 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
 
 
 def _demo_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
-    """A running demo's progress from the runs it has created so far (each started after the job): it moves
-    with every epoch of the run in progress, not only when a whole run completes."""
+    """A running demo's progress from the runs it has created so far (each started after the job)."""
     from poc.demo import DEMO_SETTINGS
 
-    planned = len(DEMO_SETTINGS["runs"])
     mine = [r for r in artifacts.list_runs(runs_dir)
             if str(r.info.get("created") or "") >= js.job.created and not _is_baseline(r.info)]
-    if not mine:
-        js.phase, js.progress = "generating demo data", 0.0
-        return js
-    js.phase = f"run {min(len(mine), planned)} of {planned}"
-    js.progress = runstatus.runs_fraction(
-        [(r.status, artifacts.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
-    return js
+    return _plan_progress(js, mine, len(DEMO_SETTINGS["runs"]), "generating demo data")
 
 
 def _is_baseline(info: dict) -> bool:
@@ -388,24 +384,16 @@ def _wait_gone(pgid: int, timeout_s: float) -> bool:
 _probe_lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=4)
-def _probe_model(model_name: str, image_size: int):
-    """A 2-class classifier with random weights: enough to list layers and count parameters."""
-    from poc.models import build
-
-    return build(model_name, 2, image_size, "none")
-
-
 @functools.lru_cache(maxsize=16)
 def describe_cutoffs(model_name: str, image_size: int | None = None) -> list:
     """The frozen-layer cutoffs offered for a model, each with its phase-2 trainable-parameter count."""
-    from poc.models import get_spec, resolve_image_size
+    from poc.models import get_spec, probe, resolve_image_size
     from poc.models.cutoffs import cutoff_choices
 
     spec = get_spec(model_name)
     size = resolve_image_size(spec, image_size)
     with _probe_lock:  # cutoff_choices toggles trainable flags on the shared probe model
-        return cutoff_choices(_probe_model(model_name, size), spec)
+        return cutoff_choices(probe(model_name, size), spec)
 
 
 @functools.lru_cache(maxsize=1)

@@ -184,15 +184,18 @@ def verdict(board: pd.DataFrame, split_fingerprint: str) -> Verdict:
 def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, n_boot: int = 2000,
                  seed: int = 0) -> dict | None:
     """Test accuracy of a minus that of b over the same test images: {diff, low, high, n} with a paired
-    bootstrap 95% interval (poc.stats.paired_bootstrap_diff). None when a predictions file is missing or the
+    bootstrap 95% interval (poc.stats.paired_bootstrap_diff). Images are paired as the Compare page pairs them
+    (poc.compare.align_predictions: by path, else by content). None when a predictions file is missing or the
     two do not list the same test images (then no paired comparison exists)."""
+    from poc.compare import align_predictions
     from poc.stats import paired_bootstrap_diff
 
     a, b = artifacts.read_predictions(rd_a, stage_a), artifacts.read_predictions(rd_b, stage_b)
-    if a is None or b is None or a.empty or not a["path"].is_unique or not b["path"].is_unique \
-            or set(a["path"]) != set(b["path"]):
+    if a is None or b is None or a.empty or not a["path"].is_unique or not b["path"].is_unique:
         return None
-    b = b.set_index("path").loc[a["path"]].reset_index()  # b's rows in a's order: one pair per image
+    b = align_predictions(a, b, rd_a, rd_b)  # b's rows in a's order: one pair per image
+    if b is None:
+        return None
     correct_a = (a["label"] == a["pred"]).to_numpy(bool)
     correct_b = (b["label"] == b["pred"]).to_numpy(bool)
     result = paired_bootstrap_diff(correct_a, correct_b, n_boot=n_boot, seed=seed)

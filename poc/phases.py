@@ -213,13 +213,14 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
                        "metrics": {}, "eta_seconds": None})
     (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
     predict = compile_predict(p.model, p.image_size)  # the same compiled call as `predict` and Live predict
-    val_probs = _predict_dataset(predict, val_ds, len(p.class_names))
     index = {name: i for i, name in enumerate(p.class_names)}
-    val_loss, val_accuracy = loss_and_accuracy(val_probs, np.array([index[c] for c in val_frame["label"]]))
+    y_val, y_test = (np.array([index[c] for c in frame["label"]]) for frame in (val_frame, test_frame))
+    val_probs = _predict_dataset(predict, val_ds, len(p.class_names))
+    val_loss, val_accuracy = loss_and_accuracy(val_probs, y_val)
     probs = _predict_dataset(predict, test_ds, len(p.class_names))
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
     result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy, latency_ms=_latency_ms(predict, test_ds),
-                             **_temperature_scaling(val_probs, val_frame, probs, test_frame, p.class_names))
+                             **_temperature_scaling(val_probs, y_val, probs, y_test))
     rd.write_eval(stage, **result)
     log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
              "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
@@ -258,14 +259,11 @@ def _latency_ms(predict, dataset) -> float | None:
     return None
 
 
-def _temperature_scaling(val_probs, val_frame, test_probs, test_frame, class_names) -> dict:
+def _temperature_scaling(val_probs, y_val: np.ndarray, test_probs, y_test: np.ndarray) -> dict:
     """Temperature fitted on the validation split only, and the test ECE it gives (reported, not applied to
     predictions.csv): how much of a model's miscalibration one scalar fixes."""
     from poc.stats import apply_temperature, expected_calibration_error, fit_temperature
 
-    index = {name: i for i, name in enumerate(class_names)}
-    y_val = np.array([index[c] for c in val_frame["label"]])
-    y_test = np.array([index[c] for c in test_frame["label"]])
     if not len(y_val) or not len(y_test):
         return {}
     temperature = fit_temperature(val_probs, y_val)

@@ -20,7 +20,6 @@ this module does not import TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +137,7 @@ def pick_auto(choices: list, count: int = AUTO_COUNT) -> list:
 def resolve_cutoffs(config: RunConfig, text: str, runs_dir: Path | str | None = None, probe=None) -> list[Cutoff]:
     """The cutoffs `text` names ("auto" or a list), each checked against `config.model`'s backbone and counted.
     Builds a probe classifier with random weights unless given one. UserError naming the bad cutoff."""
-    from poc.models import get_spec, resolve_image_size
+    from poc.models import get_spec, probe as build_probe, resolve_image_size
     from poc.models.cutoffs import cutoff_choices, freeze_backbone, resolve_cutoff, trainable_count, unfreeze_from
 
     values = parse_cutoffs(text)
@@ -150,7 +149,7 @@ def resolve_cutoffs(config: RunConfig, text: str, runs_dir: Path | str | None = 
 
             _, info = source_run(config.from_run, config.model, Path(runs_dir or artifacts.default_runs_dir()))
             size = int(info.get("image_size") or size)
-        probe = _probe(config.model, resolve_image_size(spec, size))
+        probe = build_probe(config.model, resolve_image_size(spec, size))
     if values == [AUTO]:
         return [Cutoff(c.value, c.frozen_layers, c.trainable_params) for c in pick_auto(cutoff_choices(probe, spec))]
     backbone, found = probe.get_layer("backbone"), []
@@ -169,14 +168,6 @@ def resolve_cutoffs(config: RunConfig, text: str, runs_dir: Path | str | None = 
     finally:
         freeze_backbone(probe)
     return found
-
-
-@functools.lru_cache(maxsize=2)
-def _probe(model: str, image_size: int):
-    """A 2-class classifier with random weights, to list layers and count parameters (left phase-1 frozen)."""
-    from poc.models import build
-
-    return build(model, 2, image_size, "none")
 
 
 # ---------------------------------------------------------------- plans (pure)

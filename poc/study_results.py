@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from poc import artifacts, leaderboard
+from poc import artifacts, leaderboard, runstatus
 from poc.artifacts import RunDir, RunRecord
 from poc.studies import HEAD_ONLY, KINDS, REPEATS, StudyResult
 
@@ -51,8 +51,8 @@ def _study_row(run: RunRecord) -> dict | None:
     if not isinstance(study, dict) or study.get("kind") not in KINDS or run.status != "completed":
         return None
     role = study.get("role")
-    evaluated = [s for s in artifacts.STAGES if run.dir.eval_file(s, "metrics").exists()]
-    stage = {"phase1": "tl", "phase2": "ft"}.get(role) or leaderboard.final_stage(info.get("final_stage"), evaluated)
+    stage = {"phase1": "tl", "phase2": "ft"}.get(role) or leaderboard.final_stage(info.get("final_stage"),
+                                                                                 runstatus.stages(run.dir))
     metrics, _ = artifacts.read_metrics(run.dir, stage) if stage else (None, [])
     correct, n = _test_counts(run.dir, stage, metrics)
     if n is None:

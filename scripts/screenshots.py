@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.dashboard_server import start_dashboard, stop_group  # noqa: E402 - the browser tests' server
+
 PAGES = ["Home", "Learning curves", "Error explorer", "Attention maps", "Compare", "Cutoff sweep"]
 VIEWPORT = {"width": 1400, "height": 900}
 

@@ -62,3 +62,16 @@ def fake_spawn(monkeypatch):
     for _, proc in started:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def demo_roots(tmp_path_factory):
+    """(data root holding a tiny demo dataset, runs dir), both exported as the dashboard and the launcher see
+    them; one pair per test module."""
+    base = tmp_path_factory.mktemp("roots")
+    data_root, runs = base / "data", base / "runs"
+    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VITRINE_DATA_ROOT", str(data_root))
+        mp.setenv("VITRINE_RUNS_DIR", str(runs))
+        yield data_root, runs.resolve()

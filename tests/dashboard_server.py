@@ -4,6 +4,7 @@ cleanup that leaves nothing behind (the server and any job it launched run in th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,9 +13,23 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from poc import runstatus
 
 REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def browser_marks(playwright_imported: bool) -> list:
+    """A browser test module's pytestmark: marked `browser`, skipped without Chromium or playwright."""
+    return [
+        pytest.mark.browser,
+        pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` executable on PATH (apt install chromium)"),
+        pytest.mark.skipif(not playwright_imported, reason="the playwright Python package is not installed"),
+    ]
 
 
 def free_port() -> int:
@@ -49,6 +64,24 @@ def start_dashboard(runs_dir: Path, data_root: Path, log_path: Path) -> tuple[su
             raise RuntimeError(f"streamlit did not come up (exit {proc.poll()}):\n{log_path.read_text()[-3000:]}")
         time.sleep(0.3)
     return proc, url
+
+
+def fixture_dashboard(base: Path) -> dict:
+    """The dashboard over the test fixture runs (tests/fixture_runs.py) and a tiny demo data root, both under
+    `base`: {"proc", "url", "runs_dir", "data_root", "log"}; the test fails with the server's log when it does
+    not come up. Stop it with stop_group(proc.pid)."""
+    from poc.data.demo import generate_demo_dataset
+    from tests.fixture_runs import make_fixture_runs
+
+    runs_dir = make_fixture_runs(base / "runs", base / "images")["cnn"].parent.resolve()
+    data_root = base / "data"
+    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
+    log_path = base / "streamlit.log"
+    try:
+        proc, url = start_dashboard(runs_dir, data_root, log_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    return {"proc": proc, "url": url, "runs_dir": runs_dir, "data_root": data_root, "log": log_path}
 
 
 def stop_group(pgid: int, grace_s: float = 5) -> None:

@@ -14,37 +14,27 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from poc.data.demo import generate_demo_dataset
-from tests.dashboard_server import start_dashboard, stop_group
-from tests.fixture_runs import make_fixture_runs
+from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_marks, fixture_dashboard, stop_group
 
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the environment
     sync_playwright = None
 
-CHROMIUM = shutil.which("chromium")
 REPO = Path(__file__).resolve().parents[1]
 DOC_SHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 SHOT_MAX_HEIGHT = 2200  # px: screenshots show the page down to this height (Streamlit scrolls inside stMain)
 SHOT_MAX_BYTES = 1_000_000
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 CNN_LABEL, VIT_LABEL = "mobilenet_v2 fixture c0nn", "vit_ti16 fixture v1t0"  # run names in tests/fixture_runs
 LAUNCH_NAME = "browser smoke"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` executable on PATH (apt install chromium)"),
-    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
-]
+pytestmark = browser_marks(sync_playwright is not None)
 
 
 # ---------------------------------------------------------------- the server
@@ -52,18 +42,10 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`streamlit run dashboard.py` on a free port over the fixture runs and a tiny demo data root."""
-    base = tmp_path_factory.mktemp("browser")
-    runs = make_fixture_runs(base / "runs", base / "images")
-    runs_dir = runs["cnn"].parent
-    data_root = base / "data"
-    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    log_path = base / "streamlit.log"
+    served = fixture_dashboard(tmp_path_factory.mktemp("browser"))
+    proc, runs_dir = served["proc"], served["runs_dir"]
     try:
-        proc, url = start_dashboard(runs_dir, data_root, log_path)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield {"url": url, "runs_dir": runs_dir, "data_root": data_root, "log": log_path}
+        yield served
     finally:
         # Jobs started from the launcher run in their own process groups: stop any left behind by a failure.
         for record in (runs_dir / ".jobs").glob("*.json"):
@@ -139,6 +121,15 @@ def open_page(page, server, path: str, title: str) -> None:
     assert_no_error(page)
 
 
+def open_from_nav(page, server, title: str) -> None:
+    """Home first, then the page through its sidebar link (as a user navigates), rendered without an error."""
+    open_page(page, server, "/", "ViTrine")
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", name=title, exact=True)).to_be_visible()
+    wait_idle(page)
+    assert_no_error(page)
+
+
 def screenshot(page, folder: Path, name: str, also: str | None = None, max_height: int = SHOT_MAX_HEIGHT) -> Path:
     """The page down to SHOT_MAX_HEIGHT px: the viewport is stretched to the content, because Streamlit scrolls
     inside stMain (and the sidebar), not the document. `also`: another data-testid whose height counts."""
@@ -180,11 +171,7 @@ def test_home(server, page, shots):
 
 
 def test_learning_curves(server, page, shots):
-    open_page(page, server, "/", "ViTrine")
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Learning curves").click()  # the nav link
-    expect(page.get_by_role("heading", name="Learning curves", exact=True)).to_be_visible()
-    wait_idle(page)
-    assert_no_error(page)
+    open_from_nav(page, server, "Learning curves")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_test_id("stVegaLiteChart").first).to_be_visible()
     expect(main.get_by_text("Per phase", exact=True)).to_be_visible()
@@ -351,11 +338,7 @@ def test_launcher_tiny_run(server, page, shots):
 
 
 def test_compare(server, page, shots):
-    open_page(page, server, "/", "ViTrine")
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Compare").click()
-    expect(page.get_by_role("heading", name="Compare", exact=True)).to_be_visible()
-    wait_idle(page)
-    assert_no_error(page)
+    open_from_nav(page, server, "Compare")
     main = page.get_by_test_id("stMain")
     expect(main.get_by_text("McNemar exact p").first).to_be_visible()  # the fixture CNN and ViT share a split
     expect(main.get_by_test_id("stVegaLiteChart").first).to_be_visible()
@@ -363,11 +346,7 @@ def test_compare(server, page, shots):
 
 
 def test_cutoff_sweep(server, page, shots):
-    open_page(page, server, "/", "ViTrine")
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Cutoff sweep").click()
-    expect(page.get_by_role("heading", name="Cutoff sweep", exact=True)).to_be_visible()
-    wait_idle(page)
-    assert_no_error(page)
+    open_from_nav(page, server, "Cutoff sweep")
     # The fixture runs hold no study: the page says how to make one.
     expect(page.get_by_test_id("stMain").get_by_text("python -m poc sweep").first).to_be_visible()
     screenshot(page, shots, "cutoff_sweep_empty")

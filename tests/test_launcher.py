@@ -22,18 +22,6 @@ TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=1, ft
 LONG = dict(tl_epochs=200, patience=200, feature_cache=False)
 
 
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    """A data root holding the demo dataset, and a runs dir, both exported as the dashboard sees them."""
-    base = tmp_path_factory.mktemp("launcher")
-    data_root, runs = base / "data", base / "runs"
-    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VITRINE_DATA_ROOT", str(data_root))
-        mp.setenv("VITRINE_RUNS_DIR", str(runs))
-        yield data_root, runs
-
-
 @pytest.fixture
 def no_process(monkeypatch):
     def refuse(*args, **kwargs):
@@ -54,13 +42,13 @@ def wait_for(runs: Path, job_id: str, done, timeout_s: float = 120):
 
 
 @pytest.fixture(scope="module")
-def jobs(roots, tmp_path_factory):
+def jobs(demo_roots, tmp_path_factory):
     """Three real tiny jobs started together, so their start-ups overlap on a 2-core machine.
 
     Each has its own runs dir (its own device lock): `done` trains to completion, `long` (200 epochs) is
     cancelled while running, `queued` waits behind a device lock held here and is cancelled while waiting.
     """
-    data = str(roots[0] / "demo")
+    data = str(demo_roots[0] / "demo")
     dirs = {name: tmp_path_factory.mktemp(name) for name in ("done", "long", "queued")}
     with open(dirs["queued"] / ".device.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another training holds this device
@@ -146,30 +134,30 @@ def test_jobs_survive_a_dashboard_restart(jobs):
     ({"weights": "/nowhere/ckpt.npz"}, "no such file"),
     ({"weights": "demo"}, "no demo weights for mobilenet_v2 at 32 px"),
 ])
-def test_invalid_settings_are_rejected_with_a_message(roots, no_process, changes, message):
-    data_root, runs = roots
+def test_invalid_settings_are_rejected_with_a_message(demo_roots, no_process, changes, message):
+    data_root, runs = demo_roots
     config = RunConfig(data=str(data_root / "demo"), **{**TINY, **changes})
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         launcher.launch_training(config, runs)
 
 
-def test_the_demo_backbones_are_accepted_where_they_exist(roots):
-    data_root, runs = roots
+def test_the_demo_backbones_are_accepted_where_they_exist(demo_roots):
+    data_root, runs = demo_roots
     config = RunConfig(data=str(data_root / "demo"), **{**TINY, "image_size": 64, "weights": "demo"})
     assert launcher.validate_launch(config, runs).weights == "demo"
 
 
-def test_data_folder_outside_the_data_root_is_rejected(roots, tmp_path, no_process):
+def test_data_folder_outside_the_data_root_is_rejected(demo_roots, tmp_path, no_process):
     generate_demo_dataset(tmp_path / "elsewhere", per_class=3, size=20)
     with pytest.raises(UserError, match="outside the data root"):
-        launcher.launch_training(RunConfig(data=str(tmp_path / "elsewhere"), **TINY), roots[1])
+        launcher.launch_training(RunConfig(data=str(tmp_path / "elsewhere"), **TINY), demo_roots[1])
     with pytest.raises(UserError, match="outside the data root"):  # no escaping through ..
-        launcher.launch_training(RunConfig(data=str(roots[0] / ".." / ".." / "elsewhere"), **TINY), roots[1])
+        launcher.launch_training(RunConfig(data=str(demo_roots[0] / ".." / ".." / "elsewhere"), **TINY), demo_roots[1])
 
 
-def test_missing_data_folder_is_rejected(roots, no_process):
+def test_missing_data_folder_is_rejected(demo_roots, no_process):
     with pytest.raises(UserError, match="does not exist"):
-        launcher.launch_training(RunConfig(data=str(roots[0] / "nope"), **TINY), roots[1])
+        launcher.launch_training(RunConfig(data=str(demo_roots[0] / "nope"), **TINY), demo_roots[1])
 
 
 def test_config_to_argv_round_trips_through_the_cli():

@@ -22,7 +22,6 @@ import pytest
 
 from poc import artifacts, launcher, runstatus
 from poc.config import RunConfig
-from poc.data.demo import generate_demo_dataset
 from poc.errors import UserError
 
 # Phase 2 of a few hundred epochs without early stopping: still training whenever the scenario looks.
@@ -73,23 +72,12 @@ def _crashed_lock_holder(*locks: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    base = tmp_path_factory.mktemp("stress")
-    data_root, runs = base / "data", base / "runs"
-    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VITRINE_DATA_ROOT", str(data_root))
-        mp.setenv("VITRINE_RUNS_DIR", str(runs))
-        yield data_root, runs.resolve()
-
-
-@pytest.fixture(scope="module")
-def scenario(roots):
+def scenario(demo_roots):
     """Stale locks of a crashed process; two launches at one instant (one trains, one waits for the device);
     the training one crashes (SIGKILL of its group) and the other takes the device; the crashed run is resumed
     from the launcher and queues; the dashboard restarts; the other job is cancelled from the restarted
     dashboard; the resumed run takes over and continues its history; it is cancelled. Returns what was seen."""
-    data_root, runs = roots
+    data_root, runs = demo_roots
     seen: dict = {"stale_pid": _crashed_lock_holder(runs / ".device.lock", launcher.jobs_dir(runs) / ".launch.lock")}
     config = RunConfig(data=str(data_root / "demo"), **LONG)
     barrier, started, errors = threading.Barrier(2), {}, []

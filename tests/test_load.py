@@ -17,41 +17,28 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from poc import artifacts, launcher, runstatus
 from poc.config import RunConfig
-from poc.data.demo import generate_demo_dataset
-from tests.dashboard_server import start_dashboard, stop_group
-from tests.fixture_runs import make_fixture_runs
+from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_marks, fixture_dashboard, stop_group
 
 try:
     from playwright.async_api import async_playwright
 except ImportError:  # pragma: no cover - depends on the environment
     async_playwright = None
 
-CHROMIUM = shutil.which("chromium")
-REPO = Path(__file__).resolve().parents[1]
 SESSIONS = 4
 LOAD_SECONDS = float(os.environ.get("VITRINE_LOAD_SECONDS", "30"))
 VISIT_TIMEOUT_S = 90
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 JOB_NAME = "load test run"
 # (path, nav link and heading, what shows the page has rendered its content)
 PAGES = [("/Live_predict", "Live predict", "live"), ("/Error_explorer", "Error explorer", "errors")]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.load,
-    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` executable on PATH (apt install chromium)"),
-    pytest.mark.skipif(async_playwright is None, reason="the playwright Python package is not installed"),
-]
+pytestmark = [*browser_marks(async_playwright is not None), pytest.mark.load]
 
 
 # ---------------------------------------------------------------- the server and the job
@@ -60,14 +47,9 @@ pytestmark = [
 def served(tmp_path_factory):
     """The dashboard on a free port over two real runs (and the other fixture runs), with a training job running."""
     base = tmp_path_factory.mktemp("load")
-    runs_dir = make_fixture_runs(base / "runs", base / "images")["cnn"].parent.resolve()
-    data_root = base / "data"
-    generate_demo_dataset(data_root / "demo", per_class=6, size=40, seed=0)
-    log_path = base / "streamlit.log"
-    try:
-        server, url = start_dashboard(runs_dir, data_root, log_path)
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
+    dashboard = fixture_dashboard(base)
+    server, url, runs_dir, data_root, log_path = (dashboard[k] for k in ("proc", "url", "runs_dir", "data_root",
+                                                                         "log"))
     job = None
     try:
         with pytest.MonkeyPatch.context() as mp:

@@ -46,9 +46,9 @@ def _per_class_chart(per_class: pd.DataFrame) -> alt.Chart:
 def render_agreement(run_a: str, run_b: str, stage_a: str | None = None, stage_b: str | None = None) -> None:
     """Per-class agreement of the Grad-CAM run and the rollout run among `run_a`, `run_b` (either order); each
     run at `stage` (default: its final stage). Says why when the pair cannot be compared."""
-    rds = [artifacts.run_dir(data.runs_dir(), i) for i in (run_a, run_b)]
-    signature = tuple(data._stamp(rd.eval_file(stage, kind)) for rd in rds for stage in artifacts.STAGES
-                      for kind in ("predictions", "explanations")) + tuple(data._stamp(rd.run_json) for rd in rds)
+    rds = [data.run_dir(i) for i in (run_a, run_b)]
+    signature = tuple(data.stamp(rd.eval_file(stage, kind)) for rd in rds for stage in artifacts.STAGES
+                      for kind in ("predictions", "explanations")) + tuple(data.stamp(rd.run_json) for rd in rds)
     result, error = _cached_agreement(str(rds[0].path), str(rds[1].path), stage_a, stage_b, signature)
     if result is None:
         st.info(f"No explanation agreement for these runs: {error}")

@@ -25,8 +25,8 @@ def _cached_calibration(path: str, stage: str, signature: tuple) -> dict | None:
 
 def load_calibration(run_id: str, stage: str) -> dict | None:
     """poc.leaderboard.calibration of a run's stage, cached on its predictions, metrics and run.json."""
-    rd = artifacts.run_dir(data.runs_dir(), run_id)
-    signature = tuple(data._stamp(p) for p in (rd.eval_file(stage, "predictions"), rd.eval_file(stage, "metrics"),
+    rd = data.run_dir(run_id)
+    signature = tuple(data.stamp(p) for p in (rd.eval_file(stage, "predictions"), rd.eval_file(stage, "metrics"),
                                           rd.run_json))
     return _cached_calibration(str(rd.path), stage, signature)
 

@@ -31,13 +31,9 @@ THUMBS, THUMB_COLUMNS = 24, 6
 
 def _signature(run_ids: list[str]) -> tuple:
     """What a comparison depends on: each run's run.json, split.csv and every stage's predictions."""
-    rds = [artifacts.run_dir(data.runs_dir(), i) for i in run_ids]
-    return tuple(data._stamp(p) for rd in rds for p in (rd.run_json, rd.split_csv, rd.eval_file("tl", "predictions"),
+    rds = [data.run_dir(i) for i in run_ids]
+    return tuple(data.stamp(p) for rd in rds for p in (rd.run_json, rd.split_csv, rd.eval_file("tl", "predictions"),
                                                          rd.eval_file("ft", "predictions")))
-
-
-def _rd(run_id: str) -> artifacts.RunDir:
-    return artifacts.run_dir(data.runs_dir(), run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -173,7 +169,7 @@ def _headline(result: dict) -> None:
 
 
 def render_comparison(run_a: str, run_b: str, stage: str | None) -> None:
-    result, error = _cached_compare(str(_rd(run_a).path), str(_rd(run_b).path), stage, _signature([run_a, run_b]))
+    result, error = _cached_compare(str(data.run_dir(run_a).path), str(data.run_dir(run_b).path), stage, _signature([run_a, run_b]))
     if result is None:
         st.warning(f"These two runs cannot be compared: {error}")
         return
@@ -201,7 +197,7 @@ def render_stage_change(run_id: str) -> None:
     if not {"tl", "ft"} <= set(data.run_stages(run_id)):
         st.caption("Only one stage was evaluated (no fine-tuning, or it has not finished): nothing to compare.")
         return
-    result, error = _cached_stage_change(str(_rd(run_id).path), _signature([run_id]))
+    result, error = _cached_stage_change(str(data.run_dir(run_id).path), _signature([run_id]))
     if result is None:
         st.warning(error)
         return
@@ -239,7 +235,7 @@ def render_report_download(run_ids: list[str], key: str) -> None:
                             "errors. Same as `python -m poc report RUN ... --out FILE.html`."):
         return
     with st.spinner("Building the report..."):
-        html, error = _cached_report(tuple(str(_rd(i).path) for i in run_ids), _signature(run_ids))
+        html, error = _cached_report(tuple(str(data.run_dir(i).path) for i in run_ids), _signature(run_ids))
     if html is None:
         st.warning(f"The report could not be built: {error}")
         return

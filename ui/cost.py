@@ -44,8 +44,8 @@ def _macs(value) -> str:
 def cost_frame(run_ids: list[str]) -> pd.DataFrame:
     """run, input px, parameters, trainable tl / ft, weights MB (on disk), latency ms per image ("not measured"
     when evaluation recorded none), MACs / image ("not computed" for an architecture without an estimate)."""
-    rds = [artifacts.run_dir(data.runs_dir(), i) for i in run_ids]
-    signature = tuple(data._stamp(p) for rd in rds for p in (rd.run_json, rd.weights, rd.path / "eval"))
+    rds = [data.run_dir(i) for i in run_ids]
+    signature = tuple(data.stamp(p) for rd in rds for p in (rd.run_json, rd.weights, rd.path / "eval"))
     table = _cached_cost(tuple(str(rd.path) for rd in rds), signature)
     labels = data.run_labels(list(run_ids))
     return pd.DataFrame({

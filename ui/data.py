@@ -6,6 +6,8 @@ training process (re)writes shows up on the next rerun, while an unchanged file 
 
 Public API (stable; other pages import it):
     runs_dir() -> Path                              VITRINE_RUNS_DIR or artifacts/runs
+    run_dir(run_id) -> RunDir                       one run's directory in it
+    stamp(path) -> (path, mtime_ns, size)           a cache key that changes when the file is replaced
     ACTIVE                                          the statuses of a run still in progress (poc.runstatus)
     load_leaderboard() -> pd.DataFrame              poc.leaderboard.COLUMNS, one row per run, damaged included
     any_active(board, ids=None) -> bool             whether a run of `board` (or of `ids`) is still in progress
@@ -49,7 +51,8 @@ def runs_dir() -> Path:
     return artifacts.default_runs_dir()
 
 
-def _stamp(path: Path) -> tuple[str, int, int]:
+def stamp(path: Path) -> tuple[str, int, int]:
+    """(path, mtime, size): a cache key that changes whenever the file is replaced; (path, -1, -1) when absent."""
     try:
         st_ = os.stat(path)
         return (str(path), st_.st_mtime_ns, st_.st_size)
@@ -62,18 +65,15 @@ def _run_signature(rd: RunDir) -> Signature:
     paths = [rd.path, rd.run_json, rd.history_csv, rd.progress_json, rd.path / "eval"]
     for stage in artifacts.STAGES:
         paths += [rd.eval_dir(stage), rd.eval_file(stage, "metrics")]
-    return tuple(_stamp(p) for p in paths)
+    return tuple(stamp(p) for p in paths)
 
 
 def _runs_signature(root: Path) -> Signature:
-    try:
-        dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return (_stamp(root),)
-    return (_stamp(root),) + tuple(_run_signature(RunDir(p)) for p in dirs)
+    return (stamp(root),) + tuple(_run_signature(rd) for rd in artifacts.run_dirs(root))
 
 
-def _rd(run_id: str) -> RunDir:
+def run_dir(run_id: str) -> RunDir:
+    """The run's directory in the dashboard's runs folder."""
     return artifacts.run_dir(runs_dir(), run_id)
 
 
@@ -96,7 +96,7 @@ def any_active(board: pd.DataFrame, ids=None) -> bool:
 
 
 def load_run(run_id: str) -> RunRecord | None:
-    rd = _rd(run_id)
+    rd = run_dir(run_id)
     if not rd.path.is_dir():
         return None
     return _cached_run(str(rd.path), _run_signature(rd))
@@ -109,7 +109,7 @@ def _cached_run(path: str, signature: Signature) -> RunRecord:
 
 def run_stages(run_id: str) -> list[str]:
     """The stages ("tl", "ft") that have an eval/<stage>/metrics.json, in training order."""
-    return runstatus.stages(_rd(run_id))
+    return runstatus.stages(run_dir(run_id))
 
 
 # ---------------------------------------------------------------- per-run files
@@ -121,12 +121,12 @@ def _cached_history(path: str, signature: Signature) -> pd.DataFrame | None:
 
 def load_history(run_id: str) -> pd.DataFrame | None:
     """history.csv (epoch, phase, loss, accuracy, val_loss, val_accuracy, lr, seconds) or None."""
-    rd = _rd(run_id)
-    return _cached_history(str(rd.path), (_stamp(rd.history_csv),))
+    rd = run_dir(run_id)
+    return _cached_history(str(rd.path), (stamp(rd.history_csv),))
 
 
 def _stage_files(rd: RunDir, stage: str) -> Signature:
-    return tuple(_stamp(rd.eval_file(stage, k))
+    return tuple(stamp(rd.eval_file(stage, k))
                  for k in ("predictions", "confusion_matrix", "classification_report", "metrics"))
 
 
@@ -138,7 +138,7 @@ def _cached_stage(path: str, stage: str, signature: Signature) -> StageEval:
 def load_stage(run_id: str, stage: str) -> StageEval:
     """eval/<stage>: predictions, confusion, report, metrics, checked where read (poc.artifacts.read_stage);
     missing or malformed parts are None and named in `.problems`. A copy: the cache keeps its own."""
-    rd = _rd(run_id)
+    rd = run_dir(run_id)
     return _cached_stage(str(rd.path), stage, _stage_files(rd, stage))
 
 
@@ -149,8 +149,8 @@ def _cached_explanations(path: str, stage: str, signature: Signature):
 
 def load_explanations(run_id: str, stage: str):
     """(maps (N, h, w) float32 aligned with predictions.csv rows, method) or None."""
-    rd = _rd(run_id)
-    return _cached_explanations(str(rd.path), stage, (_stamp(rd.eval_file(stage, "explanations")),))
+    rd = run_dir(run_id)
+    return _cached_explanations(str(rd.path), stage, (stamp(rd.eval_file(stage, "explanations")),))
 
 
 # ---------------------------------------------------------------- images and models
@@ -174,7 +174,7 @@ def _open_image(path: str, max_side: int):
 
 def load_image(path: str, max_side: int = 256):
     """An RGB PIL thumbnail of a dataset image, or None when the file is missing or unreadable."""
-    return _cached_image(str(path), int(max_side), (_stamp(Path(path)),))
+    return _cached_image(str(path), int(max_side), (stamp(Path(path)),))
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
@@ -187,9 +187,9 @@ def _cached_model(path: str, stage: str | None, signature: Signature):
 def load_model(run_id: str, stage: str | None = None):
     """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights; cached
     per weights file version. Raises poc.errors.UserError when the run has no usable weights."""
-    rd = _rd(run_id)
+    rd = run_dir(run_id)
     weights = rd.stage_weights(stage) if stage else rd.weights
-    return _cached_model(str(rd.path), stage, (_stamp(weights), _stamp(rd.run_json)))
+    return _cached_model(str(rd.path), stage, (stamp(weights), stamp(rd.run_json)))
 
 
 # ---------------------------------------------------------------- labels
@@ -230,8 +230,8 @@ def _cached_gap(path_a: str, stage_a: str, path_b: str, stage_b: str, signature:
 def accuracy_gap(run_a: str, stage_a: str, run_b: str, stage_b: str) -> dict | None:
     """Test accuracy of a minus b over the same test images, paired bootstrap 95% interval:
     {diff, low, high, n, acc_a, acc_b}, or None (predictions missing, or not the same test images)."""
-    a, b = _rd(run_a), _rd(run_b)
-    signature = (_stamp(a.eval_file(stage_a, "predictions")), _stamp(b.eval_file(stage_b, "predictions")))
+    a, b = run_dir(run_a), run_dir(run_b)
+    signature = (stamp(a.eval_file(stage_a, "predictions")), stamp(b.eval_file(stage_b, "predictions")))
     return _cached_gap(str(a.path), stage_a, str(b.path), stage_b, signature)
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from poc import artifacts, inference
+from poc import inference
 from poc.inference import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, NO_EXPLANATION, ImageRejected
 from ui import data
 
@@ -90,7 +90,7 @@ def completed_board() -> pd.DataFrame:
 
 def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | None:
     """(mtime_ns, size) of the run's final (or stage) weights; None when the file is missing."""
-    rd = artifacts.run_dir(data.runs_dir(), run_id)
+    rd = data.run_dir(run_id)
     path = rd.stage_weights(stage) if stage else rd.weights
     try:
         stat = os.stat(path)

@@ -7,10 +7,11 @@ rebuilt from its run.json with it and then given its saved weights.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from poc.models.registry import HUB_PREFIX, MODELS, ModelSpec, get_spec, model_names
 
-__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "pretraining_kind",
+__all__ = ["HUB_PREFIX", "MODELS", "ModelSpec", "build", "get_spec", "model_names", "pretraining_kind", "probe",
            "resolve_image_size", "resolve_weights"]
 
 # Google's published ViT checkpoints: ImageNet-21k pretraining, ImageNet-1k fine-tuning. The fine-tuning size is
@@ -90,6 +91,14 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
         with _download_errors(spec.name, weights):
             load_vit_checkpoint(backbone, source, head=model.get_layer("head"))
     return model
+
+
+@functools.lru_cache(maxsize=4)
+def probe(name: str, image_size: int):
+    """A 2-class classifier with random weights, built once per (model, size): enough to list layers and count
+    parameters (the sidebar's cutoffs, a sweep's cutoffs). Shared: whoever toggles its trainable flags restores
+    them (phase-1 frozen)."""
+    return build(name, 2, image_size, "none")
 
 
 def pretraining_kind(weights: str) -> str:
