@@ -175,7 +175,15 @@ def cmd_train(a) -> int:
         fractions, a.train_fraction = a.train_fraction, a.train_fraction[:1]
         return _run_study(plan_repeats(config_from_args(a), a.seeds, fractions), a.runs_dir, a)
     else:
-        rd = train(config_from_args(a), a.runs_dir, run_id=a.run_id)
+        from poc.multiworker import worker_runs_dir
+
+        config = config_from_args(a)
+        with worker_runs_dir(config.distribute, a.runs_dir) as (runs_dir, writes_the_run):
+            rd = train(config, runs_dir, run_id=a.run_id)
+        if not writes_the_run:
+            print("this worker's share of the training is done; the chief worker writes the run directory",
+                  file=sys.stderr)
+            return 0
     print(rd.path)
     return 0
 
@@ -198,6 +206,9 @@ def _run_study(plan, runs_dir, a) -> int:
     stdout holds only the answer (--json: one JSON object). Exit 1 when a run failed."""
     import contextlib
 
+    if getattr(a, "distribute", "none") == "multiworker":
+        raise UserError("--distribute multiworker trains one run at a time: start `train` on every machine once "
+                        "per run, or run the sweep / seed list on one machine (--distribute mirrored for its GPUs)")
     from poc.studies import run_plan
     from poc.study_results import result_json, study_summary, summary_text
 

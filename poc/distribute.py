@@ -4,10 +4,9 @@
 - `mirrored`: `MirroredStrategy` over every local GPU (synchronous data parallelism, one model copy per GPU).
   Without GPUs it mirrors over the logical CPU devices, which is how the tests run it: set
   `VITRINE_CPU_DEVICES=2` to split the CPU in two before TensorFlow starts.
-- `multiworker`: `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG`. Refused for now with
-  a message: Keras 3's `fit` fails under this strategy (keras-team/keras#20585, open; TensorFlow's own
-  multi-worker tutorial fails the same way, "PerReplica ... to a Tensor"), checked here with two workers on
-  localhost ports. The flag stays so that a fixed Keras needs only this check removed.
+- `multiworker`: `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG`, one process per
+  machine. Keras 3's `fit` fails under this strategy (keras-team/keras#20585), so such runs train through
+  `poc.multiworker.fit`, which also says which worker writes the run.
 
 `--batch-size` is per replica: the global batch is batch size x replicas. The learning rate is not scaled
 (Adam is fairly insensitive to batch size at these sizes); scale `--lr-tl` / `--lr-ft` yourself for large
@@ -48,19 +47,28 @@ def make_strategy(kind: str):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if kind == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("--distribute multiworker needs TF_CONFIG describing the cluster, e.g. "
-                            '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                            '"task": {"type": "worker", "index": 0}}')
-        raise UserError("--distribute multiworker: Keras 3's Model.fit does not run under "
-                        "MultiWorkerMirroredStrategy yet (keras-team/keras#20585: batches arrive as PerReplica "
-                        "values). Use --distribute mirrored for the GPUs of one machine")
+        from poc.multiworker import cluster_task
+
+        cluster_task()  # a missing or malformed TF_CONFIG is refused with a message before TensorFlow waits
+        return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"--distribute {kind!r}: choose from none, mirrored, multiworker")
 
 
 def scope(strategy):
     """Variables created inside (the model, the optimizer) are mirrored across the strategy's replicas."""
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def fit(model, strategy, data, **fit_args) -> None:
+    """`model.fit` with `fit_args`, or the multi-worker loop where Keras' own fit cannot run."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        from poc import multiworker
+
+        multiworker.fit(model, strategy, data, **fit_args)
+    else:
+        model.fit(data, shuffle=False, **fit_args)  # batches arrive shuffled by the pipeline
 
 
 def replicas(strategy) -> int:
@@ -71,7 +79,11 @@ def describe(strategy) -> dict:
     """What run.json records: the strategy, its replicas, and this process's task in a multi-worker cluster."""
     if strategy is None:
         return {"strategy": "none", "replicas": 1}
-    out = {"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
+    import tensorflow as tf
+
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)  # its class: CollectiveAllReduce...
+    name = "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__
+    out = {"strategy": name, "replicas": strategy.num_replicas_in_sync}
     if "TF_CONFIG" in os.environ:
         task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
         out["task"] = f"{task.get('type', 'worker')}:{task.get('index', 0)}"

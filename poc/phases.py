@@ -77,7 +77,7 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     import keras
 
     from poc.data.pipeline import make_dataset
-    from poc.distribute import replicas, scope
+    from poc.distribute import fit, replicas, scope
     from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
     from poc.runwriter import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
 
@@ -127,9 +127,8 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
         if best_weights is not None:
             fit_model.set_weights(best_weights)
     else:
-        fit_model.fit(fit_data, validation_data=val_data, epochs=first_epoch + phase.epochs,
-                      initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
-                      verbose=2 if not sys.stdout.isatty() else 1)
+        fit(fit_model, p.strategy, fit_data, validation_data=val_data, epochs=first_epoch + phase.epochs,
+            initial_epoch=initial_epoch, callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
     shutil.rmtree(rd.path / "feature_cache", ignore_errors=True)  # a memmap for large sets: not an artifact
     phase_rows = [r for r in history if r["phase"] == phase.stage]
     best = min(phase_rows, key=lambda r: r["val_loss"])["epoch"] if phase_rows else None

@@ -221,6 +221,9 @@ def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
     if artifacts.read_split(rd) is None or "class_names" not in info:
         raise UserError(f"run {rd.id} stopped before its split was written; start a new run instead")
     config = RunConfig.from_dict(info["config"])
+    if config.distribute == "multiworker":
+        raise UserError(f"run {rd.id} trained on several machines (--distribute multiworker), whose workers "
+                        "cannot be resumed from one run directory; start the run again (same flags)")
     from poc.distribute import make_strategy, split_cpu_from_env
 
     split_cpu_from_env()
