@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ui.shell import framed
 from ui.sidebar import render_sidebar
 
 PAGES = [  # (file, title, icon); the first is Home, served at /
@@ -24,4 +25,5 @@ st.set_page_config(page_title="ViTrine", layout="wide")
 page = st.navigation([st.Page(path, title=title, icon=icon, default=i == 0)
                       for i, (path, title, icon) in enumerate(PAGES)])
 render_sidebar()
-page.run()
+with framed():
+    page.run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import board, compare_view, data, home, verdict
+from ui import board, compare_view, data, home, shell, verdict
 
 
 def _live_board() -> None:
@@ -26,6 +26,7 @@ def main() -> None:
     st.fragment(run_every=3 if data.any_active(runs) else None)(_live_board)()
 
 
+shell.ensure_frame()
 st.title("ViTrine")
 st.markdown("Does a Vision Transformer beat a CNN on your small image dataset, after transfer learning and "
             "fine-tuning, and where does each one fail?")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui import charts, data, state
+from ui import charts, data, shell, state
 
 RUNS_KEY = "curves.runs"
 
@@ -122,6 +122,7 @@ def main() -> None:
         picked, metric, log_scale and metric == "loss")
 
 
+shell.ensure_frame()
 st.title("Learning curves")
 st.markdown("Train and validation loss or accuracy per epoch of the compared runs, transfer learning then "
             "fine-tuning, on one chart.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui import charts, data, state
+from ui import charts, data, shell, state
 from ui.safe import safely
 
 STAGE_TITLES = {"tl": "After transfer learning (tl)", "ft": "After fine-tuning (ft)"}
@@ -261,6 +261,7 @@ def main() -> None:
         safely("tl -> ft changes", _changes, evals)
 
 
+shell.ensure_frame()
 st.title("Error explorer")
 st.markdown("Where a run fails on its test images after each phase: click a confusion-matrix cell to see its "
             "images, or pick a class to see what it gets right, misses and wrongly attracts.")

@@ -6,13 +6,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui import data, state
+from ui import data, shell, state
 from ui import explain_view as ev
 from ui.overlay import overlay, thumbnail
 
 MAX_IMAGES = 6  # per rerun: each image costs one forward + one explanation per run
 DISPLAY_SIDE = 256  # px, longer side of the image the overlay is drawn on
 OVERLAY_WIDTH = 320  # px on screen (narrower columns shrink it)
+LOADING = ("⏳ Loading this run's model: the first use since the dashboard started loads TensorFlow and builds it "
+           "(seconds); its prediction appears here when it is ready.")
 
 
 def choose_runs(board: pd.DataFrame) -> list[str]:
@@ -139,6 +141,8 @@ def main() -> None:
     if not images and not errors:
         st.info("Upload an image, take a photo or pick a test image to see the predictions.")
     labels = data.run_labels(run_ids)
+    # Models build in the background: the page shows now, each run's column fills in when its model is ready.
+    loading = [r for r in run_ids if ev.weights_stamp(r) is not None and not ev.model_ready(r)] if images else []
     for upload in images:
         st.subheader(upload.name)
         cols = st.columns([1] + [2] * len(run_ids))
@@ -146,8 +150,25 @@ def main() -> None:
                       caption=f"{upload.image.width}×{upload.image.height} px")
         for col, run_id in zip(cols[1:], run_ids):
             with col:
-                show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name), opacity)
+                if run_id in loading:
+                    st.markdown(f"**{labels.get(run_id, run_id)}**")
+                    st.caption(LOADING)
+                else:
+                    show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name),
+                                    opacity)
+    if loading:
+        rerun_when_ready(loading)
 
+
+@st.fragment(run_every=0.5)
+def rerun_when_ready(run_ids: list[str]) -> None:
+    """Polls the background builds; the whole page reruns (and predicts) once every model is ready."""
+    waiting = sum(not ev.model_ready(r) for r in run_ids)
+    if not waiting:
+        st.rerun()
+    st.caption(f"Waiting for {waiting} model{'s' if waiting > 1 else ''}; this page updates by itself.")
+
+shell.ensure_frame()
 st.title("Live predict")
 st.markdown("Run your own image (or a test image) through each run side by side: top-k classes, where the model "
             "looked (attention rollout for ViTs, Grad-CAM for CNNs) and how long one image takes.")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui import agreement_view, data, state
+from ui import agreement_view, data, shell, state
 from ui import explain_view as ev
 from ui.overlay import heatmap_image, normalise, overlay, thumbnail, tile_grid
 
@@ -225,6 +225,7 @@ def main() -> None:
         agreement_view.render_agreement(cnn_id, run_id, None, stage)
 
 
+shell.ensure_frame()
 st.title("Attention maps")
 st.markdown("Where a ViT looks on the test images: its stored attention rollout per image, the mean map of a "
             "class, and the raw attention of every layer and head for one image; beside it a CNN's Grad-CAM "

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import studies_view
+from ui import shell, studies_view
 
 
 def main() -> None:
     studies_view.render()
 
 
+shell.ensure_frame()
 st.title("Cutoff sweep")
 st.markdown("How much of the backbone should fine-tuning unfreeze, and does the ViT need more data than the CNN? "
             "Accuracy with its interval, against trainable parameters and training images.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,17 @@ def make_class_folders(root: Path, counts: dict[str, int], size: tuple[int, int]
         for i in range(count):
             make_image(root / label / f"{i:03d}.png", "RGB", size, (class_index * 20, i % 256, i // 256))
     return root
+
+
+def settled(at, timeout_s: float = 180):
+    """An AppTest of the Live predict page rerun until no run's model is still loading in the background
+    (the page shows itself first and predicts once the models are built)."""
+    deadline = time.monotonic() + timeout_s
+    while any("Loading this run's model" in c.value for c in at.caption):
+        assert time.monotonic() < deadline, "the models were not ready in time"
+        time.sleep(0.2)
+        at.run()
+    return at
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from conftest import settled
 from ui.explain_view import read_uploads
 
 LIVE = "../pages/3_Live_predict.py"  # relative to this file, as AppTest resolves it
@@ -96,11 +97,32 @@ def test_read_uploads_accepts_uploaded_file_objects_and_tells_identical_bytes_ap
 
 # ---------------------------------------------------------------- live predict page
 
-def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):
+def test_live_predict_shows_the_page_before_the_models_and_predicts_when_they_are_ready(fixture_runs, monkeypatch):
+    import threading
+
+    import streamlit as st
+
+    from ui import data
+
+    st.cache_resource.clear()  # no model built by an earlier test
+    release, build = threading.Event(), data._ready_model
+    monkeypatch.setattr(data, "_ready_model", lambda *a: release.wait(120) and build(*a))
     at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
+    loading = [c.value for c in at.caption if "Loading this run's model" in c.value]
+    assert len(loading) == 2 and not any(t.startswith("Top-1:") for t in _texts(at))  # both runs wait
+    assert at.subheader and at.selectbox(key="live.test_row")  # the image and the controls are already there
+    release.set()
+    at = settled(at)
+    assert not at.exception and not at.error
+    assert sum(t.startswith("Top-1:") for t in _texts(at)) == 2
+
+
+def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):
+    at = settled(_page(LIVE, fixture_runs["cnn"].parent, monkeypatch))
+    assert not at.exception
     at.selectbox(key="live.test_run").set_value(fixture_runs["vit"].name)
-    at.selectbox(key="live.test_row").set_value(3).run()
+    settled(at.selectbox(key="live.test_row").set_value(3).run())
     assert not at.exception and not at.error
 
     preds = pd.read_csv(fixture_runs["vit"] / "eval" / "ft" / "predictions.csv")
@@ -119,8 +141,9 @@ def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixtur
 
 
 def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
-    at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
-    at.multiselect(key="live.runs").set_value([fixture_runs["cnn"].name, fixture_runs["many_classes"].name]).run()
+    at = settled(_page(LIVE, fixture_runs["cnn"].parent, monkeypatch))
+    settled(at.multiselect(key="live.runs").set_value([fixture_runs["cnn"].name,
+                                                      fixture_runs["many_classes"].name]).run())
     assert not at.exception
     assert [e.value for e in at.error] == [
         f"Run {fixture_runs['many_classes'].name} has no saved weights (model.weights.h5 is missing), so it "

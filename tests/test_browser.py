@@ -155,6 +155,20 @@ def screenshot(page, folder: Path, name: str, also: str | None = None, max_heigh
 
 # ---------------------------------------------------------------- the pages
 
+NAV_TITLES = ["Home", "Learning curves", "Error explorer", "Live predict", "Attention maps", "Compare", "Cutoff sweep"]
+
+
+def test_a_bookmarked_page_opened_first_after_a_start_has_the_whole_frame(server, page):
+    """The first request of this server is a page's URL, before any session has run dashboard.py: Streamlit's
+    legacy pages/ mode would run that page alone (see ui/shell.py). This test runs first in its file."""
+    open_page(page, server, "/Compare", "Compare")
+    expect(page.get_by_test_id("stSidebar").get_by_text("Launch a training run")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar").get_by_text("Jobs", exact=True)).to_be_visible()
+    links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+    assert [links.nth(i).inner_text().splitlines()[-1] for i in range(links.count())] == NAV_TITLES
+    expect(page.get_by_role("heading", name="Compare", exact=True)).to_have_count(1)  # rendered once
+
+
 def test_home(server, page, shots):
     open_page(page, server, "/", "ViTrine")
     main = page.get_by_test_id("stMain")
@@ -164,8 +178,7 @@ def test_home(server, page, shots):
     expect(main.get_by_text(CNN_LABEL).first).to_be_visible()  # the default comparison, in the run picker
     expect(main.get_by_text(re.compile("highest validation accuracy of each run's final stage"))).to_be_visible()
     nav = page.get_by_test_id("stSidebarNav")
-    for name in ("Home", "Learning curves", "Error explorer", "Live predict", "Attention maps", "Compare",
-                 "Cutoff sweep"):
+    for name in NAV_TITLES:
         expect(nav.get_by_role("link", name=name)).to_be_visible()
     screenshot(page, shots, "home")
 

@@ -16,6 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from cli import ROOT, call_cli
+from conftest import settled
 from poc import artifacts
 from poc.errors import UserError
 from poc.leaderboard import leaderboard
@@ -189,8 +190,8 @@ def test_the_error_explorer_shows_a_damaged_run_with_its_problem(damaged, monkey
 
 def test_live_predict_says_which_run_cannot_load_its_weights(damaged, fixture_runs, monkeypatch):
     broken = [damaged["ids"]["foreign-weights"], damaged["ids"]["truncated-weights"]]
-    at = _page(ROOT / "pages" / "3_Live_predict.py", damaged, monkeypatch,
-               **{"live.runs": [*broken, fixture_runs["cnn"].name]})
+    at = settled(_page(ROOT / "pages" / "3_Live_predict.py", damaged, monkeypatch,
+                       **{"live.runs": [*broken, fixture_runs["cnn"].name]}))
     _no_exception(at, "live predict")
     errors = [e.value for e in at.error]
     for run_id in broken:

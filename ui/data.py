@@ -18,8 +18,10 @@ Public API (stable; other pages import it):
     run_stages(run_id) -> list[str]                 stages ("tl", "ft") whose metrics.json exists
     load_explanations(run_id, stage) -> (maps (N, h, w) float32, method) | None
     load_image(path, max_side=256) -> PIL.Image | None   an RGB thumbnail of a dataset image (None: missing)
-    load_model(run_id, stage=None) -> LoadedRun     poc.inference.load_model, @st.cache_resource; raises
+    load_model(run_id, stage=None) -> LoadedRun     poc.inference.load_model, built once per process in a
+                                                    background thread and warmed up; waits for it; raises
                                                     UserError / OSError when the run has no usable weights
+    model_job(run_id, stage=None) -> Future         that build (started on first call): .done() = ready
     run_label(row_or_record) -> str                 "<model> · <name>" (just the name when it names the model)
     run_labels(ids=None) -> dict[str, str]          id -> label for every readable run (or just `ids`)
 Derived views (pure functions of what the loaders return):
@@ -32,7 +34,10 @@ Derived views (pure functions of what the loaders return):
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -177,19 +182,71 @@ def load_image(path: str, max_side: int = 256):
     return _cached_image(str(path), int(max_side), (stamp(Path(path)),))
 
 
-@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _cached_model(path: str, stage: str | None, signature: Signature):
-    from poc.inference import load_model as _load
+@st.cache_resource(show_spinner=False)
+def _model_builder() -> ThreadPoolExecutor:
+    """One thread, for the whole server process, that imports TensorFlow and builds models: a page asks for a
+    model and renders at once, and the model is ready a few seconds later. One at a time: two builds on a
+    small CPU are no faster together, and each holds its own memory."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-models")
 
-    return _load(RunDir(Path(path)), stage)
+
+def _ready_model(path: str, stage: str | None):
+    """The run's model, its compiled predict traced and its explanation run once on a blank image: what the
+    first real image would otherwise wait for. An explanation that fails here fails again, with its message,
+    on the real image."""
+    from poc import inference
+
+    _keep_keras_session()
+    run = inference.load_model(RunDir(Path(path)), stage)
+    inference.warm_up(run)
+    try:
+        inference.explain(run, np.zeros((1, run.image_size, run.image_size, 3), np.float32))
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+    return run
+
+
+def _keep_keras_session() -> None:
+    """Streamlit calls keras.backend.clear_session() after every script run (_clean_problem_modules in
+    streamlit/runtime/scriptrunner/script_runner.py), a guard for apps that build a model on each run. Here
+    models are built once per process, in the background: that call would reset Keras' global state under a
+    build in progress, collect garbage (0.25 s on this machine) and drop TensorFlow's kernel cache, so the next
+    prediction pays 0.25 s again, and its displayed latency with it. Calls from Streamlit are skipped; any
+    other caller still clears."""
+    import keras
+
+    original = keras.backend.clear_session
+    if getattr(original, "skips_streamlit", False):
+        return
+
+    @functools.wraps(original)
+    def clear_session(*args, **kwargs):
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("streamlit."):
+            return None
+        return original(*args, **kwargs)
+
+    clear_session.skips_streamlit = True
+    keras.backend.clear_session = clear_session
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _model_job(path: str, stage: str | None, signature: Signature) -> Future:
+    return _model_builder().submit(_ready_model, path, stage)
+
+
+def model_job(run_id: str, stage: str | None = None) -> Future:
+    """The background build of a run's model (final or stage weights), started on the first call for each
+    version of the weights file; `.done()` says whether load_model would return at once."""
+    rd = run_dir(run_id)
+    weights = rd.stage_weights(stage) if stage else rd.weights
+    return _model_job(str(rd.path), stage, (stamp(weights), stamp(rd.run_json)))
 
 
 def load_model(run_id: str, stage: str | None = None):
-    """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights; cached
-    per weights file version. Raises poc.errors.UserError when the run has no usable weights."""
-    rd = run_dir(run_id)
-    weights = rd.stage_weights(stage) if stage else rd.weights
-    return _cached_model(str(rd.path), stage, (stamp(weights), stamp(rd.run_json)))
+    """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights, warmed up;
+    built once per weights file version (see model_job), waiting for the build when it is still running.
+    Raises poc.errors.UserError when the run has no usable weights."""
+    return model_job(run_id, stage).result()
 
 
 # ---------------------------------------------------------------- labels

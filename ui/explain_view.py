@@ -1,9 +1,10 @@
 """Live predictions and explanations for the Live-predict and Attention-maps pages, through poc.inference.
 
-Models come from `ui.data.load_model` (@st.cache_resource, keyed on the run path and its weights file's
-mtime); the explanations computed here are @st.cache_data keyed on the run, the weights file's stamp and the
-image's bytes, so moving a slider does not recompute them. `read_uploads` is pure (no Streamlit calls) and
-unit-tested on its own: AppTest cannot upload files. The upload rules, the resize, the compiled predict
+Models come from `ui.data.load_model` (built once per process in a background thread, keyed on the run
+path and its weights file's mtime; `model_ready` asks without waiting); the explanations computed here are
+@st.cache_data keyed on the run, the weights file's stamp and the image's bytes, so moving a slider does
+not recompute them. `read_uploads` is pure (no Streamlit calls) and unit-tested on its own: AppTest cannot
+upload files. The upload rules, the resize, the compiled predict
 call and the explanations are poc.inference's, shared with `python -m poc predict`.
 """
 
@@ -97,6 +98,11 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | No
     except OSError:
         return None
     return stat.st_mtime_ns, stat.st_size
+
+
+def model_ready(run_id: str) -> bool:
+    """Whether the run's model is built and warmed up (a build starts in the background if none has)."""
+    return data.model_job(run_id).done()
 
 
 # ---------------------------------------------------------------- live prediction + explanation
