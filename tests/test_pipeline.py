@@ -129,7 +129,7 @@ def test_images_are_decoded_once_when_they_fit_the_budget(folder_frame, monkeypa
     frame, classes = folder_frame
     calls = []
     real = pipeline.load_array
-    monkeypatch.setattr(pipeline, "load_array", lambda path, size: calls.append(path) or real(path, size))
+    monkeypatch.setattr(pipeline, "load_array", lambda path, size, **kw: calls.append(path) or real(path, size, **kw))
     monkeypatch.setattr(pipeline, "CACHE_BUDGET_BYTES", budget)
     ds = make_dataset(frame, classes, SIZE, 4, training=True, seed=1)
     first, second = epochs_of(ds, 2)

@@ -36,13 +36,15 @@ class ImageRejected(Exception):
         self.reason = reason
 
 
-def open_rgb(source: Source, max_pixels: int = 80_000_000) -> Image.Image:
+def open_rgb(source: Source, max_pixels: int = 80_000_000, verify: bool = True) -> Image.Image:
     """Decode `source` fully and return it upright, in RGB mode, 8 bits per channel.
 
     Raises ImageRejected (with `.reason`) for empty, non-image, corrupt or truncated input, for images
     with more than `max_pixels` pixels, and for images with a side shorter than MIN_SIDE pixels.
+    `verify=False` skips Pillow's structural checks (a second open of the file) for files a scan has verified;
+    a truncated file still fails the full decode.
     """
-    img = _decode(_as_openable(source), max_pixels)
+    img = _decode(_as_openable(source), max_pixels, verify)
     try:
         rgb = to_rgb(_upright(img))
         return img.copy() if rgb is img else rgb  # the copy outlives closing the source file
@@ -50,9 +52,9 @@ def open_rgb(source: Source, max_pixels: int = 80_000_000) -> Image.Image:
         img.close()  # animated / multi-page files keep their file open after load()
 
 
-def load_array(source: Source, size: int) -> np.ndarray:
+def load_array(source: Source, size: int, verify: bool = True) -> np.ndarray:
     """Pixels of `source` resized (no crop, aspect not kept) to a (size, size, 3) uint8 array."""
-    return resize_pixels(open_rgb(source), size)
+    return resize_pixels(open_rgb(source, verify=verify), size)
 
 
 def resize_pixels(img: Image.Image, size: int) -> np.ndarray:
@@ -107,15 +109,22 @@ def _as_openable(source: Source) -> Path | io.BytesIO:
     return io.BytesIO(data)
 
 
-def _decode(openable: Path | io.BytesIO, max_pixels: int) -> Image.Image:
+def _decode(openable: Path | io.BytesIO, max_pixels: int, verify: bool = True) -> Image.Image:
     """Open, check size limits, verify structure, then force the full pixel decode."""
     try:
-        with Image.open(openable) as probe:
-            _check_size(probe.size, max_pixels)
-            probe.verify()  # structural checks (e.g. PNG CRCs); the image is unusable afterwards
-        if isinstance(openable, io.BytesIO):
-            openable.seek(0)
+        if verify:
+            with Image.open(openable) as probe:
+                _check_size(probe.size, max_pixels)
+                probe.verify()  # structural checks (e.g. PNG CRCs); the image is unusable afterwards
+            if isinstance(openable, io.BytesIO):
+                openable.seek(0)
         img = Image.open(openable)
+        if not verify:
+            try:
+                _check_size(img.size, max_pixels)
+            except ImageRejected:
+                img.close()
+                raise
         img.load()  # frame 0 of an animation; raises on truncated data
     except ImageRejected:
         raise
