@@ -82,7 +82,7 @@ start = time.perf_counter()
 at = AppTest.from_file({str(code / "pages" / page)!r}, default_timeout=600).run()
 cold = time.perf_counter() - start
 while any("Loading this run's model" in c.value for c in at.caption):  # Live predict: models build behind it
-    time.sleep(0.2)
+    time.sleep(1.0)  # a full rerun holds the GIL for ~0.5 s: fewer of them, as the browser's light poll
     at.run()
 ready = time.perf_counter() - start
 warm = []

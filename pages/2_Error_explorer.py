@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui import charts, data, shell, state
+from ui import charts, compare_view, data, shell, state
 from ui.safe import safely
 
 STAGE_TITLES = {"tl": "After transfer learning (tl)", "ft": "After fine-tuning (ft)"}
@@ -191,27 +191,29 @@ def _class_galleries(stages: list[str], evals: dict) -> None:
 
 # ---------------------------------------------------------------- tl -> ft
 
-def _changes(evals: dict) -> None:
+def _changes(run_id: str, evals: dict) -> None:
+    """Per image and per class as the Compare page pairs them (poc.compare.stage_change); diagonal and perfect
+    classes from the two confusion matrices."""
     st.header("What changed from tl to ft")
     tl, ft = evals["tl"], evals["ft"]
-    changes = data.stage_changes(tl, ft)
+    change, problem = compare_view.stage_change(run_id)
+    totals = data.stage_totals(tl, ft)
     c1, c2, c3, c4 = st.columns(4)
-    if changes["aligned"]:
-        c1.metric("newly correct", changes["newly_correct"], help="test images wrong after tl, right after ft")
-        c2.metric("newly wrong", changes["newly_wrong"], help="test images right after tl, wrong after ft")
+    if change is not None:
+        c1.metric("newly correct", change["mcnemar"]["only_a"], help="test images wrong after tl, right after ft")
+        c2.metric("newly wrong", change["mcnemar"]["only_b"], help="test images right after tl, wrong after ft")
     else:
-        c1.caption("The two stages' predictions do not list the same images: per-image changes unavailable.")
-    if changes["diagonal_gain"] is not None:
+        c1.caption(f"Per-image changes unavailable: {problem}")
+    if totals["diagonal_gain"] is not None:
         n = max(int(ft.confusion.to_numpy().sum()), 1)
-        c3.metric("diagonal gain", f"{changes['diagonal_gain']:+d}",
-                  delta=f"{changes['diagonal_gain'] / n:+.1%} accuracy",
-                  help=f"correct test images: {changes['diagonal_tl']} after tl, {changes['diagonal_ft']} after ft")
-    if changes["perfect_tl"] is not None and changes["perfect_ft"] is not None:
-        c4.metric("perfect classes", f"{changes['perfect_tl']:.0%} → {changes['perfect_ft']:.0%}",
+        c3.metric("diagonal gain", f"{totals['diagonal_gain']:+d}",
+                  delta=f"{totals['diagonal_gain'] / n:+.1%} accuracy",
+                  help=f"correct test images: {totals['diagonal_tl']} after tl, {totals['diagonal_ft']} after ft")
+    if totals["perfect_tl"] is not None and totals["perfect_ft"] is not None:
+        c4.metric("perfect classes", f"{totals['perfect_tl']:.0%} → {totals['perfect_ft']:.0%}",
                   help="share of classes with F1 = 1 (every test image right, no false alarm)")
-    if tl.report is not None and ft.report is not None:
-        delta = data.f1_delta(tl.report, ft.report)
-        st.altair_chart(charts.f1_delta_bars(delta), width="stretch")
+    if change is not None:
+        compare_view.render_stage_change(run_id)
 
 
 # ---------------------------------------------------------------- page
@@ -258,7 +260,7 @@ def main() -> None:
     safely("Per-class metrics", _per_class, stages, evals)
     safely("Class galleries", _class_galleries, stages, evals)
     if "tl" in stages and "ft" in stages:
-        safely("tl -> ft changes", _changes, evals)
+        safely("tl -> ft changes", _changes, run_id, evals)
 
 
 shell.ensure_frame()

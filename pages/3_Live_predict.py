@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -142,7 +144,17 @@ def main() -> None:
         st.info("Upload an image, take a photo or pick a test image to see the predictions.")
     labels = data.run_labels(run_ids)
     # Models build in the background: the page shows now, each run's column fills in when its model is ready.
-    loading = [r for r in run_ids if ev.weights_stamp(r) is not None and not ev.model_ready(r)] if images else []
+    if images and any(ev.weights_stamp(r) is not None and not ev.model_ready(r) for r in run_ids):
+        st.session_state["live.drawn_by_page"] = True
+        predictions_while_loading(images, run_ids, labels, true_labels, opacity)
+    else:
+        predictions(images, run_ids, labels, true_labels, opacity)
+
+
+def predictions(images: list, run_ids: list[str], labels: dict, true_labels: dict, opacity: float) -> int:
+    """Each image beside each run's prediction, or a note for a run whose model is still loading; returns how
+    many runs are still loading."""
+    loading = [r for r in run_ids if ev.weights_stamp(r) is not None and not ev.model_ready(r)]
     for upload in images:
         st.subheader(upload.name)
         cols = st.columns([1] + [2] * len(run_ids))
@@ -156,17 +168,31 @@ def main() -> None:
                 else:
                     show_prediction(run_id, labels.get(run_id, run_id), upload, true_labels.get(upload.name),
                                     opacity)
-    if loading:
-        rerun_when_ready(loading)
+    return len(loading)
 
 
 @st.fragment(run_every=0.5)
-def rerun_when_ready(run_ids: list[str]) -> None:
-    """Polls the background builds; the whole page reruns (and predicts) once every model is ready."""
-    waiting = sum(not ev.model_ready(r) for r in run_ids)
-    if not waiting:
+def predictions_while_loading(images: list, run_ids: list[str], labels: dict, true_labels: dict,
+                              opacity: float) -> None:
+    """`predictions` while models load. Drawn by the page at once; then, in this fragment's own reruns, it
+    waits (interruptibly: a click reruns the page at once) until one more model is ready and redraws, so each
+    column fills in as soon as its model is ready without redrawing the page meanwhile. Once none is loading,
+    one full rerun draws the page without this fragment."""
+    if not st.session_state.pop("live.drawn_by_page", False):
+        wait_for_one_more_model(run_ids)
+    if predictions(images, run_ids, labels, true_labels, opacity) == 0:
         st.rerun()
-    st.caption(f"Waiting for {waiting} model{'s' if waiting > 1 else ''}; this page updates by itself.")
+
+
+def wait_for_one_more_model(run_ids: list[str], limit_s: float = 60) -> None:
+    jobs = [data.live_model_job(r) for r in run_ids if ev.weights_stamp(r) is not None]
+    jobs = [job for job in jobs if not job.done()]
+    box, deadline = st.empty(), time.monotonic() + limit_s
+    while jobs and not any(job.done() for job in jobs) and time.monotonic() < deadline:
+        box.caption("⏳")  # sending an element is where Streamlit stops this run when the user clicks
+        time.sleep(0.2)
+    box.empty()
+
 
 shell.ensure_frame()
 st.title("Live predict")

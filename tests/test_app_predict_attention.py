@@ -105,8 +105,8 @@ def test_live_predict_shows_the_page_before_the_models_and_predicts_when_they_ar
     from ui import data
 
     st.cache_resource.clear()  # no model built by an earlier test
-    release, build = threading.Event(), data._ready_model
-    monkeypatch.setattr(data, "_ready_model", lambda *a: release.wait(120) and build(*a))
+    release, build = threading.Event(), data._built_model
+    monkeypatch.setattr(data, "_built_model", lambda *a: release.wait(120) and build(*a))
     at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
     loading = [c.value for c in at.caption if "Loading this run's model" in c.value]

@@ -4,7 +4,6 @@
     confusion_heatmap(cm, normalise=False, title="", selectable=True) -> alt.Chart   selection param "cell"
     CELL_FIELDS = ("true_class", "pred_class")      the fields a "cell" selection carries
     per_class_bars(report_long) -> alt.Chart        grouped precision / recall / F1 per class
-    f1_delta_bars(delta) -> alt.Chart               per-class F1 change tl -> ft
     confusion_png(cm, title, normalise=False) -> bytes   seaborn heatmap, for download
 """
 
@@ -149,20 +148,6 @@ def per_class_bars(report_long: pd.DataFrame) -> alt.Chart:
     step = 8 if many else 11 * report_long["stage"].nunique() + 4
     return chart.properties(width=180, height=alt.Step(step)).facet(column=alt.Column("metric:N", title=None,
                                                                                sort=["precision", "recall", "f1"]))
-
-
-def f1_delta_bars(delta: pd.DataFrame) -> alt.Chart:
-    """delta: class, f1_tl, f1_ft, delta. Sorted by change; gains blue, losses red."""
-    classes = delta.sort_values("delta", ascending=False)["class"].astype(str).tolist()
-    many = len(classes) > TEXT_LABEL_LIMIT
-    return alt.Chart(delta).mark_bar().encode(
-        y=alt.Y("class:N", sort=classes, title=None, axis=alt.Axis(labelFontSize=7 if many else 11,
-                                                                     labelOverlap=False)),
-        x=alt.X("delta:Q", title="F1 after ft - F1 after tl"),
-        color=alt.condition(alt.datum.delta >= 0, alt.value("#3182bd"), alt.value("#d62728")),
-        tooltip=["class:N", alt.Tooltip("f1_tl:Q", format=".3f", title="F1 tl"),
-                 alt.Tooltip("f1_ft:Q", format=".3f", title="F1 ft"), alt.Tooltip("delta:Q", format="+.3f")],
-    ).properties(height=alt.Step(8 if many else 20))
 
 
 # ---------------------------------------------------------------- static export

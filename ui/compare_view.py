@@ -5,6 +5,7 @@ differences), what fine-tuning changed within each run, calibration, model cost 
     default_pair(board) -> (id_a, id_b)        the best CNN and the best ViT of one split (chosen on validation)
     render_page()                              everything, in page order
     render_comparison(run_a, run_b, stage)     A vs B (says so clearly when the comparison is unpaired)
+    stage_change(run_id) -> (dict | None, why)  poc.compare.stage_change, cached (also the Error explorer's)
     render_stage_change(run_id)                per-class F1 change tl -> ft, classes that got worse flagged
     render_report_download(run_ids, key)       "prepare" checkbox, then a download button (Home uses it too)
 The numbers come from poc.compare through poc.leaderboard, cached on the files they read.
@@ -192,12 +193,17 @@ def render_comparison(run_a: str, run_b: str, stage: str | None) -> None:
 
 # ---------------------------------------------------------------- within one run
 
+def stage_change(run_id: str) -> tuple[dict | None, str | None]:
+    """(poc.compare.stage_change of the run, None) or (None, why not); cached on the run's files."""
+    return _cached_stage_change(str(data.run_dir(run_id).path), _signature([run_id]))
+
+
 def render_stage_change(run_id: str) -> None:
     """Fine-tuning against transfer learning within one run, per class; the classes that got worse flagged."""
     if not {"tl", "ft"} <= set(data.run_stages(run_id)):
         st.caption("Only one stage was evaluated (no fine-tuning, or it has not finished): nothing to compare.")
         return
-    result, error = _cached_stage_change(str(data.run_dir(run_id).path), _signature([run_id]))
+    result, error = stage_change(run_id)
     if result is None:
         st.warning(error)
         return

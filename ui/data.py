@@ -19,17 +19,17 @@ Public API (stable; other pages import it):
     load_explanations(run_id, stage) -> (maps (N, h, w) float32, method) | None
     load_image(path, max_side=256) -> PIL.Image | None   an RGB thumbnail of a dataset image (None: missing)
     load_model(run_id, stage=None) -> LoadedRun     poc.inference.load_model, built once per process in a
-                                                    background thread and warmed up; waits for it; raises
-                                                    UserError / OSError when the run has no usable weights
+                                                    background thread; waits for it; raises UserError /
+                                                    OSError when the run has no usable weights
     model_job(run_id, stage=None) -> Future         that build (started on first call): .done() = ready
+    live_model_job(run_id) -> Future                the build, then its compiled predict traced
     run_label(row_or_record) -> str                 "<model> · <name>" (just the name when it names the model)
     run_labels(ids=None) -> dict[str, str]          id -> label for every readable run (or just `ids`)
 Derived views (pure functions of what the loaders return):
     accuracy_gap(run_a, stage_a, run_b, stage_b) -> dict | None
                                                     poc.leaderboard.accuracy_gap, cached: paired bootstrap
-    stage_changes(tl, ft) -> dict                   newly correct / wrong images, diagonal gain, perfect-class
-                                                    shares (StageEval tl and ft of one run)
-    f1_delta(tl_report, ft_report) -> pd.DataFrame  class, f1_tl, f1_ft, delta
+    stage_totals(tl, ft) -> dict                    diagonal gain and perfect-class shares (StageEval tl and
+                                                    ft of one run); per image: ui.compare_view.stage_change
 """
 
 from __future__ import annotations
@@ -190,19 +190,20 @@ def _model_builder() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-models")
 
 
-def _ready_model(path: str, stage: str | None):
-    """The run's model, its compiled predict traced and its explanation run once on a blank image: what the
-    first real image would otherwise wait for. An explanation that fails here fails again, with its message,
-    on the real image."""
+def _built_model(path: str, stage: str | None):
     from poc import inference
 
     _keep_keras_session()
-    run = inference.load_model(RunDir(Path(path)), stage)
+    return inference.load_model(RunDir(Path(path)), stage)
+
+
+def _warmed(model: Future):
+    """The built model with its compiled predict traced, so no displayed latency includes tracing. (Running
+    the explanation once on a blank image too was measured slower: it costs more here than it saves later.)"""
+    from poc import inference
+
+    run = model.result()  # done: the builder runs one task at a time, in order
     inference.warm_up(run)
-    try:
-        inference.explain(run, np.zeros((1, run.image_size, run.image_size, 3), np.float32))
-    except Exception:  # noqa: BLE001 - see the docstring
-        pass
     return run
 
 
@@ -231,21 +232,36 @@ def _keep_keras_session() -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _model_job(path: str, stage: str | None, signature: Signature) -> Future:
-    return _model_builder().submit(_ready_model, path, stage)
+    return _model_builder().submit(_built_model, path, stage)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _warm_job(path: str, signature: Signature) -> Future:
+    return _model_builder().submit(_warmed, _model_job(path, None, signature))
+
+
+def _signature(rd: RunDir, stage: str | None) -> Signature:
+    return stamp(rd.stage_weights(stage) if stage else rd.weights), stamp(rd.run_json)
 
 
 def model_job(run_id: str, stage: str | None = None) -> Future:
     """The background build of a run's model (final or stage weights), started on the first call for each
     version of the weights file; `.done()` says whether load_model would return at once."""
     rd = run_dir(run_id)
-    weights = rd.stage_weights(stage) if stage else rd.weights
-    return _model_job(str(rd.path), stage, (stamp(weights), stamp(rd.run_json)))
+    return _model_job(str(rd.path), stage, _signature(rd, stage))
+
+
+def live_model_job(run_id: str) -> Future:
+    """model_job of the final weights followed by tracing its compiled predict, in the same background thread;
+    `.result()` is the warmed LoadedRun."""
+    rd = run_dir(run_id)
+    return _warm_job(str(rd.path), _signature(rd, None))
 
 
 def load_model(run_id: str, stage: str | None = None):
-    """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights, warmed up;
-    built once per weights file version (see model_job), waiting for the build when it is still running.
-    Raises poc.errors.UserError when the run has no usable weights."""
+    """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights; built once
+    per weights file version (see model_job), waiting for the build when it is still running. Raises
+    poc.errors.UserError when the run has no usable weights."""
     return model_job(run_id, stage).result()
 
 
@@ -292,19 +308,11 @@ def accuracy_gap(run_a: str, stage_a: str, run_b: str, stage_b: str) -> dict | N
     return _cached_gap(str(a.path), stage_a, str(b.path), stage_b, signature)
 
 
-def stage_changes(tl: StageEval, ft: StageEval) -> dict:
-    """What fine-tuning changed on the test set: {aligned, newly_correct, newly_wrong, diagonal_tl,
-    diagonal_ft, diagonal_gain, n, perfect_tl, perfect_ft}. `aligned` is False (and the per-image
-    counts None) when the two predictions files do not list the same images in the same order."""
-    out = {"aligned": False, "newly_correct": None, "newly_wrong": None}
-    if tl.predictions is not None and ft.predictions is not None:
-        p_tl, p_ft = tl.predictions, ft.predictions
-        aligned = len(p_tl) == len(p_ft) and (p_tl["path"].to_numpy() == p_ft["path"].to_numpy()).all()
-        if aligned:
-            ok_tl = (p_tl["label"] == p_tl["pred"]).to_numpy()
-            ok_ft = (p_ft["label"] == p_ft["pred"]).to_numpy()
-            out.update(aligned=True, newly_correct=int((~ok_tl & ok_ft).sum()),
-                       newly_wrong=int((ok_tl & ~ok_ft).sum()), n=int(len(p_tl)))
+def stage_totals(tl: StageEval, ft: StageEval) -> dict:
+    """What fine-tuning changed in the totals: {diagonal_tl, diagonal_ft, diagonal_gain, perfect_tl,
+    perfect_ft} from the confusion matrices and per-class reports (None where a file is missing). Per image and
+    per class, poc.compare.stage_change pairs the predictions (ui.compare_view.stage_change)."""
+    out = {}
     for name, ev in (("tl", tl), ("ft", ft)):
         cm = ev.confusion
         out[f"diagonal_{name}"] = int(np.trace(cm.to_numpy())) if cm is not None else None
@@ -318,9 +326,3 @@ def stage_changes(tl: StageEval, ft: StageEval) -> dict:
     else:
         out["diagonal_gain"] = None
     return out
-
-
-def f1_delta(tl_report: pd.DataFrame, ft_report: pd.DataFrame) -> pd.DataFrame:
-    """class, f1_tl, f1_ft, delta (ft - tl), over the classes both reports list."""
-    merged = tl_report[["class", "f1"]].merge(ft_report[["class", "f1"]], on="class", suffixes=("_tl", "_ft"))
-    return merged.assign(delta=merged["f1_ft"] - merged["f1_tl"]).dropna(subset=["delta"])

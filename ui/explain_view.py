@@ -102,7 +102,7 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | No
 
 def model_ready(run_id: str) -> bool:
     """Whether the run's model is built and warmed up (a build starts in the background if none has)."""
-    return data.model_job(run_id).done()
+    return data.live_model_job(run_id).done()
 
 
 # ---------------------------------------------------------------- live prediction + explanation
@@ -127,9 +127,8 @@ def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> Li
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, _image: Image.Image) -> LivePrediction:
-    run = data.load_model(run_id)
+    run = data.live_model_job(run_id).result()  # built, compiled predict traced: no tracing in the latency
     pixels = inference.resize_pixels(_image, run.image_size)[None]  # (1, S, S, 3): the training resize
-    inference.warm_up(run)  # once per loaded model: tracing is not part of an image's latency
     probs, seconds = inference.predict_arrays(run, pixels)
     top = inference.top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
     result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names, input_size=run.image_size)
