@@ -1,5 +1,5 @@
 """Dashboard pages at scale: 200 runs plus one run of 10,000 test predictions, each page rendered server side
-(Streamlit AppTest) in a fresh process: the first render (cold: imports, file reads, model build) and the
+(Streamlit AppTest) in a fresh process: the first render (cold: imports, file reads) and the
 median of the next renders (warm: Streamlit's caches filled), for this checkout and, with `--baseline REF`, for
 an older commit's pages on the same runs folder, side by side in one run.
 
