@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import re
 import shutil
 import statistics
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tests.dashboard_server import free_port, healthy, stop_group  # noqa: E402
+from tests.dashboard_server import start_dashboard, stop_group  # noqa: E402
 
 MARKS = ("page", "image", "first prediction", "both predictions")
 TOP1 = re.compile(r"^Top-1: ")
@@ -39,22 +38,6 @@ def _dashboard_benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _serve(code: Path, runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    url = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, "VITRINE_RUNS_DIR": str(runs), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", url.rsplit(":", 1)[1],
-           "--server.headless", "true", "--server.fileWatcherType", "none"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_group(proc.pid)
-            raise RuntimeError(f"the dashboard at {code} did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.3)
-    return proc, url
 
 
 def _visit(browser, url: str, way: str) -> dict[str, float]:
@@ -108,7 +91,7 @@ def main(argv=None) -> int:
                 for _ in range(args.repeats):
                     for way in ("bookmark", "from Home"):
                         for label, code in codes.items():  # side by side: the codes take turns
-                            proc, url = _serve(code, runs, tmp / f"{label}.log")
+                            proc, url = start_dashboard(runs, tmp, tmp / f"{label}.log", repo=code)
                             try:
                                 results.setdefault((label, way), []).append(_visit(browser, url, way))
                             finally:

@@ -94,8 +94,10 @@ def show_prediction(run_id: str, label: str, upload: ev.Upload, true_label: str 
     verdict = "" if true_label is None else (" ✓" if name == true_label else f" ✗ (true: {true_label})")
     st.markdown(f"Top-1: **{name}** ({prob:.1%}){verdict}")
     st.altair_chart(topk_chart(result.top, true_label), width="stretch")
+    busy = (" Measured while another run's model was loading, so it shares the CPU; measured again once "
+            "every model is loaded." if result.contended else "")
     st.caption(f"Inference latency: {result.latency_ms:.1f} ms per image (one compiled call after the model's "
-               "warm-up, batch of 1, on the machine serving this page)")
+               f"warm-up, batch of 1, on the machine serving this page).{busy}")
     shown = thumbnail(upload.image, DISPLAY_SIDE)
     if result.heatmap is None:
         st.image(shown, width=OVERLAY_WIDTH)

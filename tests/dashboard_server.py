@@ -46,16 +46,18 @@ def healthy(url: str) -> bool:
         return False
 
 
-def start_dashboard(runs_dir: Path, data_root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+def start_dashboard(runs_dir: Path, data_root: Path, log_path: Path, repo: Path | None = None
+                    ) -> tuple[subprocess.Popen, str]:
     """(server process, its URL) once /_stcore/health answers; RuntimeError with the log's tail otherwise. No
-    file watcher: files edited while a test runs must not put a "source changed" prompt on the page."""
+    file watcher: files edited while a test runs must not put a "source changed" prompt on the page. `repo`:
+    the checkout whose dashboard.py to serve (this one by default; a benchmark serves an older commit's)."""
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "VITRINE_DATA_ROOT": str(data_root),
            "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", url.rsplit(":", 1)[1],
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(cmd, cwd=repo or REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while not healthy(url):

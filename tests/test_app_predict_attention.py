@@ -116,6 +116,9 @@ def test_live_predict_shows_the_page_before_the_models_and_predicts_when_they_ar
     at = settled(at)
     assert not at.exception and not at.error
     assert sum(t.startswith("Top-1:") for t in _texts(at)) == 2
+    at.run()  # every model loaded: latencies measured without a build beside them
+    latency = [t for t in _texts(at) if t.startswith("Inference latency")]
+    assert len(latency) == 2 and not any("Measured while another run's model was loading" in t for t in latency)
 
 
 def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):

@@ -23,6 +23,7 @@ Public API (stable; other pages import it):
                                                     OSError when the run has no usable weights
     model_job(run_id, stage=None) -> Future         that build (started on first call): .done() = ready
     live_model_job(run_id) -> Future                the build, then its compiled predict traced
+    models_loading() -> bool                        whether a build is running in the background now
     run_label(row_or_record) -> str                 "<model> · <name>" (just the name when it names the model)
     run_labels(ids=None) -> dict[str, str]          id -> label for every readable run (or just `ids`)
 Derived views (pure functions of what the loaders return):
@@ -182,12 +183,32 @@ def load_image(path: str, max_side: int = 256):
     return _cached_image(str(path), int(max_side), (stamp(Path(path)),))
 
 
-@st.cache_resource(show_spinner=False)
-def _model_builder() -> ThreadPoolExecutor:
+class _Builder:
     """One thread, for the whole server process, that imports TensorFlow and builds models: a page asks for a
     model and renders at once, and the model is ready a few seconds later. One at a time: two builds on a
     small CPU are no faster together, and each holds its own memory."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-models")
+
+    def __init__(self):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-models")
+        self.jobs: list[Future] = []
+
+    def submit(self, fn, *args) -> Future:
+        job = self.pool.submit(fn, *args)
+        self.jobs = [j for j in self.jobs if not j.done()] + [job]
+        return job
+
+    def busy(self) -> bool:
+        return any(not job.done() for job in self.jobs)
+
+
+@st.cache_resource(show_spinner=False)
+def _model_builder() -> _Builder:
+    return _Builder()
+
+
+def models_loading() -> bool:
+    """Whether a model is being built in the background now (a latency measured meanwhile shares the CPU)."""
+    return _model_builder().busy()
 
 
 def _built_model(path: str, stage: str | None):

@@ -116,22 +116,28 @@ class LivePrediction:
     note: str | None = None  # why there is no heatmap
     class_names: list[str] = field(default_factory=list)
     input_size: int = 0  # px, the run's square input
+    contended: bool = False  # the latency was measured while another model was being built
 
 
 def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> LivePrediction:
     """Top-k, latency and explanation of one image by a run's final weights.
 
     Raises poc.errors.UserError when the run has no usable weights (the page shows the message)."""
-    return _cached_predict(str(data.runs_dir()), run_id, weights_stamp(run_id), digest, k, _image=image)
+    # A latency measured while another model builds shares the CPU with it: such a result is marked, and
+    # measured again (a new cache entry) once the builds are done.
+    return _cached_predict(str(data.runs_dir()), run_id, weights_stamp(run_id), digest, k, data.models_loading(),
+                           _image=image)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, _image: Image.Image) -> LivePrediction:
+def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, contended: bool,
+                    _image: Image.Image) -> LivePrediction:
     run = data.live_model_job(run_id).result()  # built, compiled predict traced: no tracing in the latency
     pixels = inference.resize_pixels(_image, run.image_size)[None]  # (1, S, S, 3): the training resize
     probs, seconds = inference.predict_arrays(run, pixels)
     top = inference.top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
-    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names, input_size=run.image_size)
+    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names, input_size=run.image_size,
+                            contended=contended)
     try:
         maps, result.method, result.note = inference.explain(run, pixels)
     except Exception as exc:  # noqa: BLE001 - the prediction stands even when its explanation fails
