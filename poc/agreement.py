@@ -17,7 +17,7 @@ from PIL import Image
 
 from poc import artifacts
 from poc.artifacts import RunDir
-from poc.compare import final_stage
+from poc.compare import final_stage, run_fingerprint
 from poc.errors import UserError
 
 TOP_SHARE = 0.2  # the share of a map's cells that forms its region
@@ -85,12 +85,6 @@ def _explained(rd: RunDir, stage: str) -> tuple[pd.DataFrame, np.ndarray, str]:
     return frame, maps, method
 
 
-def _fingerprint(rd: RunDir) -> str | None:
-    dataset = (artifacts.read_json(rd.run_json) or {}).get("dataset")
-    value = dataset.get("split_fingerprint") if isinstance(dataset, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
 def explanation_agreement(rd_a: RunDir, rd_b: RunDir, stage_a: str | None = None, stage_b: str | None = None,
                           share: float = TOP_SHARE) -> dict:
     """Grad-CAM of one run against the attention rollout of the other (either order), per test image both
@@ -104,7 +98,7 @@ def explanation_agreement(rd_a: RunDir, rd_b: RunDir, stage_a: str | None = None
             raise UserError(f"explanation agreement needs one Grad-CAM run (a CNN) and one attention-rollout run "
                             f"(a ViT); run {rd.id} has {method!r} maps")
         sides[method] = (rd, stage, frame, maps)
-    fp_a, fp_b = _fingerprint(rd_a), _fingerprint(rd_b)
+    fp_a, fp_b = run_fingerprint(rd_a), run_fingerprint(rd_b)
     if fp_a != fp_b or fp_a is None:
         raise UserError(f"runs {rd_a.id} and {rd_b.id} were not tested on one split (fingerprints {fp_a} vs "
                         f"{fp_b}); explanations can only be compared image by image on the same test images")

@@ -52,9 +52,12 @@ def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
     return frame
 
 
-def _fingerprint(rd: RunDir, info: dict) -> str | None:
-    """run.json's split fingerprint, else the one of its split.csv (older or hand-made runs)."""
-    recorded = (info.get("dataset") or {}).get("split_fingerprint")
+def run_fingerprint(rd: RunDir, info: dict | None = None) -> str | None:
+    """run.json's split fingerprint (`info`: run.json already read), else the one of its split.csv (older or
+    hand-made runs); None without either. Two runs are paired when these are equal."""
+    info = info if info is not None else (artifacts.read_json(rd.run_json) or {})
+    dataset = info.get("dataset")
+    recorded = dataset.get("split_fingerprint") if isinstance(dataset, dict) else None
     if isinstance(recorded, str) and recorded:
         return recorded
     split = artifacts.read_split(rd)
@@ -161,7 +164,7 @@ def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unp
     info_a, info_b = _info(rd_a), _info(rd_b)
     stage_a, stage_b = (stage, stage) if stage else (final_stage(rd_a, info_a), final_stage(rd_b, info_b))
     a, b = _predictions(rd_a, stage_a), _predictions(rd_b, stage_b)
-    fp_a, fp_b = _fingerprint(rd_a, info_a), _fingerprint(rd_b, info_b)
+    fp_a, fp_b = run_fingerprint(rd_a, info_a), run_fingerprint(rd_b, info_b)
     classes = _classes(info_a.get("class_names") or [], info_b.get("class_names") or [],
                        sorted(set(a["label"]) | set(b["label"])))
     head = {"run_a": _describe(rd_a, info_a, stage_a), "run_b": _describe(rd_b, info_b, stage_b),
@@ -198,7 +201,7 @@ def stage_change(rd: RunDir, n_boot: int = 2000, seed: int = 0) -> dict:
         raise UserError(f"run {rd.id}: eval/tl and eval/ft predictions list different test images; recompute "
                         f"them: python -m poc evaluate {rd.id}")
     classes = _classes(info.get("class_names") or [], sorted(set(ft["label"])))
-    fp = _fingerprint(rd, info)
+    fp = run_fingerprint(rd, info)
     result = {"run_a": _describe(rd, info, "ft"), "run_b": _describe(rd, info, "tl"), "fingerprint_a": fp,
               "fingerprint_b": fp, **_paired(ft, aligned, classes, n_boot, seed)}
     for row in result["per_class_f1"]:

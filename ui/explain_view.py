@@ -89,15 +89,11 @@ def completed_board() -> pd.DataFrame:
     return done
 
 
-def weights_stamp(run_id: str, stage: str | None = None) -> tuple[int, int] | None:
-    """(mtime_ns, size) of the run's final (or stage) weights; None when the file is missing."""
+def weights_stamp(run_id: str, stage: str | None = None) -> tuple[str, int, int] | None:
+    """ui.data.stamp of the run's final (or stage) weights; None when the file is missing."""
     rd = data.run_dir(run_id)
-    path = rd.stage_weights(stage) if stage else rd.weights
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+    signature = data.stamp(rd.stage_weights(stage) if stage else rd.weights)
+    return None if signature[1] < 0 else signature
 
 
 def model_ready(run_id: str) -> bool:
