@@ -146,7 +146,7 @@ def main() -> None:
         st.info("Upload an image, take a photo or pick a test image to see the predictions.")
     labels = data.run_labels(run_ids)
     # Models build in the background: the page shows now, each run's column fills in when its model is ready.
-    if images and any(ev.weights_stamp(r) is not None and not ev.model_ready(r) for r in run_ids):
+    if images and ev.loading_models(run_ids):
         st.session_state["live.drawn_by_page"] = True
         predictions_while_loading(images, run_ids, labels, true_labels, opacity)
     else:
@@ -156,7 +156,7 @@ def main() -> None:
 def predictions(images: list, run_ids: list[str], labels: dict, true_labels: dict, opacity: float) -> int:
     """Each image beside each run's prediction, or a note for a run whose model is still loading; returns how
     many runs are still loading."""
-    loading = [r for r in run_ids if ev.weights_stamp(r) is not None and not ev.model_ready(r)]
+    loading = ev.loading_models(run_ids)
     for upload in images:
         st.subheader(upload.name)
         cols = st.columns([1] + [2] * len(run_ids))
@@ -187,8 +187,7 @@ def predictions_while_loading(images: list, run_ids: list[str], labels: dict, tr
 
 
 def wait_for_one_more_model(run_ids: list[str], limit_s: float = 60) -> None:
-    jobs = [data.live_model_job(r) for r in run_ids if ev.weights_stamp(r) is not None]
-    jobs = [job for job in jobs if not job.done()]
+    jobs = list(ev.loading_models(run_ids).values())
     box, deadline = st.empty(), time.monotonic() + limit_s
     while jobs and not any(job.done() for job in jobs) and time.monotonic() < deadline:
         box.caption("⏳")  # sending an element is where Streamlit stops this run when the user clicks

@@ -16,7 +16,6 @@ replica counts if the learning curves call for it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 
 
@@ -85,8 +84,10 @@ def describe(strategy) -> dict:
     name = "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__
     out = {"strategy": name, "replicas": strategy.num_replicas_in_sync}
     if "TF_CONFIG" in os.environ:
-        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        out["task"] = f"{task.get('type', 'worker')}:{task.get('index', 0)}"
+        from poc.multiworker import cluster_task
+
+        kind, index, _ = cluster_task()
+        out["task"] = f"{kind}:{index}"
     return out
 
 

@@ -94,7 +94,8 @@ def fit(model, strategy, data, validation_data, epochs: int, initial_epoch: int,
         with strategy.scope():  # cross-replica read: each metric's state summed over every replica
             return {k: float(v) for k, v in model.get_metrics_result().items()}
 
-    steps = int(data.cardinality()) if int(data.cardinality()) > 0 else None
+    cardinality = int(data.cardinality())
+    steps = cardinality if cardinality > 0 else None  # unknown (-2) or infinite (-1): no step count
     callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, add_progbar=verbose != 0,
                                                  verbose=verbose, model=model, epochs=epochs, steps=steps)
     model.stop_training = False

@@ -1,11 +1,11 @@
 """Live predictions and explanations for the Live-predict and Attention-maps pages, through poc.inference.
 
 Models come from `ui.data.load_model` (built once per process in a background thread, keyed on the run
-path and its weights file's mtime; `model_ready` asks without waiting); the explanations computed here are
+path and its weights file's mtime; `loading_models` asks without waiting); the explanations computed here are
 @st.cache_data keyed on the run, the weights file's stamp and the image's bytes, so moving a slider does
 not recompute them. `read_uploads` is pure (no Streamlit calls) and unit-tested on its own: AppTest cannot
-upload files. The upload rules, the resize, the compiled predict
-call and the explanations are poc.inference's, shared with `python -m poc predict`.
+upload files. The upload rules, the resize, the compiled predict call and the explanations are
+poc.inference's, shared with `python -m poc predict`.
 """
 
 from __future__ import annotations
@@ -96,9 +96,11 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[str, int, int]
     return None if signature[1] < 0 else signature
 
 
-def model_ready(run_id: str) -> bool:
-    """Whether the run's model is built and warmed up (a build starts in the background if none has)."""
-    return data.live_model_job(run_id).done()
+def loading_models(run_ids: list[str]) -> dict:
+    """{run id: its background build} for the runs with weights whose model is not built and warmed up yet
+    (asking starts the builds that have not started)."""
+    jobs = {r: data.live_model_job(r) for r in run_ids if weights_stamp(r) is not None}
+    return {r: job for r, job in jobs.items() if not job.done()}
 
 
 # ---------------------------------------------------------------- live prediction + explanation
