@@ -38,8 +38,8 @@ def make_runs(root: Path, count: int, predictions: int) -> Path:
     import pandas as pd
 
     from fixture_runs import make_fixture_runs
-    from poc import artifacts
-    from poc.evaluation import evaluate_probabilities
+    from poc.runs import store
+    from poc.analysis.evaluation import evaluate_probabilities
 
     runs, images = root / "runs", root / "images"
     fixtures = make_fixture_runs(root / "fixtures", images)
@@ -50,12 +50,12 @@ def make_runs(root: Path, count: int, predictions: int) -> Path:
         target = runs / f"2026{i // 28 + 1:02d}{i % 28 + 1:02d}-120000-{source.name.split('-', 2)[2]}-{i:04d}"
         shutil.copytree(source, target, copy_function=os.link)
         info = json.loads((source / "run.json").read_text())
-        artifacts.RunDir(target).write_run({**info, "id": target.name, "name": f"{info['name']} #{i}"})
-    big = artifacts.RunDir(runs / BIG_RUN_ID)
+        store.RunDir(target).write_run({**info, "id": target.name, "name": f"{info['name']} #{i}"})
+    big = store.RunDir(runs / BIG_RUN_ID)
     shutil.copytree(fixtures["cnn"], big.path, copy_function=os.link)
     info = json.loads((fixtures["cnn"] / "run.json").read_text())
     big.write_run({**info, "id": big.id, "name": f"{predictions} test predictions"})
-    split = artifacts.read_split(big)
+    split = store.read_split(big)
     test = split[split["split"] == "test"]
     test = test.iloc[np.arange(predictions) % len(test)].reset_index(drop=True)
     names = info["class_names"]

@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def phase1(data: Path, runs: Path, args, seed: int, cached: bool) -> dict:
     from poc.config import RunConfig
-    from poc.training import train
+    from poc.train.training import train
 
     config = RunConfig(data=str(data), model=args.model, weights=args.weights, image_size=args.image_size,
                        tl_epochs=args.epochs, ft_epochs=0, patience=args.epochs, batch_size=args.batch_size,

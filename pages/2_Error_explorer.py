@@ -69,7 +69,7 @@ def _apply_click(run_id: str, stage: str, cell: tuple[str, str] | None) -> None:
 
 def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     st.subheader(STAGE_TITLES[stage])
-    metrics = ev.metrics or {}  # numbers or None (poc.artifacts.read_metrics)
+    metrics = ev.metrics or {}  # numbers or None (poc.runs.store.read_metrics)
     accuracy, macro_f1, perfect = (metrics.get(k) for k in ("accuracy", "macro_f1", "perfect_class_share"))
     low, high = metrics.get("accuracy_ci95") or (None, None)
     m1, m2, m3 = st.columns(3)
@@ -192,7 +192,7 @@ def _class_galleries(stages: list[str], evals: dict) -> None:
 # ---------------------------------------------------------------- tl -> ft
 
 def _changes(run_id: str, evals: dict) -> None:
-    """Per image and per class as the Compare page pairs them (poc.compare.stage_change); diagonal and perfect
+    """Per image and per class as the Compare page pairs them (poc.analysis.compare.stage_change); diagonal and perfect
     classes from the two confusion matrices."""
     st.header("What changed from tl to ft")
     tl, ft = evals["tl"], evals["ft"]

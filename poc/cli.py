@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter is not for users
 
-from poc import artifacts  # noqa: E402
+from poc.runs import store  # noqa: E402
 from poc.config import RunConfig, add_config_arguments, config_from_namespace  # noqa: E402
 from poc.errors import Cancelled, UserError  # noqa: E402
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--stage", choices=artifacts.STAGES, default=None)
+    p.add_argument("--stage", choices=store.STAGES, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs-dir", type=Path, default=None)
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="paired comparison of two runs: accuracy difference, McNemar, per-class F1")
     p.add_argument("run_a")
     p.add_argument("run_b")
-    p.add_argument("--stage", choices=artifacts.STAGES, default=None, help="default: each run's final stage")
+    p.add_argument("--stage", choices=store.STAGES, default=None, help="default: each run's final stage")
     p.add_argument("--unpaired", action="store_true", help="compare runs on different splits (no McNemar)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs-dir", type=Path, default=None)
@@ -85,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None)
 
     p = sub.add_parser("baseline", help="pixel logistic regression and linear probe on the same split, as runs")
-    from poc.baseline import add_arguments as add_baseline_arguments  # TensorFlow-free
+    from poc.train.baselines import add_arguments as add_baseline_arguments  # TensorFlow-free
 
     add_baseline_arguments(p)
+
+    sub.add_parser("pretrain", add_help=False, help="pretrain a demo backbone on generated shapes "
+                   "(python -m poc pretrain --help lists its options)")
 
     p = sub.add_parser("demo", help="demo data + one CNN and one ViT run (minutes on a 2-core CPU)")
     p.add_argument("--runs-dir", type=Path, default=None)
@@ -160,7 +163,7 @@ def cmd_split(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from poc.training import resume, train
+    from poc.train.training import resume, train
 
     _console_logging()
     if a.resume:
@@ -168,14 +171,14 @@ def cmd_train(a) -> int:
     elif not a.data:
         raise UserError("train needs --data DATA (a dataset folder), or --resume RUN to continue a run")
     elif a.seeds is not None or len(a.train_fraction) > 1:  # a study: one run per seed and fraction
-        from poc.studies import plan_repeats
+        from poc.train.studies import plan_repeats
 
         if a.run_id:
             raise UserError("--run-id names one run; it does not combine with --seeds or a --train-fraction list")
         fractions, a.train_fraction = a.train_fraction, a.train_fraction[:1]
         return _run_study(plan_repeats(config_from_args(a), a.seeds, fractions), a.runs_dir, a)
     else:
-        from poc.multiworker import worker_runs_dir
+        from poc.train.multiworker import worker_runs_dir
 
         config = config_from_args(a)
         with worker_runs_dir(config.distribute, a.runs_dir) as (runs_dir, writes_the_run):
@@ -189,7 +192,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from poc.studies import check_sweep, plan_sweep, resolve_cutoffs
+    from poc.train.studies import check_sweep, plan_sweep, resolve_cutoffs
 
     _console_logging()
     if len(a.train_fraction) > 1:
@@ -201,7 +204,7 @@ def cmd_sweep(a) -> int:
 
 
 def _run_study(plan, runs_dir, a) -> int:
-    """Train a poc.studies plan; print each run directory, then the study's summary (`train` prints the summary
+    """Train a poc.train.studies plan; print each run directory, then the study's summary (`train` prints the summary
     on stderr, so that its stdout stays one run directory per line). Keras' epoch lines go to stderr too, so
     stdout holds only the answer (--json: one JSON object). Exit 1 when a run failed."""
     import contextlib
@@ -209,12 +212,12 @@ def _run_study(plan, runs_dir, a) -> int:
     if getattr(a, "distribute", "none") == "multiworker":
         raise UserError("--distribute multiworker trains one run at a time: start `train` on every machine once "
                         "per run, or run the sweep / seed list on one machine (--distribute mirrored for its GPUs)")
-    from poc.studies import run_plan
-    from poc.study_results import result_json, study_summary, summary_text
+    from poc.train.studies import run_plan
+    from poc.analysis.study_results import result_json, study_summary, summary_text
 
     with contextlib.redirect_stdout(sys.stderr):
         result = run_plan(plan, runs_dir)
-    table = study_summary([artifacts.load_run(rd.path) for rd in result.runs])
+    table = study_summary([store.load_run(rd.path) for rd in result.runs])
     if getattr(a, "json", False):
         print(json.dumps(result_json(result, table), indent=2))
     else:
@@ -227,7 +230,7 @@ def _run_study(plan, runs_dir, a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from poc.phases import evaluate_run
+    from poc.train.phases import evaluate_run
 
     _console_logging()
     rd = _find(a.run, a.runs_dir)
@@ -253,13 +256,13 @@ def cmd_predict(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    from poc.leaderboard import leaderboard
+    from poc.analysis.leaderboard import leaderboard
 
-    table = leaderboard(artifacts.list_runs(a.runs_dir))
+    table = leaderboard(store.list_runs(a.runs_dir))
     if a.json:
         print(table.to_json(orient="records", indent=2))
     elif table.empty:
-        print(f"no runs in {a.runs_dir or artifacts.default_runs_dir()}; try: python -m poc demo")
+        print(f"no runs in {a.runs_dir or store.default_runs_dir()}; try: python -m poc demo")
     else:
         cols = ["id", "model", "status", "acc_tl", "acc_ft", "macro_f1"]
         print(table[cols].to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4f}"))
@@ -267,7 +270,7 @@ def cmd_runs(a) -> int:
 
 
 def cmd_compare(a) -> int:
-    from poc.compare import compare_runs, comparison_json, format_comparison
+    from poc.analysis.compare import compare_runs, comparison_json, format_comparison
 
     result = compare_runs(_find(a.run_a, a.runs_dir), _find(a.run_b, a.runs_dir), stage=a.stage,
                           allow_unpaired=a.unpaired)
@@ -276,7 +279,7 @@ def cmd_compare(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from poc.report import write_report
+    from poc.analysis.report import write_report
 
     summary = write_report([_find(ref, a.runs_dir) for ref in a.runs], a.out)
     print(json.dumps(summary, indent=2) if a.json else f"wrote {summary['out']} ({summary['bytes'] / 1e6:.1f} MB, "
@@ -285,7 +288,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_baseline(a) -> int:
-    from poc.baseline import baseline_summary, run_baselines, summary_text
+    from poc.train.baselines import baseline_summary, run_baselines, summary_text
 
     _console_logging()
     dirs = run_baselines(data=a.data, from_run=a.from_run, model=a.model, weights=a.weights,
@@ -297,7 +300,7 @@ def cmd_baseline(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from poc.demo import run_demo
+    from poc.train.demo import run_demo
 
     _console_logging()
     for rd in run_demo(a.runs_dir, a.data_dir, progress=_progress_printer("demo-data")):
@@ -312,6 +315,11 @@ COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "t
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pretrain"]:  # its own parser: a long recipe of options that only pretraining takes
+        from poc.models.pretrain import main as pretrain_main
+
+        return pretrain_main(argv[1:])
     args = build_parser().parse_args(argv)  # argparse exits 2 with its own usage message
     try:
         return COMMANDS[args.command](args)
@@ -335,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- helpers
 
 def _find(ref: str, runs_dir: Path | None):
-    rd = artifacts.find_run(ref, runs_dir)
+    rd = store.find_run(ref, runs_dir)
     if rd is None:
-        raise UserError(f"no run {ref!r} in {runs_dir or artifacts.default_runs_dir()}; see python -m poc runs")
+        raise UserError(f"no run {ref!r} in {runs_dir or store.default_runs_dir()}; see python -m poc runs")
     return rd
 
 

@@ -150,7 +150,7 @@ class Flag:
     help: str = ""
     choices: tuple[str, ...] | None = None
     required: bool = False
-    many: bool = False  # the CLI also takes a comma list: one run per value (a study, see poc.studies)
+    many: bool = False  # the CLI also takes a comma list: one run per value (a study, see poc.train.studies)
 
 
 # One row per RunConfig field: the flag is --<field-with-dashes>; type and default come from the dataclass.
@@ -228,7 +228,7 @@ def _bool_flag(name: str, default: bool) -> str:
 
 def config_from_namespace(namespace) -> RunConfig:
     """The RunConfig an argparse namespace from `add_config_arguments` describes. A `many` flag given as a
-    list must hold one value here; `poc.studies` expands longer lists into one config per value."""
+    list must hold one value here; `poc.train.studies` expands longer lists into one config per value."""
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(RunConfig)}
     for name, flag in FLAGS.items():
         if flag.many and isinstance(values[name], list):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from poc import artifacts
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.runs.store import RunDir
 from poc.data.images import ImageRejected, Source, open_rgb, resize_pixels
 from poc.errors import UserError
 
@@ -66,7 +66,7 @@ def load_model(rd: RunDir, stage: str | None = None) -> LoadedRun:
     """The run's classifier with its final weights, or a stage's (`tl` / `ft`) when given."""
     from poc.models import build, get_spec
 
-    info = artifacts.read_json(rd.run_json)
+    info = store.read_json(rd.run_json)
     if not info or "class_names" not in info:
         raise UserError(f"run {rd.id}: run.json missing, unreadable or incomplete")
     weights = rd.stage_weights(stage) if stage else rd.weights
@@ -201,7 +201,7 @@ def model_family(model_name: str) -> str:
 def explain(run: LoadedRun, pixels: np.ndarray) -> tuple[np.ndarray | None, str | None, str | None]:
     """(maps (N, h, w) in [0, 1], method, None) for raw pixels (N, S, S, 3): attention rollout for a ViT,
     Grad-CAM for a CNN; (None, None, why) when the family has no method (TF-Hub)."""
-    from poc.explain import explain_images
+    from poc.explain.maps import explain_images
 
     if run.spec.explanation == "none":
         return None, None, NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}")

@@ -60,7 +60,7 @@ def fixture_runs(tmp_path_factory) -> dict[str, Path]:
 def fake_spawn(monkeypatch):
     """`launcher._spawn` starts `sleep 60` in its own process group instead of the job's wrapper: the job record,
     the launch lock and the jobs list are the real ones, and no training runs. Yields [(wrapper argv, process)]."""
-    from poc import launcher
+    from poc.launch import launcher
 
     started = []
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from poc import runstatus
+from poc.runs import status as runstatus
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium")

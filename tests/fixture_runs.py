@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.runs.store import RunDir
 from poc.data.demo import generate_demo_dataset
-from poc.evaluation import evaluate_probabilities
+from poc.analysis.evaluation import evaluate_probabilities
 
 IMAGE_SIZE = 32
 RUN_IDS = {
@@ -186,7 +186,7 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
                      best_epoch=_best_epochs(history), dataset_path=dataset_path,
                      timing={"tl": 41.5, **({"ft": 63.25} if ft_epochs else {})})
     rd.write_run(info)
-    artifacts.write_csv(rd.split_csv, split)
+    store.write_csv(rd.split_csv, split)
     rd.write_history(history)
     rd.train_log.write_text(f"fixture run {rd.id}\n")
 
@@ -246,7 +246,7 @@ def _failed_run(rd: RunDir, split, class_names) -> None:
                            params={"total": 5489482, "trainable_tl": 1930, "trainable_ft": None},
                            fine_tune_at="blocks:8", tl_epochs=5, ft_epochs=4, best_epoch={}, timing={},
                            error="ResourceExhaustedError: OOM when allocating tensor with shape [64,197,768]"))
-    artifacts.write_csv(rd.split_csv, split)
+    store.write_csv(rd.split_csv, split)
     rd.write_history(history)
 
 
@@ -259,7 +259,7 @@ def _running_run(rd: RunDir, split, test, class_names) -> None:
                      fine_tune_at="block_13_expand", tl_epochs=5, ft_epochs=5,
                      best_epoch=_best_epochs([r for r in history if r["phase"] == "tl"]), timing={"tl": 40.0})
     rd.write_run({**info, "pid": os.getpid()})
-    artifacts.write_csv(rd.split_csv, split)
+    store.write_csv(rd.split_csv, split)
     rd.write_history(history)
     rng = np.random.default_rng(15)
     _write_eval(rd, "tl", test, rng.dirichlet(np.ones(len(class_names)), size=len(test)), class_names,
@@ -290,7 +290,7 @@ def _many_classes_run(rd: RunDir, split) -> None:
                            params={"total": 4203291, "trainable_tl": 153720, "trainable_ft": 3100000},
                            fine_tune_at="block6a_expand_conv", tl_epochs=3, ft_epochs=3,
                            best_epoch=_best_epochs(history), timing={"tl": 30.0, "ft": 45.0}, legacy=True))
-    artifacts.write_csv(rd.split_csv, many_split)
+    store.write_csv(rd.split_csv, many_split)
     rd.write_history(history)
     _write_eval(rd, "ft", test, probs, class_names)
 

@@ -1,4 +1,4 @@
-"""The verdict's gap, poc.leaderboard.accuracy_gap, against a direct paired bootstrap written out here."""
+"""The verdict's gap, poc.analysis.leaderboard.accuracy_gap, against a direct paired bootstrap written out here."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poc import artifacts
-from poc.leaderboard import accuracy_gap
+from poc.runs import store
+from poc.analysis.leaderboard import accuracy_gap
 
 N = 150
 
@@ -21,19 +21,19 @@ def _correctness(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _write(rd: artifacts.RunDir, stage: str, correct: np.ndarray, paths: list[str]) -> None:
+def _write(rd: store.RunDir, stage: str, correct: np.ndarray, paths: list[str]) -> None:
     labels = np.array(["cat", "dog"])[np.arange(len(correct)) % 2]
     wrong = np.where(labels == "cat", "dog", "cat")
     frame = pd.DataFrame({"path": paths, "label": labels, "pred": np.where(correct, labels, wrong),
                           "confidence": 0.8})
-    artifacts.write_csv(rd.eval_file(stage, "predictions"), frame)
+    store.write_csv(rd.eval_file(stage, "predictions"), frame)
 
 
 @pytest.fixture
 def runs(tmp_path):
     a, b = _correctness()
     paths = [f"/data/test/{i:03d}.png" for i in range(N)]
-    rd_a, rd_b = artifacts.RunDir(tmp_path / "vit").create(), artifacts.RunDir(tmp_path / "cnn").create()
+    rd_a, rd_b = store.RunDir(tmp_path / "vit").create(), store.RunDir(tmp_path / "cnn").create()
     _write(rd_a, "ft", a, paths)
     _write(rd_b, "tl", b, paths)
     return rd_a, rd_b, a, b
@@ -68,13 +68,13 @@ def test_images_are_paired_by_path_not_by_row(runs):
     rd_a, rd_b, _, _ = runs
     before = accuracy_gap(rd_a, "ft", rd_b, "tl")
     shuffled = pd.read_csv(rd_b.eval_file("tl", "predictions")).sample(frac=1.0, random_state=1)
-    artifacts.write_csv(rd_b.eval_file("tl", "predictions"), shuffled)
+    store.write_csv(rd_b.eval_file("tl", "predictions"), shuffled)
     assert accuracy_gap(rd_a, "ft", rd_b, "tl") == before
 
 
 def test_no_gap_without_the_same_test_images(runs, tmp_path):
     rd_a, _, a, _ = runs
-    other = artifacts.RunDir(tmp_path / "other").create()
+    other = store.RunDir(tmp_path / "other").create()
     _write(other, "ft", a, [f"/elsewhere/{i:03d}.png" for i in range(N)])
     assert accuracy_gap(rd_a, "ft", other, "ft") is None
     assert accuracy_gap(rd_a, "ft", other, "tl") is None  # no predictions for that stage

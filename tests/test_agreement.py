@@ -1,5 +1,5 @@
-"""Explanation agreement (poc.agreement): IoU of the top-20% Grad-CAM and rollout regions, against counts made by
-hand and with numpy / scipy here, on maps and on small run directories written with poc.artifacts."""
+"""Explanation agreement (poc.analysis.agreement): IoU of the top-20% Grad-CAM and rollout regions, against counts made by
+hand and with numpy / scipy here, on maps and on small run directories written with poc.runs.store."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from poc import artifacts
-from poc.agreement import explanation_agreement, per_class, region_iou, top_region
+from poc.runs import store
+from poc.analysis.agreement import explanation_agreement, per_class, region_iou, top_region
 from poc.errors import UserError
-from poc.evaluation import evaluate_probabilities
+from poc.analysis.evaluation import evaluate_probabilities
 
 CLASSES = ["cat", "dog"]
 
@@ -80,7 +80,7 @@ ROLLOUT = np.stack([_hot([(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]) for _ in rang
 
 def _run(root, name: str, method: str, maps: np.ndarray, order: list[int], fingerprint: str = "f" * 64):
     """A completed run whose test predictions list TEST in `order`, with `maps` in that order too."""
-    rd = artifacts.RunDir(root / name).create()
+    rd = store.RunDir(root / name).create()
     family, model = ("cnn", "mobilenet_v2") if method == "gradcam" else ("vit", "vit_ti16")
     rd.write_run({"id": name, "name": name, "model": model, "family": family, "status": "completed",
                   "class_names": CLASSES, "final_stage": "ft",

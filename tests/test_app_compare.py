@@ -14,7 +14,7 @@ from scipy import stats as sps
 from sklearn.metrics import f1_score
 from streamlit.testing.v1 import AppTest
 
-from poc import artifacts
+from poc.runs import store
 
 COMPARE = "../pages/5_Compare.py"  # relative to this file, as AppTest resolves it
 HOME = "../dashboard.py"
@@ -40,11 +40,11 @@ def _texts(at: AppTest) -> str:
 
 
 def _predictions(run, stage: str) -> pd.DataFrame:
-    return pd.read_csv(artifacts.RunDir(run).eval_file(stage, "predictions"))
+    return pd.read_csv(store.RunDir(run).eval_file(stage, "predictions"))
 
 
 def _final(run) -> str:
-    return artifacts.read_json(artifacts.RunDir(run).run_json)["final_stage"]
+    return store.read_json(store.RunDir(run).run_json)["final_stage"]
 
 
 def _outcomes(fixture_runs) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +139,7 @@ def test_fine_tuning_flags_exactly_the_classes_that_got_worse(paired, fixture_ru
 def test_the_cost_table_shows_both_runs(paired, fixture_runs):
     cost = next(d.value for d in paired.dataframe if "MACs / image" in d.value.columns)
     for (_, row), key in zip(cost.iterrows(), ("cnn", "vit")):
-        params = artifacts.read_json(artifacts.RunDir(fixture_runs[key]).run_json)["params"]
+        params = store.read_json(store.RunDir(fixture_runs[key]).run_json)["params"]
         assert (row["parameters"], row["trainable tl"], row["trainable ft"]) == \
             (params["total"], params["trainable_tl"], params["trainable_ft"])
     assert list(cost["latency ms"]) == ["not measured", "not measured"]
@@ -164,9 +164,9 @@ def test_a_recorded_temperature_gives_the_ece_after_scaling(fixture_runs, tmp_pa
 
     run = tmp_path / "runs" / fixture_runs["cnn"].name
     shutil.copytree(fixture_runs["cnn"], run, ignore=shutil.ignore_patterns("*.h5", "logs"))
-    rd = artifacts.RunDir(run)
-    metrics = artifacts.read_json(rd.eval_file("ft", "metrics"))
-    artifacts.write_json(rd.eval_file("ft", "metrics"), {**metrics, "temperature": 2.5})  # as if fitted on val
+    rd = store.RunDir(run)
+    metrics = store.read_json(rd.eval_file("ft", "metrics"))
+    store.write_json(rd.eval_file("ft", "metrics"), {**metrics, "temperature": 2.5})  # as if fitted on val
     frame = _predictions(run, "ft")
     probs = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
     scaled = softmax(np.log(np.clip(probs, 1e-7, 1.0)) / 2.5, axis=1)
@@ -191,10 +191,10 @@ def unpaired_root(fixture_runs, tmp_path):
     shutil.copytree(fixture_runs["cnn"], root / fixture_runs["cnn"].name, ignore=skip)
     other = root / "20250101-160000-vit-ti16-0thr"
     shutil.copytree(fixture_runs["vit"], other, ignore=skip)
-    info = artifacts.read_json(artifacts.RunDir(other).run_json)
+    info = store.read_json(store.RunDir(other).run_json)
     info.update(id=other.name, name="vit_ti16 other split")
     info["dataset"]["split_fingerprint"] = "0" * 64
-    artifacts.RunDir(other).write_run(info)
+    store.RunDir(other).write_run(info)
     return root
 
 

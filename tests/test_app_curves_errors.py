@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from poc import artifacts
+from poc.runs import store
 
 CURVES = "../pages/1_Learning_curves.py"  # relative to this file, as AppTest resolves it
 ERRORS = "../pages/2_Error_explorer.py"
@@ -29,7 +29,7 @@ def _texts(at: AppTest) -> str:
 
 
 def _predictions(run: Path, stage: str) -> pd.DataFrame:
-    return pd.read_csv(artifacts.RunDir(run).eval_file(stage, "predictions"))
+    return pd.read_csv(store.RunDir(run).eval_file(stage, "predictions"))
 
 
 def _captions(at: AppTest) -> list[str]:
@@ -54,7 +54,7 @@ def test_curves_render_each_run(fixture_runs, monkeypatch):
     for key in ("cnn", "vit", "no_ft", "failed", "running", "many_classes"):
         at.multiselect(key="curves.runs").set_value([fixture_runs[key].name]).run()
         assert not at.exception, key
-        history = artifacts.read_history(artifacts.RunDir(fixture_runs[key]))
+        history = store.read_history(store.RunDir(fixture_runs[key]))
         assert at.dataframe[0].value["epochs"].sum() == len(history), key
 
 
@@ -88,7 +88,7 @@ def test_explorer_renders_each_run(fixture_runs, monkeypatch):
     for key in ("cnn", "vit", "no_ft", "running", "many_classes"):
         at.selectbox(key="errors.run").set_value(fixture_runs[key].name).run()
         assert not at.exception, key
-        stages = [s for s in ("tl", "ft") if artifacts.RunDir(fixture_runs[key]).eval_file(s, "metrics").exists()]
+        stages = [s for s in ("tl", "ft") if store.RunDir(fixture_runs[key]).eval_file(s, "metrics").exists()]
         assert len(at.get("vega_lite_chart")) >= len(stages)  # one matrix per stage, plus per-class charts
 
 
@@ -162,17 +162,17 @@ def test_stage_changes_match_the_predictions(fixture_runs, monkeypatch):
     assert metrics["diagonal gain"] == f"{ok_ft.sum() - ok_tl.sum():+d}"
 
 
-def _copy_run(src: Path, runs_root: Path) -> artifacts.RunDir:
+def _copy_run(src: Path, runs_root: Path) -> store.RunDir:
     dst = runs_root / src.name
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.h5"))
-    return artifacts.RunDir(dst)
+    return store.RunDir(dst)
 
 
 def test_missing_image_is_a_placeholder_not_a_crash(fixture_runs, monkeypatch, tmp_path):
     rd = _copy_run(fixture_runs["cnn"], tmp_path / "runs")
     pred = pd.read_csv(rd.eval_file("ft", "predictions"))
     pred.loc[0, "path"] = str(tmp_path / "gone" / "deleted.png")
-    artifacts.write_csv(rd.eval_file("ft", "predictions"), pred)
+    store.write_csv(rd.eval_file("ft", "predictions"), pred)
     at = _page(ERRORS, tmp_path / "runs", monkeypatch)
     at.selectbox(key="errors.cell_true").set_value(pred.loc[0, "label"])
     at.selectbox(key="errors.cell_pred").set_value(pred.loc[0, "pred"]).run()

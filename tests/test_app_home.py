@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from poc import artifacts, launcher
+from poc.runs import store
+from poc.launch import launcher
 
 HOME = "../dashboard.py"  # relative to this file, as AppTest resolves it
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def test_leaderboard_lists_every_readable_run(home, fixture_runs):
 
 
 def test_accuracy_is_shown_with_its_interval(home, fixture_runs):
-    metrics = artifacts.read_json(artifacts.RunDir(fixture_runs["cnn"]).eval_file("ft", "metrics"))
+    metrics = store.read_json(store.RunDir(fixture_runs["cnn"]).eval_file("ft", "metrics"))
     row = _board(home).set_index("id").loc[fixture_runs["cnn"].name]
     low, high = metrics["accuracy_ci95"]
     assert row["accuracy ft [95% CI]"] == f"{metrics['accuracy']:.3f} [{low:.2f}, {high:.2f}]"
@@ -61,7 +62,7 @@ def test_corrupt_run_is_flagged_not_crashing(home, fixture_runs):
 
 
 def test_failed_run_shows_its_error(home, fixture_runs):
-    error = artifacts.read_json(artifacts.RunDir(fixture_runs["failed"]).run_json)["error"]
+    error = store.read_json(store.RunDir(fixture_runs["failed"]).run_json)["error"]
     assert error in _texts(home)
     assert _board(home).set_index("id").loc[fixture_runs["failed"].name, "error"] == error
 
@@ -106,7 +107,7 @@ def _fake_launcher(monkeypatch, launch, status=None):
 
 
 def test_demo_button_follows_the_job_with_a_progress_bar(tmp_path, monkeypatch):
-    job = launcher.Job("job-1", "demo", ["python", "-m", "poc", "demo"], 424242, artifacts.utc_now(), "job-1.log")
+    job = launcher.Job("job-1", "demo", ["python", "-m", "poc", "demo"], 424242, store.utc_now(), "job-1.log")
     status = launcher.JobStatus(job, "running", "demo", phase="run 1 of 2", progress=0.4)
     _fake_launcher(monkeypatch, lambda runs_dir=None: job, status)
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
@@ -119,7 +120,7 @@ def test_demo_button_follows_the_job_with_a_progress_bar(tmp_path, monkeypatch):
 
 
 def test_a_failed_demo_says_why(tmp_path, monkeypatch):
-    job = launcher.Job("job-2", "demo", ["python", "-m", "poc", "demo"], 424242, artifacts.utc_now(), "job-2.log")
+    job = launcher.Job("job-2", "demo", ["python", "-m", "poc", "demo"], 424242, store.utc_now(), "job-2.log")
     status = launcher.JobStatus(job, "failed", "demo", message="error: no space left on device")
     _fake_launcher(monkeypatch, lambda runs_dir=None: job, status)
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
@@ -177,7 +178,7 @@ def _edit_json(path: Path, **changes) -> dict:
 
 
 def _metrics(run: Path, stage: str) -> dict:
-    return artifacts.read_json(artifacts.RunDir(run).eval_file(stage, "metrics"))
+    return store.read_json(store.RunDir(run).eval_file(stage, "metrics"))
 
 
 def _metric(at: AppTest, label: str):
@@ -194,7 +195,7 @@ def _home(runs: Path, monkeypatch) -> AppTest:
 
 
 def test_leaderboard_shows_final_stage_validation_size_from_parameters_and_pretraining(home, fixture_runs):
-    info = artifacts.read_json(artifacts.RunDir(fixture_runs["cnn"]).run_json)
+    info = store.read_json(store.RunDir(fixture_runs["cnn"]).run_json)
     row = _board(home).set_index("id").loc[fixture_runs["cnn"].name]
     assert row["final stage"] == info["final_stage"]
     assert row["val accuracy"] == pytest.approx(_metrics(fixture_runs["cnn"], info["final_stage"])["val_accuracy"])
@@ -205,10 +206,10 @@ def test_leaderboard_shows_final_stage_validation_size_from_parameters_and_pretr
 
 
 def test_verdict_compares_the_split_of_the_latest_completed_run(home, fixture_runs):
-    info = artifacts.read_json(artifacts.RunDir(fixture_runs["vit"]).run_json)  # the latest completed run
+    info = store.read_json(store.RunDir(fixture_runs["vit"]).run_json)  # the latest completed run
     fingerprint = info["dataset"]["split_fingerprint"]
     assert home.selectbox(key="home.split").value == fingerprint
-    other = artifacts.read_json(artifacts.RunDir(fixture_runs["many_classes"]).run_json)
+    other = store.read_json(store.RunDir(fixture_runs["many_classes"]).run_json)
     labels = home.selectbox(key="home.split").options  # AppTest lists the shown labels
     assert len(labels) == 2 and f"split {other['dataset']['split_fingerprint'][:8]} · 1 completed run" in labels[1]
     texts = _texts(home)
@@ -218,7 +219,7 @@ def test_verdict_compares_the_split_of_the_latest_completed_run(home, fixture_ru
 
 def test_gap_is_best_vit_minus_best_cnn_on_the_same_test_images(home, fixture_runs):
     def accuracy(key):
-        pred = pd.read_csv(artifacts.RunDir(fixture_runs[key]).eval_file("ft", "predictions"))
+        pred = pd.read_csv(store.RunDir(fixture_runs[key]).eval_file("ft", "predictions"))
         return (pred["label"] == pred["pred"]).mean(), len(pred)
 
     (vit, n), (cnn, _) = accuracy("vit"), accuracy("cnn")
@@ -231,7 +232,7 @@ def test_the_best_run_is_chosen_on_validation_not_on_test(fixture_runs, monkeypa
     runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "no_ft", "vit"])
     no_ft = runs / fixture_runs["no_ft"].name
     cnn_val = _metrics(fixture_runs["cnn"], "ft")["val_accuracy"]
-    chosen = _edit_json(artifacts.RunDir(no_ft).eval_file("tl", "metrics"), val_accuracy=cnn_val + 0.1)
+    chosen = _edit_json(store.RunDir(no_ft).eval_file("tl", "metrics"), val_accuracy=cnn_val + 0.1)
     assert chosen["accuracy"] < _metrics(fixture_runs["cnn"], "ft")["accuracy"]  # worse on test, better on val
     at = _home(runs, monkeypatch)
     assert _metric(at, "Best CNN").value == f"{chosen['accuracy']:.1%}"
@@ -240,7 +241,7 @@ def test_the_best_run_is_chosen_on_validation_not_on_test(fixture_runs, monkeypa
 
 def test_runs_without_validation_metrics_are_listed_as_not_comparable(fixture_runs, monkeypatch, tmp_path):
     runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit"])
-    metrics = artifacts.RunDir(runs / fixture_runs["vit"].name).eval_file("ft", "metrics")
+    metrics = store.RunDir(runs / fixture_runs["vit"].name).eval_file("ft", "metrics")
     values = json.loads(metrics.read_text())
     metrics.write_text(json.dumps({k: v for k, v in values.items() if not k.startswith("val_")}))
     at = _home(runs, monkeypatch)
@@ -250,7 +251,7 @@ def test_runs_without_validation_metrics_are_listed_as_not_comparable(fixture_ru
 
 def test_a_difference_in_pretraining_is_said_beside_the_gap(fixture_runs, monkeypatch, tmp_path):
     runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit"])
-    _edit_json(artifacts.RunDir(runs / fixture_runs["vit"].name).run_json, pretraining="demo")
+    _edit_json(store.RunDir(runs / fixture_runs["vit"].name).run_json, pretraining="demo")
     at = _home(runs, monkeypatch)
     assert "Pretraining differs: the CNN started from **none** weights, the ViT from **demo**" in _texts(at)
     same = _home(_copy_runs(fixture_runs, tmp_path / "same", ["cnn", "vit"]), monkeypatch)
@@ -259,7 +260,7 @@ def test_a_difference_in_pretraining_is_said_beside_the_gap(fixture_runs, monkey
 
 def test_the_best_baseline_of_the_same_split_is_shown(fixture_runs, monkeypatch, tmp_path):
     runs = _copy_runs(fixture_runs, tmp_path, ["cnn", "vit", "no_ft"])
-    baseline = artifacts.RunDir(runs / fixture_runs["no_ft"].name)
+    baseline = store.RunDir(runs / fixture_runs["no_ft"].name)
     _edit_json(baseline.run_json, family="baseline", model="baseline_pixels", name="pixels")
     at = _home(runs, monkeypatch)
     assert _metric(at, "Best baseline").value == f"{_metrics(baseline.path, 'tl')['accuracy']:.1%}"
@@ -270,7 +271,7 @@ def test_the_best_baseline_of_the_same_split_is_shown(fixture_runs, monkeypatch,
 
 def test_choosing_another_split_compares_only_its_runs(fixture_runs, monkeypatch):
     at = _home(fixture_runs["cnn"].parent, monkeypatch)
-    other = artifacts.read_json(artifacts.RunDir(fixture_runs["many_classes"]).run_json)
+    other = store.read_json(store.RunDir(fixture_runs["many_classes"]).run_json)
     at.selectbox(key="home.split").set_value(other["dataset"]["split_fingerprint"]).run()
     assert not at.exception
     assert _metric(at, "Best CNN").value == "—"  # its only CNN is an older run without validation metrics
@@ -283,7 +284,7 @@ def test_the_default_split_follows_the_latest_completed_run_until_one_is_chosen(
     at = _home(runs, monkeypatch)
     first = at.selectbox(key="home.split").value
     shutil.copytree(fixture_runs["many_classes"], runs / fixture_runs["many_classes"].name)
-    newer = _edit_json(artifacts.RunDir(runs / fixture_runs["many_classes"].name).run_json,
+    newer = _edit_json(store.RunDir(runs / fixture_runs["many_classes"].name).run_json,
                        finished="2025-01-02T00:00:00+00:00")  # now the latest completed run
     at.run()
     assert at.selectbox(key="home.split").value == newer["dataset"]["split_fingerprint"] != first
@@ -319,8 +320,8 @@ def _imports(path: Path) -> set[str]:
 def test_pages_import_only_ui_and_ui_only_poc_access_modules():
     for path in [REPO / "dashboard.py", *sorted((REPO / "pages").glob("*.py"))]:
         assert not [n for n in _imports(path) if n == "poc" or n.startswith("poc.")], path.name
-    allowed = {f"poc.{m}" for m in ("artifacts", "launcher", "leaderboard", "inference", "config", "errors",
-                                    "runstatus", "models.registry")}
+    allowed = {f"poc.{m}" for m in ("runs.store", "launch.launcher", "analysis.leaderboard", "inference", "config",
+                                    "errors", "runs.status", "models.registry")}
     for path in sorted((REPO / "ui").glob("*.py")):
         used = {n for n in _imports(path) if n.startswith("poc.")}
         modules = {n for n in used if n in allowed or not any(n.startswith(a + ".") for a in allowed)}

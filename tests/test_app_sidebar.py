@@ -11,7 +11,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import make_class_folders
-from poc import artifacts, launcher, runstatus
+from poc.runs import store
+from poc.launch import launcher
+from poc.runs import status as runstatus
 
 TIMEOUT = 90  # the open launcher imports TensorFlow and builds a model once
 
@@ -43,10 +45,10 @@ def sleeper():
 def write_job(runs, job_id, pid, status, progress=None, name="fixture run"):
     """A train job as the launcher records it, with its run.json (and progress.json) as training writes them."""
     config = {"data": "d", "model": "mobilenet_v2", "tl_epochs": 5, "ft_epochs": 5}
-    job = launcher.Job(job_id, "train", ["python", "-m", "poc", "train"], pid, artifacts.utc_now(),
+    job = launcher.Job(job_id, "train", ["python", "-m", "poc", "train"], pid, store.utc_now(),
                        str(launcher.jobs_dir(runs) / f"{job_id}.log"), run_id=f"run-{job_id}", config=config)
-    artifacts.write_json(launcher.jobs_dir(runs) / f"{job_id}.json", dataclasses.asdict(job))
-    rd = artifacts.run_dir(runs, job.run_id)
+    store.write_json(launcher.jobs_dir(runs) / f"{job_id}.json", dataclasses.asdict(job))
+    rd = store.run_dir(runs, job.run_id)
     rd.write_run({"id": rd.id, "name": name, "status": status, "pid": pid, "config": config})
     if progress:
         rd.write_progress(progress)
@@ -115,7 +117,7 @@ def test_jobs_list_shows_progress_and_cancel_stops_the_job(roots, sleeper):
 
     at.button(key=f"cancel_{job.id}").click().run(timeout=TIMEOUT)
     assert sleeper.wait(timeout=5) is not None  # the process group got SIGTERM
-    assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
+    assert store.read_json(store.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
     assert not at.sidebar.progress
     assert at.sidebar.expander[1].label == "Finished jobs (2)"
 
@@ -127,12 +129,12 @@ DEAD_PID = 2**22 + 54321  # above Linux's largest pid: never a live process
 
 def write_run(runs, run_id, status, pid=DEAD_PID, checkpoint=False, name="killed run"):
     """A run as training leaves it when killed mid-phase: marked `status` with `pid`, its split written."""
-    rd = artifacts.run_dir(runs, run_id).create()
+    rd = store.run_dir(runs, run_id).create()
     rd.write_run({"id": run_id, "name": name, "status": status, "pid": pid, "model": "mobilenet_v2",
                   "class_names": ["circle", "square"],
                   "config": {"data": "d", "model": "mobilenet_v2", "tl_epochs": 4, "ft_epochs": 4}})
-    artifacts.write_csv(rd.split_csv, pd.DataFrame([["a.png", "circle", "train", "0" * 64]],
-                                                    columns=artifacts.SPLIT_COLUMNS))
+    store.write_csv(rd.split_csv, pd.DataFrame([["a.png", "circle", "train", "0" * 64]],
+                                                    columns=store.SPLIT_COLUMNS))
     rd.write_progress({"phase": "ft", "epoch": 2, "epochs": 4, "step": 3, "steps": 7})
     if checkpoint:
         (rd.path / runstatus.CHECKPOINT_DIR).mkdir()

@@ -7,31 +7,31 @@ import json
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
-from poc.leaderboard import leaderboard
-from poc.runstatus import effective_status
+from poc.runs import store
+from poc.analysis.leaderboard import leaderboard
+from poc.runs.status import effective_status
 
 
 def test_atomic_writes_leave_no_temp_files_and_replace_whole_files(tmp_path):
     target = tmp_path / "run" / "run.json"
-    artifacts.write_json(target, {"status": "queued"})
-    artifacts.write_json(target, {"status": "running"})
-    artifacts.write_csv(tmp_path / "run" / "history.csv", pd.DataFrame({"epoch": [1]}))
+    store.write_json(target, {"status": "queued"})
+    store.write_json(target, {"status": "running"})
+    store.write_csv(tmp_path / "run" / "history.csv", pd.DataFrame({"epoch": [1]}))
     assert json.loads(target.read_text()) == {"status": "running"}
     assert sorted(p.name for p in target.parent.iterdir()) == ["history.csv", "run.json"]
 
 
 def test_damaged_runs_are_listed_with_their_problems(tmp_path):
-    good = artifacts.RunDir(tmp_path / "b-good").create()
+    good = store.RunDir(tmp_path / "b-good").create()
     good.write_run({"id": "b-good", "status": "completed", "params": "oops", "timing": [1, 2]})
-    truncated = artifacts.RunDir(tmp_path / "c-truncated").create()
+    truncated = store.RunDir(tmp_path / "c-truncated").create()
     truncated.run_json.write_text('{"status": "compl')
-    not_an_object = artifacts.RunDir(tmp_path / "a-list").create()
+    not_an_object = store.RunDir(tmp_path / "a-list").create()
     not_an_object.run_json.write_text("[1, 2, 3]")
     (good.eval_dir("ft")).mkdir(parents=True)
     good.eval_file("ft", "metrics").write_text('{"accuracy": "high"}')
 
-    runs = {r.id: r for r in artifacts.list_runs(tmp_path)}
+    runs = {r.id: r for r in store.list_runs(tmp_path)}
     assert set(runs) == {"a-list", "b-good", "c-truncated"}
     assert runs["c-truncated"].problems and runs["a-list"].problems and runs["b-good"].readable
     board = leaderboard(list(runs.values())).set_index("id")
@@ -41,24 +41,24 @@ def test_damaged_runs_are_listed_with_their_problems(tmp_path):
 
 
 def test_a_running_run_whose_process_is_gone_reads_as_interrupted(tmp_path):
-    rd = artifacts.RunDir(tmp_path / "r").create()
+    rd = store.RunDir(tmp_path / "r").create()
     rd.write_run({"id": "r", "status": "running", "pid": 2**22 + 12345})  # above Linux's default pid_max
-    assert effective_status(artifacts.load_run(rd.path)) == "interrupted"
+    assert effective_status(store.load_run(rd.path)) == "interrupted"
 
 
 def test_find_run_accepts_a_path_an_id_or_a_unique_prefix(tmp_path):
     for run_id in ("20250101-aaa", "20250102-bbb"):
-        artifacts.RunDir(tmp_path / run_id).create().write_run({"id": run_id, "status": "completed"})
-    assert artifacts.find_run("20250102", tmp_path).id == "20250102-bbb"
-    assert artifacts.find_run(str(tmp_path / "20250101-aaa")).id == "20250101-aaa"
-    assert artifacts.find_run("2025", tmp_path) is None  # ambiguous
+        store.RunDir(tmp_path / run_id).create().write_run({"id": run_id, "status": "completed"})
+    assert store.find_run("20250102", tmp_path).id == "20250102-bbb"
+    assert store.find_run(str(tmp_path / "20250101-aaa")).id == "20250101-aaa"
+    assert store.find_run("2025", tmp_path) is None  # ambiguous
 
 
 def test_a_missing_runs_folder_lists_no_run(tmp_path):
-    assert artifacts.list_runs(tmp_path / "not_there") == []
+    assert store.list_runs(tmp_path / "not_there") == []
 
 
-def _stage_files(rd: artifacts.RunDir, stage: str = "ft") -> None:
+def _stage_files(rd: store.RunDir, stage: str = "ft") -> None:
     rd.eval_dir(stage).mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": [1, 2, 2], "pred": [1, 1, 2],
                   "confidence": [0.9, "high", 0.7]}).to_csv(rd.eval_file(stage, "predictions"), index=False)
@@ -71,9 +71,9 @@ def _stage_files(rd: artifacts.RunDir, stage: str = "ft") -> None:
 
 
 def test_read_stage_checks_numbers_and_names_what_is_wrong(tmp_path):
-    rd = artifacts.RunDir(tmp_path / "r").create()
+    rd = store.RunDir(tmp_path / "r").create()
     _stage_files(rd)
-    ev = artifacts.read_stage(rd, "ft")
+    ev = store.read_stage(rd, "ft")
     assert ev.predictions["confidence"].tolist()[0] == 0.9 and np.isnan(ev.predictions["confidence"].iloc[1])
     assert ev.predictions["label"].tolist() == ["1", "2", "2"]  # class names stay strings
     assert np.isnan(ev.report["precision"].iloc[1]) and ev.report["class"].tolist() == ["1", "2"]
@@ -89,17 +89,17 @@ def test_read_stage_checks_numbers_and_names_what_is_wrong(tmp_path):
 
 
 def test_a_confusion_matrix_over_different_classes_is_set_aside(tmp_path):
-    rd = artifacts.RunDir(tmp_path / "r").create()
+    rd = store.RunDir(tmp_path / "r").create()
     _stage_files(rd)
     pd.DataFrame([[1, 0], [1, 1]], index=["cat", "dog"], columns=["cat", "cow"]).to_csv(
         rd.eval_file("ft", "confusion_matrix"))
-    ev = artifacts.read_stage(rd, "ft")
+    ev = store.read_stage(rd, "ft")
     assert ev.confusion is None
     assert any("confusion_matrix.csv is malformed" in p for p in ev.problems)
 
 
 def test_read_history_types_sorts_and_counts_malformed_rows(tmp_path):
-    rd = artifacts.RunDir(tmp_path / "r").create()
+    rd = store.RunDir(tmp_path / "r").create()
     rows = [{"epoch": 2, "phase": "tl", "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4,
              "lr": 1e-3, "seconds": 2},
             {"epoch": 1, "phase": "tl", "loss": "nan?", "accuracy": 0.3, "val_loss": 1.4, "val_accuracy": 0.3,
@@ -109,7 +109,7 @@ def test_read_history_types_sorts_and_counts_malformed_rows(tmp_path):
             {"epoch": 3, "phase": "warmup", "loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.4,
              "lr": 1e-3, "seconds": 2}]
     pd.DataFrame(rows).to_csv(rd.history_csv, index=False)
-    history = artifacts.read_history(rd)
+    history = store.read_history(rd)
     assert history["epoch"].tolist() == [1, 2]
     assert np.isnan(history["loss"].iloc[0]) and history["accuracy"].tolist() == [0.3, 0.5]
     assert history.attrs["dropped_rows"] == 2

@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from poc import artifacts
-from poc.baseline import C_GRID, MAX_ITER, add_arguments, baseline_summary, run_baselines, summary_text
+from poc.runs import store
+from poc.train.baselines import C_GRID, MAX_ITER, add_arguments, baseline_summary, run_baselines, summary_text
 from poc.data.images import load_array
 from poc.data.scan import scan_dataset
 from poc.data.split import split_dataset, split_fingerprint
@@ -32,36 +32,36 @@ TINY_CNN = {"model": "mobilenet_v2", "weights": "demo", "image_size": 64, "tl_ep
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def pixel_run(demo_dataset, tmp_path_factory) -> artifacts.RunDir:
+def pixel_run(demo_dataset, tmp_path_factory) -> store.RunDir:
     runs = tmp_path_factory.mktemp("pixel_runs")
     (rd,) = run_baselines(data=demo_dataset, runs_dir=runs)
     return rd
 
 
 @pytest.fixture(scope="module")
-def demo_runs(demo_dataset, tmp_path_factory) -> list[artifacts.RunDir]:
+def demo_runs(demo_dataset, tmp_path_factory) -> list[store.RunDir]:
     """`run_demo` with one tiny CNN run: the CNN run, then the baselines it makes from it."""
-    import poc.demo
+    import poc.train.demo
 
     base = tmp_path_factory.mktemp("demo_runs")
     data = base / "data"
     shutil.copytree(demo_dataset, data)
     (data / ".complete").write_text("copied by the test\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(poc.demo.DEMO_SETTINGS, "runs", [TINY_CNN])
-        return list(poc.demo.run_demo(base / "runs", data))
+        mp.setitem(poc.train.demo.DEMO_SETTINGS, "runs", [TINY_CNN])
+        return list(poc.train.demo.run_demo(base / "runs", data))
 
 
-def _info(rd: artifacts.RunDir) -> dict:
-    return artifacts.read_json(rd.run_json)
+def _info(rd: store.RunDir) -> dict:
+    return store.read_json(rd.run_json)
 
 
-def _metrics(rd: artifacts.RunDir) -> dict:
-    return artifacts.read_json(rd.eval_file("tl", "metrics"))
+def _metrics(rd: store.RunDir) -> dict:
+    return store.read_json(rd.eval_file("tl", "metrics"))
 
 
-def _probabilities(rd: artifacts.RunDir, class_names: list[str]) -> np.ndarray:
-    predictions = artifacts.read_predictions(rd, "tl")
+def _probabilities(rd: store.RunDir, class_names: list[str]) -> np.ndarray:
+    predictions = store.read_predictions(rd, "tl")
     return predictions[[f"prob_{name}" for name in class_names]].to_numpy()
 
 
@@ -100,15 +100,15 @@ def test_pixel_baseline_writes_a_run_directory_of_the_contract(pixel_run, demo_d
     assert info["baseline"]["C"] in C_GRID
     for kind in ("predictions", "confusion_matrix", "classification_report", "metrics"):
         assert pixel_run.eval_file("tl", kind).is_file()
-    assert artifacts.read_split(pixel_run) is not None
+    assert store.read_split(pixel_run) is not None
     assert not pixel_run.weights.exists() and not any(pixel_run.path.glob("*.h5"))
     assert not pixel_run.eval_dir("ft").exists()
 
 
 def test_pixel_test_accuracy_is_that_of_the_written_predictions(pixel_run):
-    predictions = artifacts.read_predictions(pixel_run, "tl")
+    predictions = store.read_predictions(pixel_run, "tl")
     metrics = _metrics(pixel_run)
-    split = artifacts.read_split(pixel_run)
+    split = store.read_split(pixel_run)
     assert sorted(predictions["path"]) == sorted(split.loc[split["split"] == "test", "path"])
     assert metrics["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
     assert metrics["n"] == len(predictions) == _info(pixel_run)["dataset"]["counts"]["test"]
@@ -118,7 +118,7 @@ def test_pixel_split_is_the_one_train_makes_from_the_same_data_and_seed(pixel_ru
     expected = split_dataset(scan_dataset(demo_dataset), val=0.1, test=0.1, seed=0)
     info = _info(pixel_run)
     assert info["dataset"]["split_fingerprint"] == split_fingerprint(expected)
-    assert split_fingerprint(artifacts.read_split(pixel_run)) == split_fingerprint(expected)
+    assert split_fingerprint(store.read_split(pixel_run)) == split_fingerprint(expected)
     assert info["dataset"]["counts"] == expected["split"].value_counts().to_dict()
 
 
@@ -126,7 +126,7 @@ def test_pixel_baseline_is_the_validation_chosen_scikit_learn_model(pixel_run):
     """Recomputed with scikit-learn from the written split: same C, same validation scores, same test
     probabilities."""
     info = _info(pixel_run)
-    names, split = info["class_names"], artifacts.read_split(pixel_run)
+    names, split = info["class_names"], store.read_split(pixel_run)
     frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     x = {s: np.stack([load_array(p, 32).reshape(-1) for p in f["path"]]).astype(np.float32) / 255
          for s, f in frames.items()}
@@ -137,7 +137,7 @@ def test_pixel_baseline_is_the_validation_chosen_scikit_learn_model(pixel_run):
     assert _metrics(pixel_run)["val_accuracy"] == pytest.approx(expected_val)
     assert info["baseline"]["val_accuracy"] == pytest.approx(expected_val)
     assert [row["C"] for row in info["baseline"]["grid"]] == list(C_GRID)
-    predictions = artifacts.read_predictions(pixel_run, "tl").set_index("path").loc[frames["test"]["path"]]
+    predictions = store.read_predictions(pixel_run, "tl").set_index("path").loc[frames["test"]["path"]]
     written = predictions[[f"prob_{n}" for n in names]].to_numpy()
     np.testing.assert_allclose(written, fitted[chosen].predict_proba(x["test"]), atol=1e-5)
 
@@ -161,7 +161,7 @@ def test_the_test_labels_take_no_part_in_choosing_C(pixel_run, demo_dataset, tmp
     assert _info(other)["baseline"]["C"] == _info(pixel_run)["baseline"]["C"]
     assert _info(other)["baseline"]["grid"] == _info(pixel_run)["baseline"]["grid"]
     assert _metrics(other)["val_accuracy"] == _metrics(pixel_run)["val_accuracy"]
-    before, after = artifacts.read_predictions(pixel_run, "tl"), artifacts.read_predictions(other, "tl")
+    before, after = store.read_predictions(pixel_run, "tl"), store.read_predictions(other, "tl")
     assert (before["label"] != after["label"]).all()  # the relabelling reached the evaluation...
     assert before["pred"].tolist() == after["pred"].tolist()  # ...and the model did not move
 
@@ -238,14 +238,14 @@ def test_probe_is_a_logistic_regression_on_the_runs_frozen_phase1_features(demo_
     model = build("mobilenet_v2", 10, 64, "none")
     model.load_weights(cnn.stage_weights("tl"))
     features = keras.Model(model.input, model.get_layer("dropout").input)
-    split, names = artifacts.read_split(cnn), cnn_info["class_names"]
+    split, names = store.read_split(cnn), cnn_info["class_names"]
     frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     x = {s: np.asarray(features(np.stack([load_array(p, 64) for p in f["path"]]).astype(np.float32),
                                 training=False)) for s, f in frames.items()}
     y = {s: _labels(f, names) for s, f in frames.items()}
     chosen, fitted = _independent_choice(x, y)
     assert info["baseline"]["C"] == chosen and info["baseline"]["features"] == 1280
-    predictions = artifacts.read_predictions(probe, "tl").set_index("path").loc[frames["test"]["path"]]
+    predictions = store.read_predictions(probe, "tl").set_index("path").loc[frames["test"]["path"]]
     written = predictions[[f"prob_{n}" for n in names]].to_numpy()
     np.testing.assert_allclose(written, fitted[chosen].predict_proba(x["test"]), atol=1e-3)
     assert _metrics(probe)["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
@@ -256,7 +256,7 @@ def test_from_run_errors_name_the_fix(demo_runs, tmp_path):
     runs = cnn.path.parent
     with pytest.raises(UserError, match="is itself a baseline"):
         run_baselines(from_run=pixels.id, runs_dir=runs)
-    no_weights = artifacts.RunDir(tmp_path / "runs" / "no-weights")
+    no_weights = store.RunDir(tmp_path / "runs" / "no-weights")
     no_weights.path.mkdir(parents=True)
     for f in (cnn.run_json, cnn.split_csv):
         shutil.copy(f, no_weights.path / f.name)
@@ -275,9 +275,9 @@ def test_probe_with_model_and_weights_uses_the_data_split(demo_dataset, tmp_path
 
 
 def test_leaderboard_lists_the_baselines_with_their_accuracy(demo_runs):
-    from poc.leaderboard import leaderboard, verdict
+    from poc.analysis.leaderboard import leaderboard, verdict
 
-    board = leaderboard(artifacts.list_runs(demo_runs[0].path.parent)).set_index("id")
+    board = leaderboard(store.list_runs(demo_runs[0].path.parent)).set_index("id")
     for rd in demo_runs[1:]:
         row = board.loc[rd.id]
         assert row["family"] == "baseline" and row["status"] == "completed" and row["final_stage"] == "tl"
@@ -291,10 +291,10 @@ def test_leaderboard_lists_the_baselines_with_their_accuracy(demo_runs):
 def test_a_run_fine_tuned_from_another_is_probed_with_its_sources_phase1_weights(demo_runs, tmp_path):
     """A `--from-run` run saves no phase-1 weights of its own: its source's are its phase-1 backbone."""
     cnn, _, probe = demo_runs
-    child = artifacts.RunDir(tmp_path / "runs" / "child-run")
+    child = store.RunDir(tmp_path / "runs" / "child-run")
     child.path.mkdir(parents=True)
     shutil.copy(cnn.split_csv, child.split_csv)
-    artifacts.write_json(child.run_json, {**_info(cnn), "id": child.id, "from_run": str(cnn.path)})
+    store.write_json(child.run_json, {**_info(cnn), "id": child.id, "from_run": str(cnn.path)})
     _, again = run_baselines(from_run=child.id, runs_dir=tmp_path / "runs")
     assert _info(again)["weights"] == "run:child-run"
     names = _info(cnn)["class_names"]

@@ -1,4 +1,4 @@
-"""poc.compare on run directories built by hand with poc.artifacts, against scipy and scikit-learn computed here."""
+"""poc.analysis.compare on run directories built by hand with poc.runs.store, against scipy and scikit-learn computed here."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import f1_score
 
-from poc import artifacts
-from poc.compare import compare_runs, comparison_json, format_comparison, stage_change
+from poc.runs import store
+from poc.analysis.compare import compare_runs, comparison_json, format_comparison, stage_change
 from poc.data.split import split_fingerprint
 from poc.errors import UserError
-from poc.evaluation import evaluate_probabilities
+from poc.analysis.evaluation import evaluate_probabilities
 
 CLASSES = ["cat", "dog", "owl"]
 N_TEST = 60
@@ -42,16 +42,16 @@ def _probs(labels: list[str], right: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _run(tmp_path, name: str, split: pd.DataFrame, stages: dict[str, np.ndarray], final_stage=None,
-         seed: int = 0) -> artifacts.RunDir:
+         seed: int = 0) -> store.RunDir:
     """A run directory as training writes it: run.json, split.csv and eval/<stage>/ for each stage given as
     per-test-image correctness."""
-    rd = artifacts.RunDir(tmp_path / name).create()
+    rd = store.RunDir(tmp_path / name).create()
     info = {"id": name, "name": f"{name} run", "model": f"model_{name}", "class_names": CLASSES,
             "status": "completed", "dataset": {"path": "/data", "split_fingerprint": split_fingerprint(split)}}
     if final_stage:
         info["final_stage"] = final_stage
     rd.write_run(info)
-    artifacts.write_csv(rd.split_csv, split)
+    store.write_csv(rd.split_csv, split)
     test = split[split["split"] == "test"].reset_index(drop=True)
     for i, (stage, right) in enumerate(stages.items()):
         rd.write_eval(stage, **evaluate_probabilities(test, _probs(test["label"].tolist(), right, seed + i),
@@ -139,7 +139,7 @@ def test_images_are_paired_by_path_not_by_row(pair):
     rd_a, rd_b, _, _ = pair
     before = compare_runs(rd_a, rd_b)
     shuffled = pd.read_csv(rd_b.eval_file("tl", "predictions")).sample(frac=1.0, random_state=3)
-    artifacts.write_csv(rd_b.eval_file("tl", "predictions"), shuffled)
+    store.write_csv(rd_b.eval_file("tl", "predictions"), shuffled)
     after = compare_runs(rd_a, rd_b)
     assert after["mcnemar"] == before["mcnemar"] and after["difference"] == before["difference"]
 

@@ -1,11 +1,11 @@
-"""Model cost (poc.cost): multiply-add estimates against published counts, and what a run directory records."""
+"""Model cost (poc.analysis.cost): multiply-add estimates against published counts, and what a run directory records."""
 
 from __future__ import annotations
 
 import pytest
 
-from poc import artifacts
-from poc.cost import CNN_REFERENCE_MACS, VIT_SHAPES, estimate_macs, model_cost
+from poc.runs import store
+from poc.analysis.cost import CNN_REFERENCE_MACS, VIT_SHAPES, estimate_macs, model_cost
 
 
 def test_vit_shapes_are_those_of_the_model_code():
@@ -35,12 +35,12 @@ def test_an_architecture_without_an_estimate_says_not_computed():
     assert macs is None and method.startswith("not computed")
 
 
-def _run(tmp_path, metrics: dict | None = None, weights_bytes: int | None = None) -> artifacts.RunDir:
-    rd = artifacts.RunDir(tmp_path / "run").create()
+def _run(tmp_path, metrics: dict | None = None, weights_bytes: int | None = None) -> store.RunDir:
+    rd = store.RunDir(tmp_path / "run").create()
     rd.write_run({"id": "run", "model": "vit_ti16", "image_size": 32, "class_names": ["a", "b"], "final_stage": "ft",
                   "params": {"total": 100, "trainable_tl": 10, "trainable_ft": 60, "size_mb": 0.0004}})
     if metrics is not None:
-        artifacts.write_json(rd.eval_file("ft", "metrics"), metrics)
+        store.write_json(rd.eval_file("ft", "metrics"), metrics)
     if weights_bytes is not None:
         rd.weights.write_bytes(b"\0" * weights_bytes)
     return rd

@@ -17,9 +17,9 @@ from streamlit.testing.v1 import AppTest
 
 from cli import ROOT, call_cli
 from conftest import settled
-from poc import artifacts
+from poc.runs import store
 from poc.errors import UserError
-from poc.leaderboard import leaderboard
+from poc.analysis.leaderboard import leaderboard
 
 PAGES = sorted((ROOT / "pages").glob("*.py"))
 SELECTED_KEY, FOCUS_KEY = "vitrine.selected_runs", "vitrine.focus_run"  # ui.state's session keys
@@ -48,10 +48,10 @@ DAMAGE = {
 }
 # Weights are only checked when a model is loaded (building one per run is too slow for a listing).
 WEIGHT_DAMAGE = {
-    "foreign-weights": ("cnn", lambda rd, runs: shutil.copyfile(runs["vit"] / artifacts.WEIGHTS, rd.weights)),
+    "foreign-weights": ("cnn", lambda rd, runs: shutil.copyfile(runs["vit"] / store.WEIGHTS, rd.weights)),
     "truncated-weights": ("cnn", lambda rd, runs: _truncate(rd.weights)),
     "vit-truncated-weights": ("vit", lambda rd, runs: [_truncate(rd.weights)] + [
-        _truncate(rd.stage_weights(s)) for s in artifacts.STAGES]),
+        _truncate(rd.stage_weights(s)) for s in store.STAGES]),
 }
 
 
@@ -67,7 +67,7 @@ def damaged(fixture_runs, tmp_path_factory) -> dict:
         shutil.copytree(source, runs / source.name)
     ids = {}
     for name, (key, spoil, *_) in {**DAMAGE, **WEIGHT_DAMAGE}.items():
-        rd = artifacts.run_dir(runs, _run_id(name))
+        rd = store.run_dir(runs, _run_id(name))
         shutil.copytree(fixture_runs[key], rd.path)
         rd.update_run(id=rd.id, name=f"damaged: {name}")
         if name in DAMAGE:
@@ -79,14 +79,14 @@ def damaged(fixture_runs, tmp_path_factory) -> dict:
 
 
 def _board(runs: Path) -> pd.DataFrame:
-    return leaderboard(artifacts.list_runs(runs)).set_index("id")
+    return leaderboard(store.list_runs(runs)).set_index("id")
 
 
 # ---------------------------------------------------------------- listing
 
 @pytest.mark.parametrize("name", list(DAMAGE))
 def test_a_damaged_run_lists_what_is_wrong(damaged, name):
-    record = artifacts.load_run(damaged["runs"] / damaged["ids"][name])
+    record = store.load_run(damaged["runs"] / damaged["ids"][name])
     assert any(DAMAGE[name][2] in problem for problem in record.problems), record.problems
 
 
@@ -134,13 +134,13 @@ def test_weights_that_do_not_fit_give_a_message_naming_the_run(damaged, name):
 
     run_id = damaged["ids"][name]
     with pytest.raises(UserError, match=rf"run {run_id}: model\.weights\.h5 "):
-        load_model(artifacts.run_dir(damaged["runs"], run_id))
+        load_model(store.run_dir(damaged["runs"], run_id))
 
 
 def test_the_weights_of_a_healthy_copy_still_load(damaged, fixture_runs):
     from poc.inference import load_model
 
-    loaded = load_model(artifacts.run_dir(damaged["runs"], fixture_runs["cnn"].name))
+    loaded = load_model(store.run_dir(damaged["runs"], fixture_runs["cnn"].name))
     assert loaded.class_names and loaded.image_size == 32
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from cli import ROOT, call_cli, run_cli
 from conftest import make_class_folders
-from poc import artifacts
+from poc.runs import store
 
 TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "1",
         "--ft-epochs", "1", "--batch-size", "4", "--fine-tune-at", "block_16_expand"]
@@ -32,7 +32,7 @@ def odd_data(tmp_path_factory):
     return make_class_folders(tmp_path_factory.mktemp("odd") / "data", {"a": 8, "b": 8, "c": 8}, size=(32, 32))
 
 
-def _files(rd: artifacts.RunDir) -> set[str]:
+def _files(rd: store.RunDir) -> set[str]:
     return {str(p.relative_to(rd.path)) for p in rd.path.rglob("*") if p.is_file() and "logs" not in p.parts}
 
 
@@ -42,14 +42,14 @@ def test_mirrored_on_two_cpu_devices_completes_with_the_same_artifacts(small_dat
                        runs_dir=tmp_path / "mirrored", VITRINE_CPU_DEVICES="2")
     assert plain.returncode == 0, plain.stderr[-2000:]
     assert mirrored.returncode == 0, mirrored.stderr[-2000:]
-    rd_plain = artifacts.RunDir(artifacts.Path(plain.stdout.strip().splitlines()[-1]))
-    rd_mirrored = artifacts.RunDir(artifacts.Path(mirrored.stdout.strip().splitlines()[-1]))
+    rd_plain = store.RunDir(store.Path(plain.stdout.strip().splitlines()[-1]))
+    rd_mirrored = store.RunDir(store.Path(mirrored.stdout.strip().splitlines()[-1]))
     info = json.loads(rd_mirrored.run_json.read_text())
     assert info["status"] == "completed"
     assert info["distribute"] == {"strategy": "MirroredStrategy", "replicas": 2}
     assert json.loads(rd_plain.run_json.read_text())["distribute"] == {"strategy": "none", "replicas": 1}
     assert _files(rd_mirrored) == _files(rd_plain)
-    history = artifacts.read_history(rd_mirrored)
+    history = store.read_history(rd_mirrored)
     assert list(history["phase"]) == ["tl", "ft"]
 
 
@@ -95,16 +95,16 @@ def test_two_workers_train_as_one_process_with_the_global_batch(small_data, tmp_
     assert chief.returncode == 0, chief.stderr[-3000:]
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert "chief worker writes the run directory" in worker.stderr and str(tmp_path / "mw") not in worker.stdout
-    runs = artifacts.run_dirs(tmp_path / "mw")
+    runs = store.run_dirs(tmp_path / "mw")
     assert len(runs) == 1  # the second worker wrote nothing beside the chief's run
     rd = runs[0]
     assert str(rd.path) == chief.stdout.strip().splitlines()[-1]
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "completed"
     assert info["distribute"] == {"strategy": "MultiWorkerMirroredStrategy", "replicas": 2, "task": "worker:0"}
-    rd_plain = artifacts.RunDir(artifacts.Path(plain.stdout.strip().splitlines()[-1]))
+    rd_plain = store.RunDir(store.Path(plain.stdout.strip().splitlines()[-1]))
     assert _files(rd) == _files(rd_plain)
-    ours, theirs = artifacts.read_history(rd), artifacts.read_history(rd_plain)
+    ours, theirs = store.read_history(rd), store.read_history(rd_plain)
     assert list(ours["phase"]) == list(theirs["phase"]) == ["tl", "tl", "ft"]
     assert ours["loss"].nunique() == 3  # training moves the loss: the comparison below is not of constants
     # 2 workers x 8 images compute the gradient of one step of 16: the same curves, both phases.

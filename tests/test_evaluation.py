@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score, log_loss, top_k_accuracy_score
 
-from poc.evaluation import confusion_matrix, evaluate_probabilities, per_class_report
+from poc.analysis.evaluation import confusion_matrix, evaluate_probabilities, per_class_report
 
 
 def random_case(seed=0, n=200, classes=7):

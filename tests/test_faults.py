@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from cli import ROOT
-from poc import artifacts
-from poc.leaderboard import leaderboard
+from poc.runs import store
+from poc.analysis.leaderboard import leaderboard
 
 # Where to kill, in the run's order (one run, resumed after each kill, cannot go back): each waits until
 # progress.json names that phase at that epoch or later (0: any), plus a random delay.
@@ -39,9 +39,9 @@ def _phase(runs: Path, pid: int) -> tuple[str | None, int]:
     """(phase, epoch) that the run's progress.json names, once process `pid` owns the run (not its killed
     predecessor); (None, 0) before."""
     for rd in runs.iterdir():
-        info = artifacts.read_json(rd / "run.json") if rd.is_dir() else None
+        info = store.read_json(rd / "run.json") if rd.is_dir() else None
         if info and info.get("pid") == pid and info.get("status") == "running":
-            progress = artifacts.read_json(rd / "progress.json") or {}
+            progress = store.read_json(rd / "progress.json") or {}
             return progress.get("phase"), progress.get("epoch") or 0
     return None, 0
 
@@ -80,8 +80,8 @@ def killed_and_resumed(demo_dataset, tmp_path_factory):
             break
         phase, epoch = where
         rd = next(p for p in runs.iterdir() if p.is_dir())
-        kills.append({"target": target, "phase": phase, "epoch": epoch, "listing": leaderboard(artifacts.list_runs(runs)),
-                      "record": artifacts.load_run(rd)})
+        kills.append({"target": target, "phase": phase, "epoch": epoch, "listing": leaderboard(store.list_runs(runs)),
+                      "record": store.load_run(rd)})
         shutil.copytree(rd, snapshots / f"{rd.name}-kill{i:02d}")
         proc = _start(["--resume", rd.name], runs)
     out, _ = proc.communicate(timeout=600)
@@ -105,7 +105,7 @@ def test_every_interrupted_state_parses_and_lists_as_interrupted(killed_and_resu
 
 def test_resume_completes_the_run_with_every_artifact(killed_and_resumed):
     assert killed_and_resumed["returncode"] == 0, killed_and_resumed["output"][-3000:]
-    rd = artifacts.RunDir(next(p for p in killed_and_resumed["runs"].iterdir() if p.is_dir()))
+    rd = store.RunDir(next(p for p in killed_and_resumed["runs"].iterdir() if p.is_dir()))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "completed" and info["error"] is None and len(info["resumed"]) >= 10
     assert info["final_stage"] in ("tl", "ft")
@@ -118,7 +118,7 @@ def test_resume_completes_the_run_with_every_artifact(killed_and_resumed):
 
 
 def test_no_epoch_is_repeated_or_lost(killed_and_resumed):
-    rd = artifacts.RunDir(next(p for p in killed_and_resumed["runs"].iterdir() if p.is_dir()))
+    rd = store.RunDir(next(p for p in killed_and_resumed["runs"].iterdir() if p.is_dir()))
     history = pd.read_csv(rd.history_csv)
     assert list(history["epoch"]) == list(range(1, len(history) + 1))
     assert list(history["phase"]) == ["tl"] * 4 + ["ft"] * 4  # patience 10: no early stop in 4 epochs

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from poc.features import extract_features, feature_extractor
+from poc.train.features import extract_features, feature_extractor
 from poc.models import build
 
 SIZE = 64  # the project's shape-pretrained MobileNetV2 (offline): features with a real spread, unlike a random one

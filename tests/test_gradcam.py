@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from poc.explain import explain_images
+from poc.explain.maps import explain_images
 from poc.explain.gradcam import gradcam_maps
 from poc.models import MODELS, build
 from poc.models.layers import Preprocess

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from cli import run_cli
-from poc import artifacts
+from poc.runs import store
 from poc.errors import UserError
 from poc.models import build, get_spec
 from poc.models.cutoffs import cutoff_choices, freeze_backbone, resolve_cutoff, trainable_count, unfreeze_from
@@ -186,7 +186,7 @@ def test_cli_trains_a_hub_model_without_explanations(saved_model, demo_dataset, 
     result = run_cli("train", "--model", "hub:" + saved_model, "--weights", "none", "--data", demo_dataset, "--image-size",
                      str(SIZE), "--tl-epochs", "1", "--ft-epochs", "1", "--batch-size", "16", runs_dir=tmp_path / "runs")
     assert result.returncode == 0, result.stderr
-    rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "completed" and info["explanation"] == "none" and info["family"] == "hub"
     assert info["params"]["trainable_tl"] == FEATURES * 10 + 10

@@ -14,7 +14,7 @@ from cli import call_cli
 from PIL import Image
 
 from poc import inference
-from poc.artifacts import RunDir
+from poc.runs.store import RunDir
 from poc.inference import ImageRejected, open_image
 
 SIZE = 32

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from poc import artifacts, launcher, runstatus
+from poc.runs import store
+from poc.launch import launcher
+from poc.runs import status as runstatus
 from poc.cli import build_parser, config_from_args
 from poc.config import RunConfig
 from poc.data.demo import generate_demo_dataset
@@ -71,7 +73,7 @@ def test_cancel_of_a_queued_job_marks_the_run_cancelled(jobs):
     assert status.status == "queued"
     launcher.cancel(job.id, runs, grace_s=10)
     assert not _group_alive(job.pid)
-    assert artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
+    assert store.read_json(store.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
     assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
 
 
@@ -80,7 +82,7 @@ def test_cancel_stops_a_running_job_and_marks_its_run_cancelled(jobs):
     wait_for(runs, job.id, lambda s: s.status == "running" or not s.active)
     launcher.cancel(job.id, runs, grace_s=30)
     assert not _group_alive(job.pid)
-    info = artifacts.read_json(artifacts.run_dir(runs, job.run_id).run_json)
+    info = store.read_json(store.run_dir(runs, job.run_id).run_json)
     assert info["status"] == "cancelled"
     assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
 
@@ -90,8 +92,8 @@ def test_launched_job_trains_to_completion(jobs):
     status = wait_for(runs, job.id, lambda s: not s.active)
     assert status.status == "completed", status.message
     assert status.progress == 1.0
-    rd = artifacts.run_dir(runs, job.run_id)
-    assert artifacts.read_json(rd.run_json)["status"] == "completed"
+    rd = store.run_dir(runs, job.run_id)
+    assert store.read_json(rd.run_json)["status"] == "completed"
     for stage in ("tl", "ft"):
         for kind in ("predictions", "confusion_matrix", "classification_report", "metrics"):
             assert rd.eval_file(stage, kind).exists(), (stage, kind)
@@ -104,7 +106,7 @@ def test_the_wrapper_records_the_exit_code(jobs):
     deadline = time.monotonic() + 30  # the process exits a moment after its run.json says completed
     while not exit_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert artifacts.read_json(exit_file)["returncode"] == 0
+    assert store.read_json(exit_file)["returncode"] == 0
 
 
 def test_cancelling_a_finished_job_is_a_no_op(jobs):
@@ -187,11 +189,11 @@ def test_a_running_demo_reports_progress_from_the_runs_it_created(tmp_path):
     job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
                        str(tmp_path / "demo-job.log"))
     assert launcher.job_status(job, tmp_path, live={job.pid}).phase == "generating demo data"
-    older = artifacts.RunDir(tmp_path / "older").create()  # from before the job: not part of this demo
+    older = store.RunDir(tmp_path / "older").create()  # from before the job: not part of this demo
     older.write_run({"status": "completed", "created": "2025-12-31T09:00:00+00:00"})
-    first = artifacts.RunDir(tmp_path / "first").create()
+    first = store.RunDir(tmp_path / "first").create()
     first.write_run({"status": "completed", "created": "2026-01-01T10:00:05+00:00"})
-    second = artifacts.RunDir(tmp_path / "second").create()
+    second = store.RunDir(tmp_path / "second").create()
     second.write_run({"status": "running", "created": "2026-01-01T10:01:00+00:00",
                       "config": {"tl_epochs": 4, "ft_epochs": 4}, "pid": 1})
     second.write_progress({"phase": "ft", "epoch": 3, "epochs": 4, "step": 0, "steps": 10})  # 2/4 of ft done
@@ -203,7 +205,7 @@ def test_a_running_demo_reports_progress_from_the_runs_it_created(tmp_path):
 def test_find_job_gives_one_job_status_or_none(tmp_path):
     job = launcher.Job("20260101-100000-000000-demo-abcd", "demo", ["python", "-m", "poc", "demo"], 2**22 + 12345,
                        "2026-01-01T10:00:00+00:00", str(tmp_path / "demo.log"))
-    artifacts.write_json(launcher.jobs_dir(tmp_path) / f"{job.id}.json", job.__dict__)
+    store.write_json(launcher.jobs_dir(tmp_path) / f"{job.id}.json", job.__dict__)
     found = launcher.find_job(job.id, tmp_path)
     assert found.id == job.id and found.status == "interrupted"  # no such process, no exit code recorded
     assert launcher.find_job("no-such-job", tmp_path) is None
@@ -216,7 +218,7 @@ def _phases_written() -> set[str]:
     stage attribute), read from the source so a new phase cannot be added without its words."""
     import ast
 
-    phases, stages = set(), artifacts.STAGES
+    phases, stages = set(), store.STAGES
     for path in (Path(launcher.PROJECT_ROOT) / "poc").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Dict):
@@ -244,10 +246,10 @@ def test_every_phase_training_writes_has_words():
 def test_the_demo_progress_ignores_its_baseline_runs(tmp_path):
     job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
                        str(tmp_path / "demo-job.log"))
-    cnn = artifacts.RunDir(tmp_path / "a-cnn").create()
+    cnn = store.RunDir(tmp_path / "a-cnn").create()
     cnn.write_run({"status": "completed", "created": "2026-01-01T10:00:05+00:00", "model": "mobilenet_v2"})
     for name, model in (("b-pixels", "baseline_pixels"), ("c-probe", "baseline_probe:mobilenet_v2")):
-        artifacts.RunDir(tmp_path / name).create().write_run(
+        store.RunDir(tmp_path / name).create().write_run(
             {"status": "completed", "created": "2026-01-01T10:01:00+00:00", "model": model, "family": "baseline"})
     status = launcher.job_status(job, tmp_path, live={job.pid})
     assert status.phase == "run 1 of 2"  # not "run 2 of 2" with three runs counted
@@ -258,11 +260,11 @@ DEAD_PID = 2**22 + 54321  # above Linux's largest pid
 
 
 def _run(runs: Path, run_id: str, status: str, pid=DEAD_PID, checkpoint=False, split=True):
-    rd = artifacts.run_dir(runs, run_id).create()
+    rd = store.run_dir(runs, run_id).create()
     rd.write_run({"id": run_id, "status": status, "pid": pid, "model": "mobilenet_v2",
                   "class_names": ["a", "b"], "config": {"data": "d", "tl_epochs": 2, "ft_epochs": 2}})
     if split:
-        rd.split_csv.write_text(",".join(artifacts.SPLIT_COLUMNS) + "\n")
+        rd.split_csv.write_text(",".join(store.SPLIT_COLUMNS) + "\n")
     if checkpoint:
         (rd.path / runstatus.CHECKPOINT_DIR).mkdir()
     return rd
@@ -297,7 +299,7 @@ def test_resume_of_an_unknown_run_is_refused(tmp_path, no_process):
 
 
 def test_the_checkpoint_folder_is_the_one_training_writes(tmp_path):
-    from poc.runwriter import checkpoint_dir
+    from poc.runs.writer import checkpoint_dir
 
-    rd = artifacts.RunDir(tmp_path / "run")
+    rd = store.RunDir(tmp_path / "run")
     assert checkpoint_dir(rd) == rd.path / runstatus.CHECKPOINT_DIR

@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from poc import artifacts, launcher, runstatus
+from poc.runs import store
+from poc.launch import launcher
+from poc.runs import status as runstatus
 from poc.config import RunConfig
 from poc.errors import UserError
 
@@ -45,8 +47,8 @@ def _wait(what: str, check, timeout_s: float = WAIT_S, logs=()):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{tails}")
 
 
-def _epochs(rd: artifacts.RunDir) -> int:
-    history = artifacts.read_history(rd)
+def _epochs(rd: store.RunDir) -> int:
+    history = store.read_history(rd)
     return 0 if history is None else len(history)
 
 
@@ -109,13 +111,13 @@ def scenario(demo_roots):
         first, second = _wait("one job training and the other waiting for the device", one_trains_one_waits,
                               logs=logs)
         seen["first"], seen["second"] = first, second
-        first_rd = artifacts.run_dir(runs, first.run_id)
+        first_rd = store.run_dir(runs, first.run_id)
         # Crash the training job (power loss of its process group) once it has a checkpoint of a phase-2 epoch.
         _wait("a completed phase-2 epoch", lambda: _epochs(first_rd) >= 2, logs=logs)
         os.killpg(first.job.pid, signal.SIGKILL)
         _wait("the crashed group to be gone", lambda: not _group_alive(first.job.pid))
-        seen["history_at_crash"] = artifacts.read_history(first_rd)
-        seen["crashed_pid"] = artifacts.read_json(first_rd.run_json)["pid"]
+        seen["history_at_crash"] = store.read_history(first_rd)
+        seen["crashed_pid"] = store.read_json(first_rd.run_json)["pid"]
         seen["after_crash"] = _wait("the waiting job to take the device", lambda: (
             s := _statuses(launcher, runs))[second.id].status == "running" and s, logs=logs)
         seen["resumable"] = [r.id for r in launcher.resumable_runs(runs)]
@@ -138,13 +140,13 @@ def scenario(demo_roots):
 
         crashed_rows = len(seen["history_at_crash"])
         seen["resumed"] = _wait("the resumed run to train a new epoch", lambda: (
-            (h := artifacts.read_history(first_rd)) is not None and len(h) > crashed_rows
+            (h := store.read_history(first_rd)) is not None and len(h) > crashed_rows
             and _statuses(fresh, runs)[resume.id].status == "running" and h), logs=logs)
-        seen["resumed_info"] = artifacts.read_json(first_rd.run_json)
+        seen["resumed_info"] = store.read_json(first_rd.run_json)
         seen["resumed_pid_alive"] = runstatus.pid_alive(seen["resumed_info"]["pid"])
         fresh.cancel(resume.id, runs, grace_s=30)
         seen["end"] = _statuses(fresh, runs)
-        seen["end_info"] = artifacts.read_json(first_rd.run_json)
+        seen["end_info"] = store.read_json(first_rd.run_json)
         yield seen
     finally:
         for record in launcher.list_jobs(runs):  # whatever failed, leave no process behind
@@ -224,7 +226,7 @@ def test_colliding_run_ids_are_drawn_again(tmp_path, fake_spawn, monkeypatch):
     """Ids are a timestamp and a random suffix: two launches in one second that draw the same suffix still get
     distinct runs (the id is checked against the jobs under the launch lock)."""
     draws = iter(["20260101-000000-mobilenet-v2-aaaa"] * 3 + ["20260101-000000-mobilenet-v2-bbbb"])
-    monkeypatch.setattr(artifacts, "new_run_id", lambda model: next(draws))
+    monkeypatch.setattr(store, "new_run_id", lambda model: next(draws))
     barrier, jobs = threading.Barrier(2), []
 
     def launch():
@@ -266,7 +268,7 @@ def test_the_demo_progress_moves_with_every_epoch(tmp_path):
     job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
                        str(tmp_path / "demo-job.log"))
     config = {"tl_epochs": 8, "ft_epochs": 6}
-    cnn = artifacts.RunDir(tmp_path / "20260101-100001-cnn").create()
+    cnn = store.RunDir(tmp_path / "20260101-100001-cnn").create()
     cnn.write_run({"status": "running", "created": "2026-01-01T10:00:01+00:00", "config": config, "pid": 1})
     seen = []
     for phase, epochs in (("tl", 8), ("ft", 6)):
@@ -277,7 +279,7 @@ def test_the_demo_progress_moves_with_every_epoch(tmp_path):
             assert status.progress == pytest.approx(done / 14 / 2), (phase, epoch)
             seen.append(status.progress)
     cnn.update_run(status="completed")
-    vit = artifacts.RunDir(tmp_path / "20260101-100500-vit").create()
+    vit = store.RunDir(tmp_path / "20260101-100500-vit").create()
     vit.write_run({"status": "running", "created": "2026-01-01T10:05:00+00:00", "config": config, "pid": 1})
     vit.write_progress({"phase": "tl", "epoch": 1, "epochs": 8, "step": 5, "steps": 10})
     status = launcher.job_status(job, tmp_path, live={job.pid})

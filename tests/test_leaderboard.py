@@ -1,4 +1,4 @@
-"""poc.leaderboard: one row per run with checked fields, and the verdict's rule: one split, best on validation."""
+"""poc.analysis.leaderboard: one row per run with checked fields, and the verdict's rule: one split, best on validation."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import pandas as pd
 import pytest
 from scipy.stats import binom
 
-from poc import artifacts
-from poc.leaderboard import COLUMNS, best_by_validation, comparison_groups, leaderboard, verdict
+from poc.runs import store
+from poc.analysis.leaderboard import COLUMNS, best_by_validation, comparison_groups, leaderboard, verdict
 
 
-def _run(root, run_id: str, stages: dict[str, dict] | None = None, **info) -> artifacts.RunDir:
-    rd = artifacts.RunDir(root / run_id).create()
+def _run(root, run_id: str, stages: dict[str, dict] | None = None, **info) -> store.RunDir:
+    rd = store.RunDir(root / run_id).create()
     rd.write_run({"id": run_id, "status": "completed", **info})
     for stage, metrics in (stages or {}).items():
-        artifacts.write_json(rd.eval_file(stage, "metrics"), metrics)
+        store.write_json(rd.eval_file(stage, "metrics"), metrics)
     return rd
 
 
 def _board(root) -> pd.DataFrame:
-    return leaderboard(artifacts.list_runs(root)).set_index("id")
+    return leaderboard(store.list_runs(root)).set_index("id")
 
 
 def test_the_final_stage_is_the_recorded_one_and_gives_the_validation_columns(tmp_path):
@@ -110,7 +110,7 @@ def test_groups_are_splits_and_the_latest_completed_run_comes_first(tmp_path):
     _run(tmp_path, "b", dataset={"path": "/d/cats", "split_fingerprint": "f1"}, finished="2025-01-01T00:00:00+00:00")
     _run(tmp_path, "c", dataset={"path": "/d/dogs", "split_fingerprint": "f2"}, finished="2025-01-03T00:00:00+00:00")
     _run(tmp_path, "d", dataset={"path": "/d/dogs", "split_fingerprint": "f3"}, status="running")
-    groups = comparison_groups(leaderboard(artifacts.list_runs(tmp_path)))
+    groups = comparison_groups(leaderboard(store.list_runs(tmp_path)))
     assert groups["split_fingerprint"].tolist() == ["f2", "f1"]  # f3 has no completed run
     assert groups["runs"].tolist() == [1, 2] and groups["dataset"].tolist() == ["/d/dogs", "/d/cats"]
 
@@ -126,7 +126,7 @@ def test_the_verdict_keeps_families_and_splits_apart(tmp_path):
     run("base-1", "baseline", "f1", 0.9)
     _run(tmp_path, "vit-old", {"tl": {"accuracy": 0.95}}, family="vit",
          dataset={"path": "/d", "split_fingerprint": "f1"})  # an older run: no validation metrics
-    v = verdict(leaderboard(artifacts.list_runs(tmp_path)), "f1")
+    v = verdict(leaderboard(store.list_runs(tmp_path)), "f1")
     assert {f: r["id"] for f, r in v.best.items()} == {"cnn": "cnn-1", "vit": "vit-1", "baseline": "base-1"}
     assert v.not_comparable["id"].tolist() == ["vit-old"]
     assert v.pretraining_differs and v.dataset == "/d"

@@ -22,7 +22,9 @@ import time
 import numpy as np
 import pytest
 
-from poc import artifacts, launcher, runstatus
+from poc.runs import store
+from poc.launch import launcher
+from poc.runs import status as runstatus
 from poc.config import RunConfig
 from tests.dashboard_server import CHROMIUM, CHROMIUM_ARGS, browser_marks, fixture_dashboard, stop_group
 
@@ -145,7 +147,7 @@ def test_four_sessions_while_training(served, capsys):
     wall = time.monotonic() - started
 
     job_status = next((s for s in launcher.list_jobs(served["runs_dir"]) if s.id == served["job"].id), None)
-    run_json = artifacts.read_json(artifacts.run_dir(served["runs_dir"], served["job"].run_id).run_json)
+    run_json = store.read_json(store.run_dir(served["runs_dir"], served["job"].run_id).run_json)
     seconds = np.array([v["seconds"] for v in visits])
     figures = {
         "sessions": SESSIONS, "load_seconds": LOAD_SECONDS, "wall_seconds": round(wall, 1),

@@ -13,7 +13,7 @@ from poc.models import build
 from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, demo_weights_path
 from poc.models.vit import VIT_VARIANTS, attention_model, build_vit_backbone, intermediates_model
 from poc.models.vit_checkpoint import checkpoint_key_table, load_vit_checkpoint
-from poc.pretrain import parse_args
+from poc.models.pretrain import parse_args
 
 SIZE = DEMO_IMAGE_SIZE
 

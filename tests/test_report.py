@@ -1,4 +1,4 @@
-"""The HTML report (poc.report, `python -m poc report`) on the shared fixture runs: one self-contained file with
+"""The HTML report (poc.analysis.report, `python -m poc report`) on the shared fixture runs: one self-contained file with
 every section, for one run and for two, and the CLI's exit codes."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from cli import call_cli
-from poc import artifacts
-from poc.report import SECTIONS, build_report
+from poc.runs import store
+from poc.analysis.report import SECTIONS, build_report
 
 
 class _Tags(HTMLParser):
@@ -44,12 +44,12 @@ def _parse(text: str) -> _Tags:
 
 @pytest.fixture(scope="module")
 def one_run(fixture_runs) -> str:
-    return build_report([artifacts.RunDir(fixture_runs["cnn"])])
+    return build_report([store.RunDir(fixture_runs["cnn"])])
 
 
 @pytest.fixture(scope="module")
 def two_runs(fixture_runs) -> str:
-    return build_report([artifacts.RunDir(fixture_runs["cnn"]), artifacts.RunDir(fixture_runs["vit"])])
+    return build_report([store.RunDir(fixture_runs["cnn"]), store.RunDir(fixture_runs["vit"])])
 
 
 @pytest.mark.parametrize("which", ["one_run", "two_runs"])
@@ -81,7 +81,7 @@ def test_every_section_is_present_in_order(which, request):
 
 def test_sections_hold_their_content(one_run, fixture_runs):
     text = _parse(one_run).section_text
-    info = artifacts.read_json(artifacts.RunDir(fixture_runs["cnn"]).run_json)
+    info = store.read_json(store.RunDir(fixture_runs["cnn"]).run_json)
     assert info["dataset"]["split_fingerprint"] in text["config"] and info["model"] in text["config"]
     assert f"{info['params']['total']:,}" in text["cost"]
     assert "15 equal-width" in text["calibration"] and "ECE" in text["calibration"]
@@ -96,8 +96,8 @@ def _section_html(report: str, key: str) -> str:
 
 
 def test_sample_errors_show_the_most_confident_mistakes_with_their_images(one_run, fixture_runs):
-    rd = artifacts.RunDir(fixture_runs["cnn"])
-    stage = artifacts.read_json(rd.run_json)["final_stage"]
+    rd = store.RunDir(fixture_runs["cnn"])
+    stage = store.read_json(rd.run_json)["final_stage"]
     predictions = pd.read_csv(rd.eval_file(stage, "predictions"))
     wrong = predictions[predictions["label"] != predictions["pred"]]
     section = _section_html(one_run, "errors")

@@ -1,4 +1,4 @@
-"""poc.runstatus: the status vocabulary, process liveness, effective status, progress fractions and stages."""
+"""poc.runs.status: the status vocabulary, process liveness, effective status, progress fractions and stages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from poc import artifacts, runstatus
+from poc.runs import store
+from poc.runs import status as runstatus
 
 
 def test_the_vocabulary_holds_every_status_a_page_shows():
@@ -55,11 +56,11 @@ def test_live_groups_follow_a_process_group_until_it_is_gone():
     assert runstatus.pid_alive(os.getpid())
 
 
-def _record(tmp_path: Path, info: dict | None) -> artifacts.RunRecord:
-    rd = artifacts.RunDir(tmp_path / "run").create()
+def _record(tmp_path: Path, info: dict | None) -> store.RunRecord:
+    rd = store.RunDir(tmp_path / "run").create()
     if info is not None:
         rd.write_run(info)
-    return artifacts.load_run(rd.path)
+    return store.load_run(rd.path)
 
 
 @pytest.mark.parametrize("info, expected", [
@@ -105,9 +106,9 @@ def test_a_plan_of_runs_moves_with_every_epoch_of_the_run_in_progress():
 
 
 def test_stages_are_those_with_a_metrics_file(tmp_path):
-    rd = artifacts.RunDir(tmp_path / "r").create()
+    rd = store.RunDir(tmp_path / "r").create()
     assert runstatus.stages(rd) == []
-    artifacts.write_json(rd.eval_file("ft", "metrics"), {"accuracy": 0.5})
+    store.write_json(rd.eval_file("ft", "metrics"), {"accuracy": 0.5})
     assert runstatus.stages(rd) == ["ft"]
-    artifacts.write_json(rd.eval_file("tl", "metrics"), {"accuracy": 0.4})
+    store.write_json(rd.eval_file("tl", "metrics"), {"accuracy": 0.4})
     assert runstatus.stages(rd) == ["tl", "ft"]

@@ -1,4 +1,4 @@
-"""poc.stats against closed forms, scipy computed independently here, direct resampling and hand-worked cases."""
+"""poc.analysis.stats against closed forms, scipy computed independently here, direct resampling and hand-worked cases."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy import special
 from scipy import stats as sps
 from sklearn.metrics import log_loss
 
-from poc import stats
+from poc.analysis import stats
 
 
 # ---------------------------------------------------------------- intervals

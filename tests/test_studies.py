@@ -22,11 +22,13 @@ from streamlit.testing.v1 import AppTest
 
 from cli import call_cli
 from conftest import make_class_folders
-from poc import artifacts, launcher, studies
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.launch import launcher
+from poc.train import studies
+from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import UserError
-from poc.evaluation import evaluate_probabilities
+from poc.analysis.evaluation import evaluate_probabilities
 from ui.studies_view import STUDIES_KEY
 
 PAGE = "../pages/6_Cutoff_sweep.py"  # relative to this file, as AppTest resolves it
@@ -59,7 +61,7 @@ def sweep(tiny_data, tmp_path_factory):
     code, out, log = _cli_json("sweep", "--data", tiny_data, *TINY, "--cutoffs", ",".join(CUTOFFS), "--runs-dir", runs,
                                "--json")
     assert code == 0, log
-    infos = {r["id"]: artifacts.read_json(RunDir(Path(r["path"])).run_json) for r in out["runs"]}
+    infos = {r["id"]: store.read_json(RunDir(Path(r["path"])).run_json) for r in out["runs"]}
     return {"runs_dir": runs, "out": out, "infos": infos}
 
 
@@ -75,8 +77,8 @@ def repeats(tiny_data, tmp_path_factory):
                                       "--seeds", "0,1", "--train-fraction", "0.5,1.0", "--runs-dir", runs)])
     assert code == 0, err.getvalue()
     paths = out.getvalue().split()
-    return {"paths": paths, "infos": [artifacts.read_json(RunDir(Path(p)).run_json) for p in paths],
-            "splits": [artifacts.read_split(RunDir(Path(p))) for p in paths], "stderr": err.getvalue()}
+    return {"paths": paths, "infos": [store.read_json(RunDir(Path(p)).run_json) for p in paths],
+            "splits": [store.read_split(RunDir(Path(p))) for p in paths], "stderr": err.getvalue()}
 
 
 def _by_role(sweep, role: str) -> list[dict]:
@@ -91,7 +93,7 @@ def test_a_sweep_shares_one_split_and_one_phase_1(sweep):
     assert {i["from_run"] for i in phase2} == {phase1["id"]}
     assert {i["dataset"]["split_fingerprint"] for i in sweep["infos"].values()} == \
         {phase1["dataset"]["split_fingerprint"]}
-    splits = [artifacts.read_split(artifacts.find_run(i["id"], sweep["runs_dir"])) for i in sweep["infos"].values()]
+    splits = [store.read_split(store.find_run(i["id"], sweep["runs_dir"])) for i in sweep["infos"].values()]
     assert all(s.equals(splits[0]) for s in splits)
     assert {i["study"]["id"] for i in sweep["infos"].values()} == {sweep["out"]["study"]}
 
@@ -99,10 +101,10 @@ def test_a_sweep_shares_one_split_and_one_phase_1(sweep):
 def test_every_phase_2_run_starts_from_the_same_head_weights(sweep):
     """Each phase-2 run evaluates its starting weights as stage tl: identical probabilities to phase 1's."""
     (phase1,), phase2 = _by_role(sweep, "phase1"), _by_role(sweep, "phase2")
-    base = artifacts.read_predictions(artifacts.find_run(phase1["id"], sweep["runs_dir"]), "tl")
+    base = store.read_predictions(store.find_run(phase1["id"], sweep["runs_dir"]), "tl")
     probs = [c for c in base.columns if c.startswith("prob_")]
     for info in phase2:
-        start = artifacts.read_predictions(artifacts.find_run(info["id"], sweep["runs_dir"]), "tl")
+        start = store.read_predictions(store.find_run(info["id"], sweep["runs_dir"]), "tl")
         np.testing.assert_allclose(start[probs].to_numpy(), base[probs].to_numpy(), rtol=0, atol=1e-6)
 
 
@@ -252,9 +254,9 @@ def _sweep_study(root: Path, study_id: str, model: str, family: str, rows: list[
 
 
 def _summary(root: Path) -> pd.DataFrame:
-    from poc.leaderboard import study_table
+    from poc.analysis.leaderboard import study_table
 
-    return study_table(artifacts.list_runs(root))
+    return study_table(store.list_runs(root))
 
 
 def test_best_is_chosen_on_validation_and_test_predictions_never_move_it(tmp_path):
@@ -268,7 +270,7 @@ def test_best_is_chosen_on_validation_and_test_predictions_never_move_it(tmp_pat
                                                                                 "predictions")
         predictions = pd.read_csv(path)
         predictions["pred"] = np.where(predictions["label"] == "a", "b", "a") if flip else predictions["label"]
-        artifacts.write_csv(path, predictions)
+        store.write_csv(path, predictions)
     after = _summary(tmp_path).set_index("value")
     assert after.loc["Conv_1", "acc_mean"] == 0.0 and after.loc[studies.HEAD_ONLY, "acc_mean"] == 1.0
     assert after["best"].equals(before["best"])

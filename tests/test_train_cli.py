@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from cli import call_cli, run_cli
-from poc import artifacts
+from poc.runs import store
 
 TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
         "--batch-size", "16", "--fine-tune-at", "block_14_expand"]
@@ -21,7 +21,7 @@ def tiny_run(demo_dataset, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     result = run_cli("train", "--data", demo_dataset, *TINY, "--name", "tiny", runs_dir=runs)
     assert result.returncode == 0, result.stderr
-    rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     return rd
 
 
@@ -67,13 +67,13 @@ def test_phase_one_trains_only_the_head(tiny_run):
 def test_every_contract_file_exists_with_its_columns(tiny_run):
     assert list(pd.read_csv(tiny_run.split_csv).columns) == ["path", "label", "split", "sha256"]
     history = pd.read_csv(tiny_run.history_csv)
-    assert list(history.columns) == artifacts.HISTORY_COLUMNS
+    assert list(history.columns) == store.HISTORY_COLUMNS
     assert {"phase", "epoch", "epochs", "step", "steps", "metrics", "eta_seconds", "updated"} <= \
         set(json.loads(tiny_run.progress_json.read_text()))
     assert tiny_run.weights.exists() and tiny_run.train_log.exists()
     assert any(tiny_run.logs_dir.rglob("events.out.tfevents*"))
     for stage in ("tl", "ft"):
-        for kind in artifacts.EVAL_FILES:
+        for kind in store.EVAL_FILES:
             assert tiny_run.eval_file(stage, kind).exists(), (stage, kind)
         report = pd.read_csv(tiny_run.eval_file(stage, "classification_report"))
         assert list(report.columns) == ["class", "precision", "recall", "f1", "support"]
@@ -148,7 +148,7 @@ def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, 
                      "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
                      runs_dir=tiny_run.path.parent)
     assert result.returncode == 0, result.stderr
-    new = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    new = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     source_info, info = (json.loads(p.read_text()) for p in (tiny_run.run_json, new.run_json))
     assert info["dataset"]["split_fingerprint"] == source_info["dataset"]["split_fingerprint"]
     assert info["from_run"] == tiny_run.id
@@ -163,7 +163,7 @@ def test_zero_fine_tuning_epochs_skip_phase_two(demo_dataset, tmp_path, capsys, 
                       "--weights", "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
                       runs_dir=tmp_path)
     assert result.returncode == 0, result.stderr
-    rd = artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     assert set(pd.read_csv(rd.history_csv)["phase"]) == {"tl"}
     assert rd.eval_file("tl", "metrics").exists() and not rd.eval_dir("ft").exists()
     assert json.loads(rd.run_json.read_text())["status"] == "completed"

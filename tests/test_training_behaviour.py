@@ -21,7 +21,7 @@ from poc.data.scan import scan_dataset
 from poc.data.split import split_dataset
 from poc.models import build
 from poc.models.cutoffs import freeze_backbone, frozen_view
-from poc.training import train
+from poc.train.training import train
 
 SIZE = 32
 

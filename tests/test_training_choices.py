@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poc import artifacts
+from poc.runs import store
 from poc.config import RunConfig
 from poc.errors import UserError
-from poc.phases import choose_final_stage
-from poc.training import train
+from poc.train.phases import choose_final_stage
+from poc.train.training import train
 
 TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=2, ft_epochs=1, batch_size=16,
             lr_ft=1e-3, augment=["flip", "zoom"])
@@ -125,9 +125,9 @@ def test_an_offline_imagenet_download_says_what_to_use_instead(monkeypatch):
 
 
 def test_a_non_finite_loss_stops_the_phase_with_its_epoch_and_a_hint(tmp_path):
-    from poc.runwriter import NonFiniteLoss, RunWriter
+    from poc.runs.writer import NonFiniteLoss, RunWriter
 
-    rd = artifacts.RunDir(tmp_path / "run").create()
+    rd = store.RunDir(tmp_path / "run").create()
     writer = RunWriter(rd, "ft", 5, [], steps=4, first_epoch=0, hint="Lower the learning rate (--lr-ft).")
     writer.on_train_begin()
     writer.on_epoch_begin(2)
@@ -137,7 +137,7 @@ def test_a_non_finite_loss_stops_the_phase_with_its_epoch_and_a_hint(tmp_path):
 
 
 def test_a_diverged_run_is_failed_with_the_reason_and_keeps_earlier_weights(demo_dataset, tmp_path, monkeypatch):
-    from poc import runwriter
+    from poc.runs import writer as runwriter
 
     original = runwriter.RunWriter.on_train_batch_end
 
@@ -149,14 +149,14 @@ def test_a_diverged_run_is_failed_with_the_reason_and_keeps_earlier_weights(demo
     monkeypatch.setattr(runwriter.RunWriter, "on_train_batch_end", poisoned)
     with pytest.raises(UserError, match="phase ft, epoch 1"):
         train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
-    rd = artifacts.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
+    rd = store.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "failed" and "loss became inf" in info["error"] and "learning rate" in info["error"]
     assert rd.stage_weights("tl").exists() and rd.eval_file("tl", "metrics").exists()
 
 
 def test_resume_refuses_a_completed_run(two_runs):
-    from poc.training import resume
+    from poc.train.training import resume
 
     with pytest.raises(UserError, match="already completed"):
         resume(two_runs[0].id, two_runs[0].path.parent)
@@ -165,9 +165,9 @@ def test_resume_refuses_a_completed_run(two_runs):
 def test_resume_refuses_a_run_whose_process_is_alive(tmp_path):
     import os
 
-    from poc.training import resume
+    from poc.train.training import resume
 
-    rd = artifacts.RunDir(tmp_path / "runs" / "live").create()
+    rd = store.RunDir(tmp_path / "runs" / "live").create()
     rd.write_run({"id": "live", "status": "running", "pid": os.getpid(), "config": {"data": "d"}})
     with pytest.raises(UserError, match="still running"):
         resume("live", tmp_path / "runs")
@@ -178,29 +178,29 @@ def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_
                                                                            code):
     import os
 
-    real_write_csv = artifacts.write_csv
+    real_write_csv = store.write_csv
 
     def full_disk(path, df, index=False):
         if "eval" in str(path) and "/ft/" in str(path):  # phase 1 wrote everything; phase 2's eval hits the wall
             raise OSError(code, os.strerror(code), str(path))
         return real_write_csv(path, df, index=index)
 
-    monkeypatch.setattr(artifacts, "write_csv", full_disk)
+    monkeypatch.setattr(store, "write_csv", full_disk)
     with pytest.raises(UserError, match=os.strerror(code)) as caught:
         train(RunConfig(data=str(demo_dataset), **{**TINY, "tl_epochs": 1}), tmp_path / "runs")
     run_id = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()).name
     assert f"--resume {run_id}" in str(caught.value)
-    rd = artifacts.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
+    rd = store.RunDir(next(p for p in (tmp_path / "runs").iterdir() if p.is_dir()))
     info = json.loads(rd.run_json.read_text())
     assert info["status"] == "failed" and os.strerror(code) in info["error"]
-    assert artifacts.read_history(rd) is not None and artifacts.read_split(rd) is not None
-    stage_tl = artifacts.read_stage(rd, "tl")
+    assert store.read_history(rd) is not None and store.read_split(rd) is not None
+    stage_tl = store.read_stage(rd, "tl")
     assert not stage_tl.problems  # the earlier stage's files still parse
     assert not list(rd.path.rglob("*.tmp"))  # no half-written temp file left behind
 
 
 def test_each_stage_records_a_temperature_fitted_on_validation(two_runs):
-    from poc.stats import expected_calibration_error
+    from poc.analysis.stats import expected_calibration_error
 
     rd = two_runs[0]
     split = pd.read_csv(rd.split_csv)
@@ -217,7 +217,7 @@ def test_each_stage_records_a_temperature_fitted_on_validation(two_runs):
 
 def test_compare_cli_pairs_two_runs_on_the_same_split(two_runs, capsys, monkeypatch):
     from cli import call_cli
-    from poc.stats import mcnemar_exact
+    from poc.analysis.stats import mcnemar_exact
 
     a, b = two_runs
     result = call_cli(capsys, monkeypatch, "compare", a.path, b.path, "--stage", "ft", "--json")
@@ -230,7 +230,7 @@ def test_compare_cli_pairs_two_runs_on_the_same_split(two_runs, capsys, monkeypa
 
 def test_a_train_fraction_keeps_a_stratified_share_and_the_full_split_fingerprint():
     from poc.data.split import split_fingerprint
-    from poc.training import subsample_train
+    from poc.train.training import subsample_train
 
     rows = [(f"/d/{c}/{i}.png", c, "train" if i < 20 else ("val" if i < 23 else "test"), f"{c}{i}")
             for c in ("a", "b", "c") for i in range(26)]
@@ -250,10 +250,11 @@ def test_a_cancel_that_surfaces_as_another_exception_still_cancels_the_run(demo_
     is cancelled, not failed."""
     import signal
 
-    from poc import phases, runwriter
+    from poc.train import phases
+    from poc.runs import writer as runwriter
     from poc.config import RunConfig
     from poc.errors import Cancelled
-    from poc.training import train
+    from poc.train.training import train
 
     def interrupted(*args, **kwargs):
         try:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from cli import run_cli
-from poc import artifacts
+from poc.runs import store
 from poc.data.pipeline import load_batch
 from poc.inference import load_model
 
@@ -18,13 +18,13 @@ CUTOFF_BLOCKS = 10
 
 
 @pytest.fixture(scope="module")
-def vit_run(demo_dataset, tmp_path_factory) -> artifacts.RunDir:
+def vit_run(demo_dataset, tmp_path_factory) -> store.RunDir:
     runs = tmp_path_factory.mktemp("runs")
     result = run_cli("train", "--model", "vit_ti16", "--weights", "none", "--data", demo_dataset,
                      "--image-size", SIZE, "--tl-epochs", 1, "--ft-epochs", 1, "--batch-size", 16,
                      "--fine-tune-at", f"blocks:{CUTOFF_BLOCKS}", runs_dir=runs)
     assert result.returncode == 0, result.stderr
-    return artifacts.RunDir(artifacts.Path(result.stdout.strip().splitlines()[-1]))
+    return store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
 
 
 def encoder_block_params(d: int = WIDTH, mlp: int = MLP) -> int:
@@ -43,14 +43,14 @@ def test_run_completes_with_every_contract_file(vit_run):
         assert path.exists(), path
     assert set(pd.read_csv(vit_run.history_csv)["phase"]) == {"tl", "ft"}
     for stage in ("tl", "ft"):
-        for kind in artifacts.EVAL_FILES:
+        for kind in store.EVAL_FILES:
             assert vit_run.eval_file(stage, kind).exists(), (stage, kind)
 
 
 @pytest.mark.parametrize("stage", ["tl", "ft"])
 def test_explanations_are_attention_rollout_on_the_patch_grid(vit_run, stage):
     n_test = len(pd.read_csv(vit_run.eval_file(stage, "predictions")))
-    maps, method = artifacts.read_explanations(vit_run, stage)
+    maps, method = store.read_explanations(vit_run, stage)
     grid = SIZE // PATCH
     assert method == "attention_rollout"
     assert maps.shape == (n_test, grid, grid)

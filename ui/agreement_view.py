@@ -2,7 +2,7 @@
 
     render_agreement(run_a, run_b, stage_a=None, stage_b=None)   per-class mean IoU of the top-20% regions,
                                                                   with what the number means and does not
-The computation is poc.agreement through poc.leaderboard.explanation_agreement, cached on the files it reads.
+The computation is poc.analysis.agreement through poc.analysis.leaderboard.explanation_agreement, cached on the files it reads.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from poc import artifacts, leaderboard
+from poc.runs import store
+from poc.analysis import leaderboard
 from poc.errors import UserError
 from ui import data
 
@@ -28,7 +29,7 @@ NOTE = ("Attention rollout (arXiv 2005.00928) is **class-agnostic**: it shows wh
 def _cached_agreement(path_a: str, path_b: str, stage_a: str | None, stage_b: str | None,
                       signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.explanation_agreement(artifacts.RunDir(Path(path_a)), artifacts.RunDir(Path(path_b)),
+        return leaderboard.explanation_agreement(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)),
                                                  stage_a, stage_b), None
     except UserError as exc:
         return None, str(exc)
@@ -47,7 +48,7 @@ def render_agreement(run_a: str, run_b: str, stage_a: str | None = None, stage_b
     """Per-class agreement of the Grad-CAM run and the rollout run among `run_a`, `run_b` (either order); each
     run at `stage` (default: its final stage). Says why when the pair cannot be compared."""
     rds = [data.run_dir(i) for i in (run_a, run_b)]
-    signature = tuple(data.stamp(rd.eval_file(stage, kind)) for rd in rds for stage in artifacts.STAGES
+    signature = tuple(data.stamp(rd.eval_file(stage, kind)) for rd in rds for stage in store.STAGES
                       for kind in ("predictions", "explanations")) + tuple(data.stamp(rd.run_json) for rd in rds)
     result, error = _cached_agreement(str(rds[0].path), str(rds[1].path), stage_a, stage_b, signature)
     if result is None:

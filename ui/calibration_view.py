@@ -1,6 +1,6 @@
 """Calibration of one run's stage: a reliability diagram and its ECE, before and after temperature scaling.
 
-    reliability_chart(result) -> alt.Chart     pure: poc.leaderboard.calibration's dict -> Altair layers
+    reliability_chart(result) -> alt.Chart     pure: poc.analysis.leaderboard.calibration's dict -> Altair layers
     render_calibration(run_id, stage)          the chart and the numbers under it (any page may call it)
 """
 
@@ -12,7 +12,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from poc import artifacts, leaderboard
+from poc.runs import store
+from poc.analysis import leaderboard
 from ui import data
 
 BEFORE, AFTER = "test predictions", "after temperature scaling"
@@ -20,11 +21,11 @@ BEFORE, AFTER = "test predictions", "after temperature scaling"
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_calibration(path: str, stage: str, signature: tuple) -> dict | None:
-    return leaderboard.calibration(artifacts.RunDir(Path(path)), stage)
+    return leaderboard.calibration(store.RunDir(Path(path)), stage)
 
 
 def load_calibration(run_id: str, stage: str) -> dict | None:
-    """poc.leaderboard.calibration of a run's stage, cached on its predictions, metrics and run.json."""
+    """poc.analysis.leaderboard.calibration of a run's stage, cached on its predictions, metrics and run.json."""
     rd = data.run_dir(run_id)
     signature = tuple(data.stamp(p) for p in (rd.eval_file(stage, "predictions"), rd.eval_file(stage, "metrics"),
                                           rd.run_json))

@@ -5,10 +5,10 @@ differences), what fine-tuning changed within each run, calibration, model cost 
     default_pair(board) -> (id_a, id_b)        the best CNN and the best ViT of one split (chosen on validation)
     render_page()                              everything, in page order
     render_comparison(run_a, run_b, stage)     A vs B (says so clearly when the comparison is unpaired)
-    stage_change(run_id) -> (dict | None, why)  poc.compare.stage_change, cached (also the Error explorer's)
+    stage_change(run_id) -> (dict | None, why)  poc.analysis.compare.stage_change, cached (also the Error explorer's)
     render_stage_change(run_id)                per-class F1 change tl -> ft, classes that got worse flagged
     render_report_download(run_ids, key)       "prepare" checkbox, then a download button (Home uses it too)
-The numbers come from poc.compare through poc.leaderboard, cached on the files they read.
+The numbers come from poc.analysis.compare through poc.analysis.leaderboard, cached on the files they read.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from poc import artifacts, leaderboard
+from poc.runs import store
+from poc.analysis import leaderboard
 from poc.errors import UserError
 from ui import calibration_view, cost, data, state, text
 from ui.safe import safely
@@ -40,7 +41,7 @@ def _signature(run_ids: list[str]) -> tuple:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_compare(path_a: str, path_b: str, stage: str | None, signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.compare_runs(artifacts.RunDir(Path(path_a)), artifacts.RunDir(Path(path_b)), stage,
+        return leaderboard.compare_runs(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)), stage,
                                         allow_unpaired=True), None
     except UserError as exc:
         return None, str(exc)
@@ -49,7 +50,7 @@ def _cached_compare(path_a: str, path_b: str, stage: str | None, signature: tupl
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_stage_change(path: str, signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.stage_change(artifacts.RunDir(Path(path))), None
+        return leaderboard.stage_change(store.RunDir(Path(path))), None
     except UserError as exc:
         return None, str(exc)
 
@@ -57,7 +58,7 @@ def _cached_stage_change(path: str, signature: tuple) -> tuple[dict | None, str 
 # ---------------------------------------------------------------- choosing the runs
 
 def default_pair(board: pd.DataFrame) -> tuple[str | None, str | None]:
-    """The best CNN and best ViT (poc.leaderboard.SELECTION_RULE) of the most recent split holding both; else
+    """The best CNN and best ViT (poc.analysis.leaderboard.SELECTION_RULE) of the most recent split holding both; else
     the most recent completed CNN and ViT (state.default_selection), topped up with the newest completed runs."""
     groups = leaderboard.comparison_groups(board)
     for fingerprint in groups["split_fingerprint"]:
@@ -194,7 +195,7 @@ def render_comparison(run_a: str, run_b: str, stage: str | None) -> None:
 # ---------------------------------------------------------------- within one run
 
 def stage_change(run_id: str) -> tuple[dict | None, str | None]:
-    """(poc.compare.stage_change of the run, None) or (None, why not); cached on the run's files."""
+    """(poc.analysis.compare.stage_change of the run, None) or (None, why not); cached on the run's files."""
     return _cached_stage_change(str(data.run_dir(run_id).path), _signature([run_id]))
 
 
@@ -223,7 +224,7 @@ def render_stage_change(run_id: str) -> None:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _cached_report(paths: tuple[str, ...], signature: tuple) -> tuple[str | None, str | None]:
     try:
-        return leaderboard.report_html([artifacts.RunDir(Path(p)) for p in paths]), None
+        return leaderboard.report_html([store.RunDir(Path(p)) for p in paths]), None
     except UserError as exc:
         return None, str(exc)
 

@@ -1,5 +1,5 @@
 """Model cost, as Home and Compare show it: parameters, trainable parameters per phase, weights on disk, measured
-latency per image and estimated multiply-adds (poc.cost through poc.leaderboard.model_cost).
+latency per image and estimated multiply-adds (poc.analysis.cost through poc.analysis.leaderboard.model_cost).
 
     cost_frame(run_ids) -> pd.DataFrame      the table as shown, one row per run
     render_cost(run_ids, compact=False)      the table and what its columns mean
@@ -12,7 +12,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from poc import artifacts, leaderboard
+from poc.runs import store
+from poc.analysis import leaderboard
 from ui import data
 
 COLUMN_CONFIG = {
@@ -32,7 +33,7 @@ COLUMN_CONFIG = {
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_cost(paths: tuple[str, ...], signature: tuple) -> pd.DataFrame:
-    return leaderboard.model_cost([artifacts.RunDir(Path(p)) for p in paths])
+    return leaderboard.model_cost([store.RunDir(Path(p)) for p in paths])
 
 
 def _macs(value) -> str:

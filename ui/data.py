@@ -1,4 +1,4 @@
-"""Cached loaders: the pages' only way to read run artifacts (through `poc.artifacts` / `poc.leaderboard`).
+"""Cached loaders: the pages' only way to read run artifacts (through `poc.runs.store` / `poc.analysis.leaderboard`).
 
 Every loader is keyed on the path it reads and that path's modification time (ns) and size, so a file a
 training process (re)writes shows up on the next rerun, while an unchanged file is read once. The checks
@@ -8,8 +8,8 @@ Public API (stable; other pages import it):
     runs_dir() -> Path                              VITRINE_RUNS_DIR or artifacts/runs
     run_dir(run_id) -> RunDir                       one run's directory in it
     stamp(path) -> (path, mtime_ns, size)           a cache key that changes when the file is replaced
-    ACTIVE                                          the statuses of a run still in progress (poc.runstatus)
-    load_leaderboard() -> pd.DataFrame              poc.leaderboard.COLUMNS, one row per run, damaged included
+    ACTIVE                                          the statuses of a run still in progress (poc.runs.status)
+    load_leaderboard() -> pd.DataFrame              poc.analysis.leaderboard.COLUMNS, one row per run, damaged included
     any_active(board, ids=None) -> bool             whether a run of `board` (or of `ids`) is still in progress
     load_run(run_id) -> RunRecord | None            one run (None when the directory is gone)
     load_history(run_id) -> pd.DataFrame | None     history.csv
@@ -28,7 +28,7 @@ Public API (stable; other pages import it):
     run_labels(ids=None) -> dict[str, str]          id -> label for every readable run (or just `ids`)
 Derived views (pure functions of what the loaders return):
     accuracy_gap(run_a, stage_a, run_b, stage_b) -> dict | None
-                                                    poc.leaderboard.accuracy_gap, cached: paired bootstrap
+                                                    poc.analysis.leaderboard.accuracy_gap, cached: paired bootstrap
     stage_totals(tl, ft) -> dict                    diagonal gain and perfect-class shares (StageEval tl and
                                                     ft of one run); per image: ui.compare_view.stage_change
 """
@@ -45,8 +45,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from poc import artifacts, leaderboard, runstatus
-from poc.artifacts import RunDir, RunRecord, StageEval
+from poc.runs import store
+from poc.analysis import leaderboard
+from poc.runs import status as runstatus
+from poc.runs.store import RunDir, RunRecord, StageEval
 
 Signature = tuple  # ((path, mtime_ns, size), ...): what a cached value depends on
 ACTIVE = runstatus.ACTIVE
@@ -54,7 +56,7 @@ ACTIVE = runstatus.ACTIVE
 
 def runs_dir() -> Path:
     """The runs folder the dashboard reads: $VITRINE_RUNS_DIR or artifacts/runs."""
-    return artifacts.default_runs_dir()
+    return store.default_runs_dir()
 
 
 def stamp(path: Path) -> tuple[str, int, int]:
@@ -69,29 +71,29 @@ def stamp(path: Path) -> tuple[str, int, int]:
 def _run_signature(rd: RunDir) -> Signature:
     """Changes whenever a file the leaderboard reads is replaced (atomic writes also touch the folder)."""
     paths = [rd.path, rd.run_json, rd.history_csv, rd.progress_json, rd.path / "eval"]
-    for stage in artifacts.STAGES:
+    for stage in store.STAGES:
         paths += [rd.eval_dir(stage), rd.eval_file(stage, "metrics")]
     return tuple(stamp(p) for p in paths)
 
 
 def _runs_signature(root: Path) -> Signature:
-    return (stamp(root),) + tuple(_run_signature(rd) for rd in artifacts.run_dirs(root))
+    return (stamp(root),) + tuple(_run_signature(rd) for rd in store.run_dirs(root))
 
 
 def run_dir(run_id: str) -> RunDir:
     """The run's directory in the dashboard's runs folder."""
-    return artifacts.run_dir(runs_dir(), run_id)
+    return store.run_dir(runs_dir(), run_id)
 
 
 # ---------------------------------------------------------------- runs and leaderboard
 
 @st.cache_data(show_spinner=False, ttl=10)  # ttl: a killed training changes no file but its pid dies
 def _cached_leaderboard(root: str, signature: Signature) -> pd.DataFrame:
-    return leaderboard.leaderboard(artifacts.list_runs(root))
+    return leaderboard.leaderboard(store.list_runs(root))
 
 
 def load_leaderboard() -> pd.DataFrame:
-    """One row per run (poc.leaderboard.COLUMNS); an empty frame with those columns when there is no run."""
+    """One row per run (poc.analysis.leaderboard.COLUMNS); an empty frame with those columns when there is no run."""
     root = runs_dir()
     return _cached_leaderboard(str(root), _runs_signature(root))
 
@@ -110,7 +112,7 @@ def load_run(run_id: str) -> RunRecord | None:
 
 @st.cache_data(show_spinner=False)
 def _cached_run(path: str, signature: Signature) -> RunRecord:
-    return artifacts.load_run(Path(path))
+    return store.load_run(Path(path))
 
 
 def run_stages(run_id: str) -> list[str]:
@@ -122,7 +124,7 @@ def run_stages(run_id: str) -> list[str]:
 
 @st.cache_data(show_spinner=False)
 def _cached_history(path: str, signature: Signature) -> pd.DataFrame | None:
-    return artifacts.read_history(RunDir(Path(path)))
+    return store.read_history(RunDir(Path(path)))
 
 
 def load_history(run_id: str) -> pd.DataFrame | None:
@@ -138,11 +140,11 @@ def _stage_files(rd: RunDir, stage: str) -> Signature:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _cached_stage(path: str, stage: str, signature: Signature) -> StageEval:
-    return artifacts.read_stage(RunDir(Path(path)), stage)
+    return store.read_stage(RunDir(Path(path)), stage)
 
 
 def load_stage(run_id: str, stage: str) -> StageEval:
-    """eval/<stage>: predictions, confusion, report, metrics, checked where read (poc.artifacts.read_stage);
+    """eval/<stage>: predictions, confusion, report, metrics, checked where read (poc.runs.store.read_stage);
     missing or malformed parts are None and named in `.problems`. A copy: the cache keeps its own."""
     rd = run_dir(run_id)
     return _cached_stage(str(rd.path), stage, _stage_files(rd, stage))
@@ -150,7 +152,7 @@ def load_stage(run_id: str, stage: str) -> StageEval:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _cached_explanations(path: str, stage: str, signature: Signature):
-    return artifacts.read_explanations(RunDir(Path(path)), stage)
+    return store.read_explanations(RunDir(Path(path)), stage)
 
 
 def load_explanations(run_id: str, stage: str):
@@ -332,7 +334,7 @@ def accuracy_gap(run_a: str, stage_a: str, run_b: str, stage_b: str) -> dict | N
 def stage_totals(tl: StageEval, ft: StageEval) -> dict:
     """What fine-tuning changed in the totals: {diagonal_tl, diagonal_ft, diagonal_gain, perfect_tl,
     perfect_ft} from the confusion matrices and per-class reports (None where a file is missing). Per image and
-    per class, poc.compare.stage_change pairs the predictions (ui.compare_view.stage_change)."""
+    per class, poc.analysis.compare.stage_change pairs the predictions (ui.compare_view.stage_change)."""
     out = {}
     for name, ev in (("tl", tl), ("ft", ft)):
         cm = ev.confusion

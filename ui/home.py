@@ -1,6 +1,6 @@
 """Home's demo: the empty state with its one "Generate demo runs" button, and the demo job followed to its end.
 
-The job itself (its process, status and progress) belongs to `poc.launcher`; this session only remembers
+The job itself (its process, status and progress) belongs to `poc.launch.launcher`; this session only remembers
 which job it started.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from poc import launcher
+from poc.launch import launcher
 from ui import data
 
 DEMO_JOB_KEY = "home.demo_job"

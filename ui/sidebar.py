@@ -2,7 +2,7 @@
 
 Cheap on every rerun: the launcher's content (which imports TensorFlow to list cutoffs and the device) runs
 only while its expander is open; the jobs list reads a few small JSON files and refreshes itself every 2 s
-while a job is active. Jobs belong to `poc.launcher`, not to this browser session.
+while a job is active. Jobs belong to `poc.launch.launcher`, not to this browser session.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from poc import artifacts, launcher, runstatus
+from poc.runs import store
+from poc.launch import launcher
+from poc.runs import status as runstatus
 from poc.config import AUGMENTATIONS, RunConfig
 from poc.errors import UserError
 from poc.models.registry import get_spec, model_names
@@ -139,7 +141,7 @@ def _new_run_settings(gpu: bool) -> dict | None:
 
 
 def _from_run_settings() -> dict | None:
-    runs = {r.id: r.info for r in artifacts.list_runs()
+    runs = {r.id: r.info for r in store.list_runs()
             if r.status == "completed" and r.dir.stage_weights("tl").exists()}
     if not runs:
         st.info("No completed run with phase-1 weights yet: train one from a backbone first.")

@@ -1,7 +1,7 @@
 """Home's verdict: the best CNN and the best ViT of one split, chosen on validation, and their test gap.
 
 Comparing like with like: only runs of one dataset and split fingerprint are compared; each family's best is
-chosen by poc.leaderboard.SELECTION_RULE (validation), and the test split only reports that choice, with a
+chosen by poc.analysis.leaderboard.SELECTION_RULE (validation), and the test split only reports that choice, with a
 paired bootstrap interval over the same test images.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from poc import leaderboard
+from poc.analysis import leaderboard
 from ui import data, text
 
 SPLIT_KEY = "home.split"

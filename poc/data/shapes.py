@@ -1,4 +1,4 @@
-"""A procedurally drawn shapes-and-textures task for pretraining the demo backbones (`python -m poc.pretrain`).
+"""A procedurally drawn shapes-and-textures task for pretraining the demo backbones (`python -m poc pretrain`).
 
 These machines cannot download ImageNet weights, and a frozen random backbone gives near-constant features,
 so the demo backbones are pretrained here on a SEPARATE task and then transferred to the cartoon classes of

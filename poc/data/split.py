@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
+from poc.runs import store
 from poc.data.scan import (
     SPLIT_TITLES, ImageRecord, ScanReport, carve_shortfall, carve_sentence, folder_label, splits_to_carve,
 )
@@ -84,7 +84,7 @@ def write_split_csv(df: pd.DataFrame, path: str | Path) -> Path:
     _check_columns(df, path)
     path = Path(path)
     extra = [c for c in df.columns if c not in COLUMNS]
-    artifacts.write_csv(path, df[COLUMNS + extra])
+    store.write_csv(path, df[COLUMNS + extra])
     return path
 
 

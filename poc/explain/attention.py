@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from poc.explain import EXPLAIN_BATCH, batches
+from poc.explain.batches import EXPLAIN_BATCH, batches
 from poc.explain.rollout import attention_rollout, class_rows
 
 ATTENTION_BUDGET = 512 * 2**20  # bytes; ViT-B/16 at 384 px: 4 images per batch, about 1.8 GB process peak

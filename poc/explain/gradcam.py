@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from poc.explain import batches
+from poc.explain.batches import batches
 
 
 def gradcam_model(model: keras.Model, last_conv: str) -> keras.Model:

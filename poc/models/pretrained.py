@@ -1,6 +1,6 @@
 """The project's own small demo backbones (`--weights demo`): pretrained offline on generated shapes.
 
-They are NOT ImageNet weights. `python -m poc.pretrain` trains each backbone on the shapes-and-textures task
+They are NOT ImageNet weights. `python -m poc pretrain` trains each backbone on the shapes-and-textures task
 of `poc.data.shapes` (a separate task, none of the cartoon classes) and writes the files listed here; the
 demo then transfers from them to the cartoon classes. See poc/pretrained/README.md for the commands, the
 measured accuracies and the training times.
@@ -36,5 +36,5 @@ def demo_weights_path(name: str, image_size: int) -> Path:
     path = DEMO_WEIGHTS[name]
     if not path.is_file():
         raise UserError(f"--weights demo: {path} is missing; recreate it with "
-                        f"python -m poc.pretrain --model {name} --image-size {image_size}")
+                        f"python -m poc pretrain --model {name} --image-size {image_size}")
     return path

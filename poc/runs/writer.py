@@ -1,7 +1,7 @@
 """What a training process does around `fit`: history and progress files, a stop on a non-finite loss,
 weights without optimizer state, cancellation, the one-training-per-device lock, and the run's own log.
 
-Kept apart from `poc.training` so the training loop reads as phases and nothing else.
+Kept apart from `poc.train.training` so the training loop reads as phases and nothing else.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from poc import artifacts
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.runs.store import RunDir
 from poc.errors import Cancelled, UserError
 
-log = logging.getLogger("poc.training")
+log = logging.getLogger("poc.train.training")
 
 
 class NonFiniteLoss(UserError):
@@ -31,7 +31,7 @@ class NonFiniteLoss(UserError):
 def save_model_weights(model: keras.Model, path: Path) -> None:
     """Atomically write the model's weights only: `Model.save_weights` would also store Adam's moments, which
     triple a fine-tuned model's file (a resume checkpoint may keep them; a model file does not)."""
-    tmp = artifacts.atomic_target(path)
+    tmp = store.atomic_target(path)
     try:
         from keras.src.saving import saving_lib
 
@@ -39,7 +39,7 @@ def save_model_weights(model: keras.Model, path: Path) -> None:
         saving_lib.save_weights_only(model, str(tmp), objects_to_skip=skip)
     except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip: same file, larger
         model.save_weights(tmp)
-    artifacts.commit(tmp, path)
+    store.commit(tmp, path)
 
 
 def parameter_megabytes(model: keras.Model) -> float:
@@ -152,13 +152,13 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.dir / f"last-{epoch + 1}.weights.h5"
-        tmp = artifacts.atomic_target(last)
+        tmp = store.atomic_target(last)
         self.model.save_weights(tmp)  # with the optimizer's state: a resumed Adam continues where it was
-        artifacts.commit(tmp, last)
+        store.commit(tmp, last)
         if self.early.best_epoch == epoch:  # this epoch is the best so far
             self._best_file = f"best-{epoch + 1}.weights.h5"
             save_model_weights(self.model, self.dir / self._best_file)
-        artifacts.write_json(self.dir / "state.json", {
+        store.write_json(self.dir / "state.json", {
             "stage": self.stage, "epoch": epoch + 1, "last_file": last.name, "best_file": self._best_file,
             "early": {"best": _finite_or_none(self.early.best), "wait": int(self.early.wait),
                       "best_epoch": int(self.early.best_epoch)},
@@ -170,7 +170,7 @@ class Checkpoint(keras.callbacks.Callback):
 
 def read_checkpoint(rd: RunDir) -> dict | None:
     """The last complete checkpoint's state, or None (no checkpoint, or its files are gone)."""
-    state = artifacts.read_json(checkpoint_dir(rd) / "state.json")
+    state = store.read_json(checkpoint_dir(rd) / "state.json")
     if not state or not (checkpoint_dir(rd) / str(state.get("last_file"))).exists():
         return None
     return state

@@ -16,13 +16,14 @@ import time
 
 import numpy as np
 
-from poc import artifacts, cached_phase
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.train import cached_phase
+from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import UserError
-from poc.training import Phase, Prepared, plan_phases
+from poc.train.plan import Phase, Prepared, plan_phases
 
-log = logging.getLogger("poc.training")
+log = logging.getLogger("poc.train.training")
 
 
 def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) -> None:
@@ -30,9 +31,9 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     With `resume`, phases whose weights and evaluation exist are skipped and the phase in progress continues
     from its last checkpoint; history.csv keeps exactly the epochs that checkpoint covers."""
     from poc.data.pipeline import make_dataset
-    from poc.runwriter import checkpoint_dir, read_checkpoint, save_model_weights
+    from poc.runs.writer import checkpoint_dir, read_checkpoint, save_model_weights
 
-    from poc.distribute import replicas
+    from poc.train.distribute import replicas
 
     cfg = p.config
     batch = cfg.batch_size * replicas(p.strategy)  # --batch-size is per replica
@@ -77,9 +78,9 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     import keras
 
     from poc.data.pipeline import make_dataset
-    from poc.distribute import fit, replicas, scope
+    from poc.train.distribute import fit, replicas, scope
     from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
-    from poc.runwriter import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
+    from poc.runs.writer import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
 
     cfg = p.config
     batch = cfg.batch_size * replicas(p.strategy)  # --batch-size is per replica
@@ -132,7 +133,7 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     shutil.rmtree(rd.path / "feature_cache", ignore_errors=True)  # a memmap for large sets: not an artifact
     phase_rows = [r for r in history if r["phase"] == phase.stage]
     best = min(phase_rows, key=lambda r: r["val_loss"])["epoch"] if phase_rows else None
-    info = artifacts.read_json(rd.run_json)
+    info = store.read_json(rd.run_json)
     timing = info.get("timing", {})
     rd.update_run(timing={**timing, phase.stage: round(timing.get(phase.stage, 0) if state else 0, 2)
                           + round(time.monotonic() - start, 2)},
@@ -150,17 +151,17 @@ def _load_weights(model, path) -> None:
 
 
 def _phase_order(stage: str) -> int:
-    return artifacts.STAGES.index(stage)
+    return store.STAGES.index(stage)
 
 
 def _history_rows(rd: RunDir) -> list[dict]:
-    frame = artifacts.read_history(rd)
+    frame = store.read_history(rd)
     return [] if frame is None else frame.to_dict("records")
 
 
 def _stage_done(rd: RunDir, stage: str) -> float | None:
     """The validation loss recorded by a finished stage evaluation, or None when it has to be (re)done."""
-    metrics = artifacts.read_json(rd.eval_file(stage, "metrics")) or {}
+    metrics = store.read_json(rd.eval_file(stage, "metrics")) or {}
     value = metrics.get("val_loss")
     return float(value) if isinstance(value, (int, float)) else None
 
@@ -182,7 +183,7 @@ def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict, batch: int):
 
     cache = cached_phase.build_cache(p.model, frames, p.class_names, p.image_size, batch, cfg.augment,
                                      cfg.tl_views, cfg.seed, progress=progress, cache_dir=rd.path / "feature_cache")
-    info = artifacts.read_json(rd.run_json) or {}
+    info = store.read_json(rd.run_json) or {}
     rd.update_run(timing={**info.get("timing", {}), "features_tl": round(cache.seconds, 2)},
                   feature_cache={"views": cache.views, "train_images": int(cache.train.shape[1]),
                                  "features": int(cache.train.shape[-1])})
@@ -204,8 +205,8 @@ def choose_final_stage(val_losses: dict[str, float]) -> str:
 def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
     returns that validation loss (what chooses the final stage)."""
-    from poc.evaluation import evaluate_probabilities, loss_and_accuracy
-    from poc.explain import explain_images
+    from poc.analysis.evaluation import evaluate_probabilities, loss_and_accuracy
+    from poc.explain.maps import explain_images
     from poc.inference import compile_predict
 
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
@@ -261,7 +262,7 @@ def _latency_ms(predict, dataset) -> float | None:
 def _temperature_scaling(val_probs, y_val: np.ndarray, test_probs, y_test: np.ndarray) -> dict:
     """Temperature fitted on the validation split only, and the test ECE it gives (reported, not applied to
     predictions.csv): how much of a model's miscalibration one scalar fixes."""
-    from poc.stats import apply_temperature, expected_calibration_error, fit_temperature
+    from poc.analysis.stats import apply_temperature, expected_calibration_error, fit_temperature
 
     if not len(y_val) or not len(y_test):
         return {}
@@ -275,13 +276,13 @@ def evaluate_run(rd: RunDir) -> list[str]:
     from poc.data.pipeline import make_dataset
     from poc.models import build
 
-    info = artifacts.read_json(rd.run_json)
+    info = store.read_json(rd.run_json)
     if not info:
         raise UserError(f"{rd.path}: run.json missing or unreadable")
     if info.get("family") == "baseline":
         raise UserError(f"run {rd.id} is a baseline (logistic regression): it has no network to re-evaluate; "
                         "run python -m poc baseline again instead")
-    split = artifacts.read_split(rd)
+    split = store.read_split(rd)
     if split is None:
         raise UserError(f"{rd.path}: split.csv missing or unreadable")
     cfg = RunConfig.from_dict(info["config"])
@@ -294,7 +295,7 @@ def evaluate_run(rd: RunDir) -> list[str]:
     p = Prepared(cfg, get_spec(info["model"]), spec_size, split, info["class_names"], model, 0, "", None,
                  info["dataset"]["path"], info.get("pretraining", "none"))
     done = []
-    for stage in artifacts.STAGES:
+    for stage in store.STAGES:
         if rd.stage_weights(stage).exists():
             _load_weights(model, rd.stage_weights(stage))
             _evaluate_stage(p, rd, stage, sets)

@@ -1,7 +1,7 @@
 """Test-split evaluation as pure functions of labels and probabilities; the caller writes the artifacts.
 
 Metrics are computed here from the confusion matrix (tests check them against scikit-learn independently);
-intervals and calibration come from poc.stats.
+intervals and calibration come from poc.analysis.stats.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from poc import stats
+from poc.analysis import stats
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from poc import artifacts
-from poc.artifacts import RunDir, as_number
+from poc.runs import store
+from poc.runs.store import RunDir, as_number
 
 # Published multiply-adds (MACs) at the reference input size, 1000-class head included; a convolutional
 # network's MACs scale with the input area (every feature map shrinks with the input), so a run at S px costs
@@ -69,9 +69,9 @@ def _weights_mb(rd: RunDir) -> float | None:
 
 def _latency_ms(rd: RunDir, info: dict) -> float | None:
     """The per-image latency evaluation measured: the final stage's metrics.json, else run.json."""
-    for stage in (info.get("final_stage"), *reversed(artifacts.STAGES)):
-        if stage in artifacts.STAGES:
-            metrics, _ = artifacts.read_metrics(rd, stage)
+    for stage in (info.get("final_stage"), *reversed(store.STAGES)):
+        if stage in store.STAGES:
+            metrics, _ = store.read_metrics(rd, stage)
             if metrics and as_number(metrics.get(LATENCY_KEY)) is not None:
                 return as_number(metrics[LATENCY_KEY])
     return as_number(info.get(LATENCY_KEY))
@@ -80,7 +80,7 @@ def _latency_ms(rd: RunDir, info: dict) -> float | None:
 def model_cost(rd: RunDir) -> dict:
     """One run's cost (COLUMNS): parameters from run.json, `size_mb` the float32 parameters, `weights_mb` the
     saved weights file, `latency_ms` per image when measured (else None), `macs` multiply-adds per image."""
-    info = artifacts.read_json(rd.run_json) or {}
+    info = store.read_json(rd.run_json) or {}
     params = info.get("params") if isinstance(info.get("params"), dict) else {}
     classes = info.get("class_names") if isinstance(info.get("class_names"), list) else []
     image_size = info.get("image_size", (info.get("config") or {}).get("image_size"))

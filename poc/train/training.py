@@ -1,4 +1,4 @@
-"""Two-phase training as data: a list of phases (stage, epochs, learning rate, cutoff) run by one loop.
+"""One run from config to finished run directory: prepare (every user input resolved first), train, resume.
 
 Phase 1 (transfer learning) trains the new head on a frozen backbone; phase 2 (fine-tuning) unfreezes the
 backbone above the cutoff at a low learning rate. Each phase early-stops on val_loss with the best weights
@@ -10,54 +10,18 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from poc import artifacts
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import Cancelled, UserError
+from poc.train.plan import Prepared
 
-log = logging.getLogger("poc.training")
-
-
-@dataclass(frozen=True)
-class Phase:
-    stage: str  # "tl" | "ft"
-    epochs: int
-    learning_rate: float
-    cutoff_index: int | None  # None: the whole backbone frozen
-
-
-@dataclass
-class Prepared:
-    """Everything that can fail on user input, resolved before a run directory is written."""
-
-    config: RunConfig
-    spec: object
-    image_size: int
-    split: pd.DataFrame
-    class_names: list[str]
-    model: object
-    cutoff_index: int
-    cutoff_value: str
-    source_run: RunDir | None
-    data_root: str
-    pretraining: str  # imagenet | demo | none | checkpoint: what the backbone started from
-    strategy: object = None  # a tf.distribute strategy, or None for the default device
-    split_seed: int | None = None  # what seeded the split (None: the source run's split, --from-run)
-
-
-def plan_phases(config: RunConfig, cutoff_index: int) -> list[Phase]:
-    phases = []
-    if not config.from_run:
-        phases.append(Phase("tl", config.tl_epochs, config.lr_tl, None))
-    if config.ft_epochs > 0:
-        phases.append(Phase("ft", config.ft_epochs, config.lr_ft, cutoff_index))
-    return phases
+log = logging.getLogger("poc.train.training")
 
 
 # ---------------------------------------------------------------- preparation (no run dir yet)
@@ -92,7 +56,7 @@ def prepare(config: RunConfig, runs_dir: Path, strategy=None, split_seed: int | 
         log.warning("warning: --weights none freezes a randomly initialised backbone in phase 1: its features "
                     "are nearly constant, so expect near-chance accuracy until phase 2. Use --weights imagenet "
                     "(download) or demo (offline) for transfer learning")
-    from poc.distribute import check_even_batches, scope
+    from poc.train.distribute import check_even_batches, scope
 
     check_even_batches(split["split"].value_counts().to_dict(), config.batch_size, strategy)
     # With --from-run every weight comes from the source run's phase-1 file: nothing to download here.
@@ -132,8 +96,8 @@ def _seed_everything(seed: int) -> None:
 
 def source_run(ref: str, model: str, runs_dir: Path) -> tuple[RunDir, dict]:
     """The run `--from-run` names, checked: it exists, trained `model`, and kept its phase-1 weights."""
-    source = artifacts.find_run(ref, runs_dir)
-    info = artifacts.read_json(source.run_json) if source else None
+    source = store.find_run(ref, runs_dir)
+    info = store.read_json(source.run_json) if source else None
     if not info:
         raise UserError(f"--from-run {ref}: no such run in {runs_dir}")
     if info.get("model") != model:
@@ -146,7 +110,7 @@ def source_run(ref: str, model: str, runs_dir: Path) -> tuple[RunDir, dict]:
 
 def _reuse_run(config: RunConfig, runs_dir: Path):
     source, info = source_run(config.from_run, config.model, runs_dir)
-    split = artifacts.read_split(source)
+    split = store.read_split(source)
     if split is None:
         raise UserError(f"--from-run {source.id}: split.csv missing or unreadable")
     size = int(info["config"].get("image_size") or info.get("image_size"))
@@ -167,28 +131,28 @@ def _reuse_run(config: RunConfig, runs_dir: Path):
 def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | None = None,
           study: dict | None = None, split_seed: int | None = None) -> RunDir:
     """Prepare, then train and evaluate into a new run directory; returns it. UserError before any write.
-    `study`: the run.json `study` block of a run planned by poc.studies; `split_seed`: see prepare()."""
-    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
+    `study`: the run.json `study` block of a run planned by poc.train.studies; `split_seed`: see prepare()."""
+    runs_dir = Path(runs_dir) if runs_dir else store.default_runs_dir()
     run_id_given = run_id is not None
-    run_id = run_id or artifacts.new_run_id(config.model)
-    rd = artifacts.run_dir(runs_dir, run_id)
+    run_id = run_id or store.new_run_id(config.model)
+    rd = store.run_dir(runs_dir, run_id)
     if run_id_given:
         # Launched by the dashboard: the run is visible (queued) at once, and a bad input is recorded in it.
         rd.create()
         rd.write_run({"id": rd.id, "name": config.name or rd.id, "status": "queued",
-                      "created": artifacts.utc_now(), "config": config.to_dict(), "model": config.model,
+                      "created": store.utc_now(), "config": config.to_dict(), "model": config.model,
                       "weights": config.weights, "pid": os.getpid(), "error": None})
     try:
         from poc.device import configure
 
-        from poc.distribute import make_strategy, split_cpu_from_env
+        from poc.train.distribute import make_strategy, split_cpu_from_env
 
         split_cpu_from_env()
         speedups = configure(config.mixed_precision, config.jit_compile)
         prepared = prepare(config, runs_dir, make_strategy(config.distribute), split_seed=split_seed)
     except Exception as exc:
         if run_id_given:
-            rd.update_run(status="failed", error=str(exc), finished=artifacts.utc_now())
+            rd.update_run(status="failed", error=str(exc), finished=store.utc_now())
         raise
     rd.path.mkdir(parents=True, exist_ok=True)
     info = _initial_run_info(prepared, rd, speedups)
@@ -196,9 +160,9 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
         info["study"] = {**study, "trainable_params": info["params"]["trainable_ft" if config.ft_epochs > 0
                                                                       else "trainable_tl"]}
     if run_id_given:
-        info["created"] = (artifacts.read_json(rd.run_json) or {}).get("created", info["created"])
+        info["created"] = (store.read_json(rd.run_json) or {}).get("created", info["created"])
     rd.write_run(info)
-    artifacts.write_csv(rd.split_csv, prepared.split)
+    store.write_csv(rd.split_csv, prepared.split)
     return _execute(prepared, rd, runs_dir, speedups, resume=False)
 
 
@@ -206,36 +170,36 @@ def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
     """Continue an interrupted (killed, failed or cancelled) run from its last completed epoch, in its own
     directory: finished phases are kept, the phase in progress restarts from its checkpoint."""
     from poc.device import configure
-    from poc.runstatus import effective_status
+    from poc.runs.status import effective_status
 
-    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
-    rd = artifacts.find_run(ref, runs_dir)
-    info = artifacts.read_json(rd.run_json) if rd else None
+    runs_dir = Path(runs_dir) if runs_dir else store.default_runs_dir()
+    rd = store.find_run(ref, runs_dir)
+    info = store.read_json(rd.run_json) if rd else None
     if not info or not isinstance(info.get("config"), dict):
         raise UserError(f"--resume {ref}: no such run in {runs_dir} (or its run.json is unreadable)")
-    status = effective_status(artifacts.load_run(rd.path))
+    status = effective_status(store.load_run(rd.path))
     if status == "completed":
         raise UserError(f"run {rd.id} already completed; there is nothing to resume")
     if status in ("running", "queued"):
         raise UserError(f"run {rd.id} is still {status} (process {info.get('pid')}); cancel it or wait")
-    if artifacts.read_split(rd) is None or "class_names" not in info:
+    if store.read_split(rd) is None or "class_names" not in info:
         raise UserError(f"run {rd.id} stopped before its split was written; start a new run instead")
     config = RunConfig.from_dict(info["config"])
     if config.distribute == "multiworker":
         raise UserError(f"run {rd.id} trained on several machines (--distribute multiworker), whose workers "
                         "cannot be resumed from one run directory; start the run again (same flags)")
-    from poc.distribute import make_strategy, split_cpu_from_env
+    from poc.train.distribute import make_strategy, split_cpu_from_env
 
     split_cpu_from_env()
     speedups = configure(config.mixed_precision, config.jit_compile)
     prepared = _prepare_resume(config, rd, info, runs_dir, make_strategy(config.distribute))
-    rd.update_run(resumed=[*info.get("resumed", []), artifacts.utc_now()], error=None, finished=None)
+    rd.update_run(resumed=[*info.get("resumed", []), store.utc_now()], error=None, finished=None)
     log.info("resuming run %s (was %s)", rd.id, status)
     return _execute(prepared, rd, runs_dir, speedups, resume=True)
 
 
 def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path, strategy=None) -> Prepared:
-    from poc.distribute import scope
+    from poc.train.distribute import scope
     from poc.models import build, get_spec
     from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
 
@@ -250,29 +214,29 @@ def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path, s
                       dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
-    return Prepared(config, spec, size, artifacts.read_split(rd), class_names, model, cutoff_index,
+    return Prepared(config, spec, size, store.read_split(rd), class_names, model, cutoff_index,
                     cutoff_text(config.fine_tune_at, spec), source, info.get("dataset", {}).get("path", config.data),
                     info.get("pretraining", "none"), strategy)
 
 
 def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, resume: bool) -> RunDir:
     """The run's life once its directory exists: the device lock, the phases, and a final status always written."""
-    from poc.phases import run_phases
-    from poc.runwriter import attach_log, cancel_on_sigterm, cancel_requested, device_slot
+    from poc.train.phases import run_phases
+    from poc.runs.writer import attach_log, cancel_on_sigterm, cancel_requested, device_slot
 
     handler = attach_log(rd)
     try:
         with device_slot(runs_dir, rd), cancel_on_sigterm():
-            rd.update_run(status="running", pid=os.getpid(), **({} if resume else {"started": artifacts.utc_now()}))
+            rd.update_run(status="running", pid=os.getpid(), **({} if resume else {"started": store.utc_now()}))
             rd.write_progress({"phase": "resuming" if resume else "starting", "epoch": None, "epochs": None,
                                "step": 0, "steps": None, "metrics": {}, "eta_seconds": None})
             run_phases(prepared, rd, speedups, resume=resume)
-        rd.update_run(status="completed", finished=artifacts.utc_now())
+        rd.update_run(status="completed", finished=store.utc_now())
         log.info("run %s completed", rd.id)
     except BaseException as exc:
         if not (isinstance(exc, (Cancelled, KeyboardInterrupt)) or cancel_requested()):
             _fail(exc, rd)
-        rd.update_run(status="cancelled", finished=artifacts.utc_now(), error="cancelled by the user")
+        rd.update_run(status="cancelled", finished=store.utc_now(), error="cancelled by the user")
         log.warning("run %s cancelled", rd.id)
         raise Cancelled(rd.id) from None
     finally:
@@ -310,7 +274,7 @@ def storage_message(exc: OSError, rd: RunDir) -> str:
 def _record_failure(rd: RunDir, reason: str, trace: bool = False) -> None:
     """Status `failed` with the reason, when the disk still takes it (it may be the disk that failed)."""
     try:
-        rd.update_run(status="failed", finished=artifacts.utc_now(), error=reason)
+        rd.update_run(status="failed", finished=store.utc_now(), error=reason)
     except OSError:
         log.error("could not record the failure in %s either", rd.run_json)
     log.error("run %s failed: %s", rd.id, reason, exc_info=trace)  # the traceback goes to train.log only
@@ -319,9 +283,9 @@ def _record_failure(rd: RunDir, reason: str, trace: bool = False) -> None:
 def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
     from poc.data.split import split_fingerprint
     from poc.device import describe_device, versions
-    from poc.distribute import describe
+    from poc.train.distribute import describe
     from poc.models.cutoffs import trainable_count, unfreeze_from, freeze_backbone
-    from poc.runwriter import parameter_megabytes
+    from poc.runs.writer import parameter_megabytes
 
     model = p.model
     total = int(model.count_params())
@@ -334,7 +298,7 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
         "id": rd.id,
         "name": p.config.name or rd.id,
         "status": "queued",
-        "created": artifacts.utc_now(),
+        "created": store.utc_now(),
         "started": None,
         "finished": None,
         "config": {**p.config.to_dict(), "image_size": p.image_size},

@@ -22,11 +22,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from poc import artifacts, evaluation
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.analysis import evaluation
+from poc.runs.store import RunDir
 from poc.errors import UserError
 
-log = logging.getLogger("poc.baseline")
+log = logging.getLogger("poc.train.baselines")
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse regularisation strengths tried on the validation split
 MAX_ITER = 3000  # lbfgs iterations; standardised inputs converge well within this on small sets
@@ -101,7 +102,7 @@ class Backbone:
 
 def resolve_source(data: str | Path | None, from_run: str | None, val: float, test: float, seed: int,
                    runs_dir: Path) -> Source:
-    """`from_run`'s split.csv, else `data` scanned and split exactly as `poc.training.prepare` does (same data,
+    """`from_run`'s split.csv, else `data` scanned and split exactly as `poc.train.training.prepare` does (same data,
     fractions and seed: same split fingerprint as a `train` run)."""
     if from_run:
         return _source_from_run(from_run, runs_dir, data)
@@ -118,17 +119,17 @@ def resolve_source(data: str | Path | None, from_run: str | None, val: float, te
 
 
 def _source_from_run(ref: str, runs_dir: Path, data) -> Source:
-    rd = artifacts.find_run(ref, runs_dir)
-    info = artifacts.read_json(rd.run_json) if rd else None
+    rd = store.find_run(ref, runs_dir)
+    info = store.read_json(rd.run_json) if rd else None
     if not info:
         raise UserError(f"--from-run {ref}: no such run in {runs_dir}; see python -m poc runs")
     if info.get("family") == "baseline":
         raise UserError(f"--from-run {rd.id} is itself a baseline; name a trained CNN or ViT run")
-    split, names = artifacts.read_split(rd), info.get("class_names")
+    split, names = store.read_split(rd), info.get("class_names")
     if split is None or not isinstance(names, list) or not names:
         raise UserError(f"--from-run {rd.id}: split.csv or class names missing (status {info.get('status')!r}); "
                         "pick a run that got past its start, or use --data")
-    split = split.astype({c: str for c in artifacts.SPLIT_COLUMNS})  # a class named "1" stays the text "1"
+    split = split.astype({c: str for c in store.SPLIT_COLUMNS})  # a class named "1" stays the text "1"
     names = [str(n) for n in names]
     unknown = sorted(set(split["label"]) - set(names))
     if unknown:
@@ -181,11 +182,11 @@ def phase1_weights(rd: RunDir, info: dict, runs_dir: Path) -> Path:
     seen = set()
     while not rd.stage_weights("tl").exists():
         seen.add(rd.id)
-        source = artifacts.find_run(str(info.get("from_run") or ""), runs_dir) if info.get("from_run") else None
+        source = store.find_run(str(info.get("from_run") or ""), runs_dir) if info.get("from_run") else None
         if source is None or source.id in seen:
             raise UserError(f"--from-run {rd.id} has no phase-1 weights (status {info.get('status')!r}); pick a "
                             "run that finished transfer learning, or use --model/--weights")
-        rd, info = source, artifacts.read_json(source.run_json) or {}
+        rd, info = source, store.read_json(source.run_json) or {}
     return rd.stage_weights("tl")
 
 
@@ -259,9 +260,9 @@ def pixel_inputs(frame: pd.DataFrame, size: int, progress: Progress | None = Non
 
 def feature_inputs(extractor, frame: pd.DataFrame, class_names: list[str], image_size: int,
                    progress: Progress | None = None) -> np.ndarray:
-    """(N, D) pooled features of a frozen backbone (`poc.features.feature_extractor`), in the frame's order."""
+    """(N, D) pooled features of a frozen backbone (`poc.train.features.feature_extractor`), in the frame's order."""
     from poc.data.pipeline import make_dataset
-    from poc.features import extract_features
+    from poc.train.features import extract_features
 
     dataset = make_dataset(frame, class_names, image_size, FEATURE_BATCH)
     return extract_features(extractor, dataset, len(frame), progress=progress)
@@ -289,7 +290,7 @@ def run_baselines(data: str | Path | None = None, from_run: str | None = None, m
                   progress: Progress | None = None) -> list[RunDir]:
     """The pixel baseline, plus the linear probe when a backbone is named (--from-run or --model), each written
     as a completed run directory; returns them. Every UserError is raised before anything is written."""
-    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else store.default_runs_dir()
     if not 4 <= pixels_size <= 128:
         raise UserError(f"--pixels-size {pixels_size} is out of range; use 4 to 128 (default 32)")
     source = resolve_source(data, from_run, val, test, seed, runs_dir)
@@ -325,7 +326,7 @@ def _probe_baseline(source: Source, backbone: Backbone, progress: Progress | Non
         log.warning("warning: the probed %s backbone is randomly initialised: its features are nearly constant, "
                     "so expect a probe near chance. Use --weights imagenet (download) or demo (offline)",
                     backbone.name)
-    from poc.features import feature_extractor
+    from poc.train.features import feature_extractor
 
     start = time.monotonic()
     extractor = feature_extractor(backbone.classifier)  # one model: traced once for the three splits
@@ -343,21 +344,21 @@ def _probe_baseline(source: Source, backbone: Backbone, progress: Progress | Non
 
 def write_run(runs_dir: Path, source: Source, result: Result, config: dict) -> RunDir:
     """One baseline as a run directory: run.json, split.csv and eval/tl/ (the test split, evaluated once)."""
-    from poc.evaluation import evaluate_probabilities
+    from poc.analysis.evaluation import evaluate_probabilities
 
-    rd = artifacts.run_dir(runs_dir, artifacts.new_run_id(result.model)).create()
-    now = artifacts.utc_now()
+    rd = store.run_dir(runs_dir, store.new_run_id(result.model)).create()
+    now = store.utc_now()
     rd.write_run(_run_info(rd, source, result, config, now))
     try:
-        artifacts.write_csv(rd.split_csv, source.split)
+        store.write_csv(rd.split_csv, source.split)
         evaluation = evaluate_probabilities(source.frame("test"), result.test_probs, source.class_names,
                                             seed=source.seed)
         evaluation["metrics"].update(val_loss=result.choice.val_loss, val_accuracy=result.choice.val_accuracy)
         rd.write_eval("tl", **evaluation)
     except BaseException as exc:
-        rd.update_run(status="failed", finished=artifacts.utc_now(), error=f"{type(exc).__name__}: {exc}")
+        rd.update_run(status="failed", finished=store.utc_now(), error=f"{type(exc).__name__}: {exc}")
         raise
-    rd.update_run(status="completed", finished=artifacts.utc_now())
+    rd.update_run(status="completed", finished=store.utc_now())
     metrics = evaluation["metrics"]
     log.info("%s: C=%g chosen on validation (accuracy %.4f); test accuracy %.4f (95%% CI %.3f-%.3f) -> %s",
              result.name, result.choice.C, result.choice.val_accuracy, metrics["accuracy"],
@@ -415,8 +416,8 @@ def baseline_summary(run_dirs: list[RunDir]) -> list[dict]:
     macro-F1 and split fingerprint (for `--json` and the printed table)."""
     rows = []
     for rd in run_dirs:
-        info = artifacts.read_json(rd.run_json) or {}
-        metrics, _ = artifacts.read_metrics(rd, "tl")
+        info = store.read_json(rd.run_json) or {}
+        metrics, _ = store.read_metrics(rd, "tl")
         metrics = metrics or {}
         rows.append({"id": rd.id, "path": str(rd.path), "name": info.get("name"), "model": info.get("model"),
                      "status": info.get("status"), "C": (info.get("baseline") or {}).get("C"),

@@ -5,8 +5,8 @@
     summary_text / result_json   what `python -m poc sweep` (and `train --seeds / --train-fraction`) print
 
 The test split never chooses: a study's `best` row has the highest mean VALIDATION accuracy (ties: the lower
-validation loss), picked by poc.leaderboard.best_by_validation like Home's verdict; test accuracy only reports it.
-Pure pandas over poc.artifacts readers: no TensorFlow (the dashboard reaches it through poc.leaderboard).
+validation loss), picked by poc.analysis.leaderboard.best_by_validation like Home's verdict; test accuracy only reports it.
+Pure pandas over poc.runs.store readers: no TensorFlow (the dashboard reaches it through poc.analysis.leaderboard).
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from poc import artifacts, leaderboard, runstatus
-from poc.artifacts import RunDir, RunRecord
-from poc.studies import HEAD_ONLY, KINDS, REPEATS, StudyResult
+from poc.runs import store
+from poc.analysis import leaderboard
+from poc.runs import status as runstatus
+from poc.runs.store import RunDir, RunRecord
+from poc.train.studies import HEAD_ONLY, KINDS, REPEATS, StudyResult
 
 RUN_COLUMNS = ["study", "kind", "role", "id", "name", "model", "family", "value", "cutoff", "train_fraction",
                "seed", "split_seed", "split_fingerprint", "stage", "trainable_params", "train_images", "correct",
@@ -53,18 +55,18 @@ def _study_row(run: RunRecord) -> dict | None:
     role = study.get("role")
     stage = {"phase1": "tl", "phase2": "ft"}.get(role) or leaderboard.final_stage(info.get("final_stage"),
                                                                                  runstatus.stages(run.dir))
-    metrics, _ = artifacts.read_metrics(run.dir, stage) if stage else (None, [])
+    metrics, _ = store.read_metrics(run.dir, stage) if stage else (None, [])
     correct, n = _test_counts(run.dir, stage, metrics)
     if n is None:
         return None
-    fraction = artifacts.as_number(study.get("train_fraction"))
+    fraction = store.as_number(study.get("train_fraction"))
     value = {"sweep": study.get("cutoff") or HEAD_ONLY, "data_size": f"{fraction if fraction else 1.0:g}",
              "seeds": REPEATS}[study["kind"]]
     dataset = info.get("dataset") if isinstance(info.get("dataset"), dict) else {}
     params = info.get("params") if isinstance(info.get("params"), dict) else {}
-    trainable = artifacts.as_number(study.get("trainable_params"))
+    trainable = store.as_number(study.get("trainable_params"))
     if trainable is None:
-        trainable = artifacts.as_number(params.get("trainable_tl" if stage == "tl" else "trainable_ft"))
+        trainable = store.as_number(params.get("trainable_tl" if stage == "tl" else "trainable_ft"))
     timing = info.get("timing") if isinstance(info.get("timing"), dict) else {}
     return {"study": str(study.get("id")), "kind": study["kind"], "role": role, "id": run.id,
             "name": info.get("name") or run.id, "model": info.get("model"), "family": info.get("family"),
@@ -72,18 +74,18 @@ def _study_row(run: RunRecord) -> dict | None:
             "train_fraction": fraction, "seed": study.get("seed"),
             "split_seed": study.get("split_seed"), "split_fingerprint": dataset.get("split_fingerprint"),
             "stage": stage, "trainable_params": trainable,
-            "train_images": artifacts.as_number((dataset.get("counts") or {}).get("train")),
+            "train_images": store.as_number((dataset.get("counts") or {}).get("train")),
             "correct": correct, "n_test": n, "acc": correct / n if n else np.nan,
             "val_acc": (metrics or {}).get("val_accuracy"), "val_loss": (metrics or {}).get("val_loss"),
             "gap": _gap(run, stage),
-            "train_seconds": sum(v for v in map(artifacts.as_number, timing.values()) if v is not None)}
+            "train_seconds": sum(v for v in map(store.as_number, timing.values()) if v is not None)}
 
 
 def _test_counts(rd: RunDir, stage: str | None, metrics: dict | None) -> tuple[int | None, int | None]:
     """(right, total) on the test split, counted from predictions.csv (else metrics.json's accuracy x n)."""
     if stage is None:
         return None, None
-    predictions = artifacts.read_predictions(rd, stage)
+    predictions = store.read_predictions(rd, stage)
     if predictions is not None and len(predictions):
         return int((predictions["label"] == predictions["pred"]).sum()), int(len(predictions))
     accuracy, n = (metrics or {}).get("accuracy"), (metrics or {}).get("n")
@@ -94,7 +96,7 @@ def _test_counts(rd: RunDir, stage: str | None, metrics: dict | None) -> tuple[i
 
 def _gap(run: RunRecord, stage: str) -> float:
     """Training accuracy minus validation accuracy at the stage's best epoch (history.csv); NaN when unknown."""
-    history = artifacts.read_history(run.dir)
+    history = store.read_history(run.dir)
     if history is None:
         return float("nan")
     rows = history[history["phase"] == stage]
@@ -115,7 +117,7 @@ def study_summary(runs: list[RunRecord]) -> pd.DataFrame:
       gap_mean / gap_std: training minus validation accuracy at the best epoch; train_seconds_*: each run's own
       time (a sweep's phase-2 runs exclude the shared phase 1); paired: the study used one split;
       best: the highest mean validation accuracy in the study (ties: the lower validation loss), never test."""
-    from poc.stats import accuracy_interval
+    from poc.analysis.stats import accuracy_interval
 
     per_run = study_runs(runs)
     if per_run.empty:
@@ -193,7 +195,7 @@ def result_json(result: StudyResult, table: pd.DataFrame) -> dict:
     """`sweep --json`: the study, its runs (id, path, role, cutoff, seed), failures and the summary rows."""
     runs = []
     for rd in result.runs:
-        study = (artifacts.read_json(rd.run_json) or {}).get("study") or {}
+        study = (store.read_json(rd.run_json) or {}).get("study") or {}
         runs.append({"id": rd.id, "path": str(rd.path), "role": study.get("role"), "cutoff": study.get("cutoff"),
                      "seed": study.get("seed"), "train_fraction": study.get("train_fraction"),
                      "trainable_params": study.get("trainable_params")})

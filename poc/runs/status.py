@@ -19,7 +19,7 @@ ACTIVE = ("queued", "running")  # the process is (or should be) alive; every oth
 FINAL = tuple(s for s in STATUSES if s not in ACTIVE)
 
 _PROC = Path("/proc")
-CHECKPOINT_DIR = "checkpoint"  # poc.runwriter.checkpoint_dir's folder, named here without importing Keras
+CHECKPOINT_DIR = "checkpoint"  # poc.runs.writer.checkpoint_dir's folder, named here without importing Keras
 
 
 def is_active(status: str | None) -> bool:
@@ -92,7 +92,7 @@ def effective_status(run) -> str:
 
 def stages(rd) -> list[str]:
     """The stages of a RunDir ("tl", "ft", in training order) whose eval/<stage>/metrics.json exists."""
-    from poc.artifacts import STAGES
+    from poc.runs.store import STAGES
 
     return [s for s in STAGES if rd.eval_file(s, "metrics").exists()]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-log = logging.getLogger("poc.training")
+log = logging.getLogger("poc.train.training")
 
 # Above this many bytes of float32 features, the cache is a float16 memmap on disk instead of memory.
 MEMORY_BUDGET_BYTES = 1024**3
@@ -44,7 +44,7 @@ def build_cache(model: keras.Model, frames: dict[str, pd.DataFrame], class_names
                 progress: Callable[[int, int], None] | None = None, cache_dir: Path | None = None) -> FeatureCache:
     """Features of every training image (un-augmented + `views` augmented copies) and validation image."""
     from poc.data.pipeline import apply_augmentations, augmentation_layers, make_dataset
-    from poc.features import extract_features, feature_extractor
+    from poc.train.features import extract_features, feature_extractor
 
     start = time.monotonic()
     extractor = feature_extractor(model)

@@ -13,7 +13,7 @@ holds a `study` block: kind, id, role (phase1 | phase2 | run), seed, split_seed,
 trainable_params.
 
 Planning (`plan_sweep`, `plan_repeats`) is pure; `resolve_cutoffs` builds a probe model to check every cutoff
-before anything trains; `run_plan` trains. poc.study_results reads the finished runs back into one table. Importing
+before anything trains; `run_plan` trains. poc.analysis.study_results reads the finished runs back into one table. Importing
 this module does not import TensorFlow.
 """
 
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from poc import artifacts
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import Cancelled, UserError
 
-log = logging.getLogger("poc.studies")
+log = logging.getLogger("poc.train.studies")
 
 KINDS = ("sweep", "seeds", "data_size")
 AUTO = "auto"
@@ -113,7 +113,7 @@ def check_sweep(config: RunConfig) -> None:
 
 def new_study_id(kind: str, model: str) -> str:
     """Sortable by creation time like a run id: timestamp, kind, model, random suffix."""
-    return artifacts.new_run_id(f"{kind} {model}")
+    return store.new_run_id(f"{kind} {model}")
 
 
 def pick_auto(choices: list, count: int = AUTO_COUNT) -> list:
@@ -145,9 +145,9 @@ def resolve_cutoffs(config: RunConfig, text: str, runs_dir: Path | str | None = 
     if probe is None:
         size = config.image_size
         if config.from_run:
-            from poc.training import source_run
+            from poc.train.training import source_run
 
-            _, info = source_run(config.from_run, config.model, Path(runs_dir or artifacts.default_runs_dir()))
+            _, info = source_run(config.from_run, config.model, Path(runs_dir or store.default_runs_dir()))
             size = int(info.get("image_size") or size)
         probe = build_probe(config.model, resolve_image_size(spec, size))
     if values == [AUTO]:
@@ -232,7 +232,7 @@ def run_plan(plan: Plan, runs_dir: Path | str | None = None) -> StudyResult:
     """Train the plan's runs in order. A failed run is recorded (its run.json says why) and the study goes on;
     runs that start from a failed phase 1 are skipped. Bad input of the first run (nothing trained yet) and a
     cancellation stop the study."""
-    from poc.training import train
+    from poc.train.training import train
 
     result = StudyResult(plan)
     done: dict[int, RunDir] = {}

@@ -1,6 +1,6 @@
 """Background training jobs started from the dashboard, owned by this module rather than a browser session.
 
-A job is one process group: a small wrapper (`python -m poc.launcher run-job EXIT_FILE -- CMD...`) that runs
+A job is one process group: a small wrapper (`python -m poc.launch.launcher run-job EXIT_FILE -- CMD...`) that runs
 `python -m poc train ... --run-id ID` (or `train --resume RUN`, or `python -m poc demo`) and records its exit code when it ends. All
 state is on disk under `<runs_dir>/.jobs/` (the runs listing skips dot-folders), so jobs outlive a browser
 reload or a dashboard restart:
@@ -10,8 +10,8 @@ reload or a dashboard restart:
     <id>.exit.json  returncode, finished (written by the wrapper; absent while running or when killed)
 
 A train job's status comes from its run's run.json (the training process writes it); liveness comes from the
-process group (`poc.runstatus.live_groups`, read from /proc), so a zombie or a re-parented child never looks
-alive or dead by mistake. Status words, liveness and progress fractions all belong to `poc.runstatus`.
+process group (`poc.runs.status.live_groups`, read from /proc), so a zombie or a re-parented child never looks
+alive or dead by mistake. Status words, liveness and progress fractions all belong to `poc.runs.status`.
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ import threading
 import time
 from pathlib import Path
 
-from poc import artifacts, runstatus
-from poc.jobs import Job, JobStatus, jobs_dir, load_job  # the job records (JobStatus: what list_jobs returns)
-from poc.jobs import job_file as _job_file
-from poc.jobs import jobs_on_disk as _jobs_on_disk
-from poc.jobs import new_job_id as _new_job_id
-from poc.jobs import runs_path as _runs_dir
-from poc.jobs import save as _save
+from poc.runs import store
+from poc.runs import status as runstatus
+from poc.runs.jobs import Job, JobStatus, jobs_dir, load_job  # the job records (JobStatus: what list_jobs returns)
+from poc.runs.jobs import job_file as _job_file
+from poc.runs.jobs import jobs_on_disk as _jobs_on_disk
+from poc.runs.jobs import new_job_id as _new_job_id
+from poc.runs.jobs import runs_path as _runs_dir
+from poc.runs.jobs import save as _save
 from poc.config import RunConfig, config_to_argv  # config_to_argv: also the sidebar's "equivalent command"
 from poc.config import default_data_root as data_root  # datasets the launcher accepts live under it
 from poc.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Every phase a training process writes to progress.json (poc.training, poc.phases, poc.runwriter).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Every phase a training process writes to progress.json (poc.train.training, poc.train.phases, poc.runs.writer).
 PHASE_WORDS = {"starting": "starting", "resuming": "resuming from the last completed epoch",
                "queued": "waiting for the device", "features_tl": "computing backbone features (phase 1)",
                "tl": "transfer learning", "ft": "fine-tuning",
@@ -68,11 +69,11 @@ def launch_resume(run_id: str, runs_dir: Path | str | None = None) -> Job:
     """`python -m poc train --resume RUN` in the background for a run `resume_refusal` accepts (UserError with
     the reason otherwise, nothing started). The job follows the run like a launched one, and can be cancelled."""
     runs_dir = _runs_dir(runs_dir)
-    rd = artifacts.find_run(run_id, runs_dir)
+    rd = store.find_run(run_id, runs_dir)
     if rd is None:
         raise UserError(f"no run {run_id!r} in {runs_dir}")
     with _launch_lock(runs_dir):  # a second click, or another session, then finds this job and is refused
-        run = artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {})
+        run = store.RunRecord(rd, store.read_json(rd.run_json) or {})
         reason = runstatus.resume_refusal(run, _busy_runs(runs_dir))
         if reason:
             raise UserError(f"run {rd.id} cannot be resumed: {reason}")
@@ -80,11 +81,11 @@ def launch_resume(run_id: str, runs_dir: Path | str | None = None) -> Job:
         return _start("resume", argv, runs_dir, run_id=rd.id, config=run.info.get("config"))
 
 
-def resumable_runs(runs_dir: Path | str | None = None) -> list[artifacts.RunRecord]:
+def resumable_runs(runs_dir: Path | str | None = None) -> list[store.RunRecord]:
     """The runs `launch_resume` accepts, newest first. Reads run.json only: cheap enough for every refresh."""
     runs_dir = _runs_dir(runs_dir)
     busy = _busy_runs(runs_dir)
-    runs = [artifacts.RunRecord(rd, artifacts.read_json(rd.run_json) or {}) for rd in artifacts.run_dirs(runs_dir)]
+    runs = [store.RunRecord(rd, store.read_json(rd.run_json) or {}) for rd in store.run_dirs(runs_dir)]
     return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy) is None]
 
 
@@ -106,8 +107,8 @@ def _free_run_id(model: str, runs_dir: Path) -> str:
     """A run id that no run directory and no job uses (under _launch_lock: the random suffix may collide)."""
     taken = {job.run_id for job in _jobs_on_disk(runs_dir)}
     while True:
-        run_id = artifacts.new_run_id(model)
-        if run_id not in taken and not artifacts.run_dir(runs_dir, run_id).path.exists():
+        run_id = store.new_run_id(model)
+        if run_id not in taken and not store.run_dir(runs_dir, run_id).path.exists():
             return run_id
 
 
@@ -130,7 +131,7 @@ def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = 
     is reused), then one fine-tuning run per cutoff, `cutoffs` being "auto" or a comma list in --fine-tune-at
     syntax. The config and every cutoff are checked first (UserError with the reason, nothing started), and
     "auto" is resolved here, so the job records the cutoffs it trains (config["study"])."""
-    from poc import studies
+    from poc.train import studies
     from poc.models import get_spec, probe, resolve_image_size
 
     runs_dir = _runs_dir(runs_dir)
@@ -159,11 +160,11 @@ def _sweep_name(job: Job) -> str:
 def _sweep_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
     """A running sweep's progress over its planned runs, from the runs whose study block names its study."""
     study = (js.job.config or {}).get("study") or {}
-    mine = [r for r in artifacts.list_runs(runs_dir) if (r.info.get("study") or {}).get("id") == study.get("id")]
+    mine = [r for r in store.list_runs(runs_dir) if (r.info.get("study") or {}).get("id") == study.get("id")]
     return _plan_progress(js, mine, int(study.get("planned") or 1), "checking the cutoffs")
 
 
-def _plan_progress(js: JobStatus, mine: list[artifacts.RunRecord], planned: int, waiting: str) -> JobStatus:
+def _plan_progress(js: JobStatus, mine: list[store.RunRecord], planned: int, waiting: str) -> JobStatus:
     """A job's progress over the `planned` runs it makes, from those started so far (`mine`): it moves with every
     epoch of the run in progress, not only when a whole run completes. `waiting`: the phase before the first."""
     if not mine:
@@ -171,7 +172,7 @@ def _plan_progress(js: JobStatus, mine: list[artifacts.RunRecord], planned: int,
         return js
     js.phase = f"run {min(len(mine), planned)} of {planned}"
     js.progress = runstatus.runs_fraction(
-        [(r.status, artifacts.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
+        [(r.status, store.read_progress(r.dir), r.info.get("config")) for r in mine], planned)
     return js
 
 
@@ -183,7 +184,7 @@ def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
     spec = get_spec(config.model)
     if config.from_run:
         # Phase 2 only: data and split come from the source run (which may predate the data root).
-        from poc.training import source_run
+        from poc.train.training import source_run
 
         source, info = source_run(config.from_run, config.model, runs_dir)
         config.from_run = source.id
@@ -219,12 +220,12 @@ def _start(kind: str, argv: list[str], runs_dir: Path, run_id: str | None = None
     folder.mkdir(parents=True, exist_ok=True)
     log_path = _job_file(runs_dir, job_id, ".log")
     exit_path = _job_file(runs_dir, job_id, ".exit.json")
-    wrapper = [sys.executable, "-m", "poc.launcher", "run-job", str(exit_path), "--", *argv]
+    wrapper = [sys.executable, "-m", "poc.launch.launcher", "run-job", str(exit_path), "--", *argv]
     env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as log:
         proc = _spawn(wrapper, env, log)
     _CHILDREN[proc.pid] = proc
-    job = Job(job_id, kind, argv, proc.pid, artifacts.utc_now(), str(log_path), run_id, config)
+    job = Job(job_id, kind, argv, proc.pid, store.utc_now(), str(log_path), run_id, config)
     _save(job, runs_dir)
     return job
 
@@ -253,7 +254,7 @@ def find_job(job_id: str, runs_dir: Path | str | None = None) -> JobStatus | Non
 def job_status(job: Job, runs_dir: Path | str | None = None, live: set[int] | None = None) -> JobStatus:
     runs_dir = _runs_dir(runs_dir)
     alive = job.pid in (live if live is not None else _live_groups())
-    exit_info = artifacts.read_json(_job_file(runs_dir, job.id, ".exit.json"))
+    exit_info = store.read_json(_job_file(runs_dir, job.id, ".exit.json"))
     if job.kind in TRAIN_KINDS:
         return _train_status(job, runs_dir, alive, exit_info)
     sweep = job.kind == "sweep"
@@ -270,8 +271,8 @@ def job_status(job: Job, runs_dir: Path | str | None = None, live: set[int] | No
 
 
 def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None) -> JobStatus:
-    rd = artifacts.run_dir(runs_dir, job.run_id)
-    info = artifacts.read_json(rd.run_json)
+    rd = store.run_dir(runs_dir, job.run_id)
+    info = store.read_json(rd.run_json)
     config = (info or {}).get("config") or job.config or {}
     name = (info or {}).get("name") or config.get("name") or job.run_id
     if info is None:  # the process has not created its run directory yet, or died before it could
@@ -281,7 +282,7 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
             return JobStatus(job, "cancelled", name, message="cancelled before the run started")
         return JobStatus(job, "failed", name, message=_log_message(job))
     status = info.get("status", "unknown")
-    progress = artifacts.read_progress(rd) or {}
+    progress = store.read_progress(rd) or {}
     if job.kind == "resume":
         name = f"{name} (resume)"
         taken_over = runstatus.is_active(status) and runstatus.pid_alive(info.get("pid"))
@@ -307,15 +308,15 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
 
 def _demo_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
     """A running demo's progress from the runs it has created so far (each started after the job)."""
-    from poc.demo import DEMO_SETTINGS
+    from poc.train.demo import DEMO_SETTINGS
 
-    mine = [r for r in artifacts.list_runs(runs_dir)
+    mine = [r for r in store.list_runs(runs_dir)
             if str(r.info.get("created") or "") >= js.job.created and not _is_baseline(r.info)]
     return _plan_progress(js, mine, len(DEMO_SETTINGS["runs"]), "generating demo data")
 
 
 def _is_baseline(info: dict) -> bool:
-    """A baseline run (poc.baseline) the demo adds after its CNN: not one of DEMO_SETTINGS["runs"]."""
+    """A baseline run (poc.train.baselines) the demo adds after its CNN: not one of DEMO_SETTINGS["runs"]."""
     return info.get("family") == "baseline" or str(info.get("model") or "").startswith("baseline")
 
 
@@ -350,7 +351,7 @@ def cancel(job_id: str, runs_dir: Path | str | None = None, grace_s: float = 10)
         raise UserError(f"no job {job_id!r} in {jobs_dir(runs_dir)}")
     if job.pid <= 1 or job.pid == os.getpgrp() or job.pid not in _live_groups():
         return
-    job.cancelled = artifacts.utc_now()
+    job.cancelled = store.utc_now()
     _save(job, runs_dir)
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5)):
         try:
@@ -364,10 +365,10 @@ def cancel(job_id: str, runs_dir: Path | str | None = None, grace_s: float = 10)
     # Training writes its own run.json, also on SIGTERM once it trains. Killed while starting or waiting for
     # the device (or by SIGKILL) it cannot, so the run would read "queued" forever: the process is gone, no
     # one else writes this run.json any more, and this is the one place outside training that does.
-    rd = artifacts.run_dir(runs_dir, job.run_id)
-    info = artifacts.read_json(rd.run_json)
+    rd = store.run_dir(runs_dir, job.run_id)
+    info = store.read_json(rd.run_json)
     if info and runstatus.is_active(info.get("status")):
-        rd.update_run(status="cancelled", finished=artifacts.utc_now(), error="cancelled by the user")
+        rd.update_run(status="cancelled", finished=store.utc_now(), error="cancelled by the user")
 
 
 def _wait_gone(pgid: int, timeout_s: float) -> bool:
@@ -409,11 +410,11 @@ def _run_job(exit_file: str, argv: list[str]) -> int:
     """Run `argv`, then record its exit code. SIGTERM reaches the whole group, so here it only waits on."""
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a handler, not SIG_IGN: the child must not inherit it
     code = subprocess.Popen(argv).wait()
-    artifacts.write_json(Path(exit_file), {"returncode": code, "finished": artifacts.utc_now()})
+    store.write_json(Path(exit_file), {"returncode": code, "finished": store.utc_now()})
     return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 5 or sys.argv[1] != "run-job" or sys.argv[3] != "--":
-        sys.exit("usage: python -m poc.launcher run-job EXIT_FILE -- COMMAND...")
+        sys.exit("usage: python -m poc.launch.launcher run-job EXIT_FILE -- COMMAND...")
     sys.exit(_run_job(sys.argv[2], sys.argv[4:]))

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from poc import artifacts, cost, report_figures as figures
-from poc.artifacts import RunDir, StageEval
+from poc.runs import store
+from poc.analysis import cost
+from poc.analysis import report_figures as figures
+from poc.runs.store import RunDir, StageEval
 from poc.errors import UserError
 
 SECTIONS = {"config": "Configuration", "cost": "Model cost", "curves": "Learning curves",
@@ -61,12 +63,12 @@ class _Run:
 
 
 def _load(rd: RunDir) -> _Run:
-    info = artifacts.read_json(rd.run_json)
+    info = store.read_json(rd.run_json)
     if info is None:
         raise UserError(f"run {rd.id}: run.json missing or unreadable in {rd.path}; a report needs a readable run")
-    stages = {s: artifacts.read_stage(rd, s) for s in artifacts.STAGES if rd.eval_file(s, "metrics").exists()
+    stages = {s: store.read_stage(rd, s) for s in store.STAGES if rd.eval_file(s, "metrics").exists()
               or rd.eval_file(s, "predictions").exists()}
-    return _Run(rd, info, stages, artifacts.read_history(rd))
+    return _Run(rd, info, stages, store.read_history(rd))
 
 
 # ---------------------------------------------------------------- html pieces
@@ -76,7 +78,7 @@ def _e(value) -> str:
 
 
 def _num(value, spec: str = ".3f") -> str:
-    number = artifacts.as_number(value)
+    number = store.as_number(value)
     return "—" if number is None else format(number, spec)
 
 
@@ -188,7 +190,7 @@ def _per_class(runs: list[_Run]) -> str:
 
 
 def _calibration(runs: list[_Run]) -> str:
-    from poc.leaderboard import calibration
+    from poc.analysis.leaderboard import calibration
 
     parts = [_note("Reliability diagrams: test predictions in 15 equal-width confidence bins; a calibrated model "
                    "sits on the diagonal. ECE = sum over bins of (share of images) x |accuracy - confidence|. The "
@@ -211,7 +213,7 @@ def _calibration(runs: list[_Run]) -> str:
 
 
 def _comparison(runs: list[_Run]) -> str:
-    from poc.compare import compare_runs, format_comparison, stage_change
+    from poc.analysis.compare import compare_runs, format_comparison, stage_change
 
     parts = []
     for a, b in itertools.combinations(runs, 2):
@@ -274,7 +276,7 @@ def build_report(rds: list[RunDir], sample_errors: int = SAMPLE_ERRORS) -> str:
     names = ", ".join(r.label for r in runs)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>ViTrine report: {_e(names)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>ViTrine report</h1><p>{_e(names)} · written {_e(artifacts.utc_now())}</p><nav>{toc}</nav>"
+            f"<h1>ViTrine report</h1><p>{_e(names)} · written {_e(store.utc_now())}</p><nav>{toc}</nav>"
             f"{sections}</body></html>\n")
 
 

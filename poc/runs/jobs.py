@@ -1,5 +1,5 @@
 """Job records on disk: what a background job is (`Job`), what it is doing (`JobStatus`), and where its files live
-(`<runs_dir>/.jobs/<id>.json`, `.log`, `.exit.json`). `poc.launcher` starts, follows and cancels jobs."""
+(`<runs_dir>/.jobs/<id>.json`, `.log`, `.exit.json`). `poc.launch.launcher` starts, follows and cancels jobs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from poc import artifacts, runstatus
+from poc.runs import store
+from poc.runs import status as runstatus
 
 JOBS_DIR = ".jobs"
 
@@ -57,7 +58,7 @@ def jobs_dir(runs_dir: Path | str | None = None) -> Path:
 
 
 def runs_path(runs_dir: Path | str | None) -> Path:
-    return Path(runs_dir or artifacts.default_runs_dir()).resolve()
+    return Path(runs_dir or store.default_runs_dir()).resolve()
 
 
 def job_file(runs_dir: Path, job_id: str, suffix: str = ".json") -> Path:
@@ -65,11 +66,11 @@ def job_file(runs_dir: Path, job_id: str, suffix: str = ".json") -> Path:
 
 
 def save(job: Job, runs_dir: Path) -> None:
-    artifacts.write_json(job_file(runs_dir, job.id), job.__dict__)
+    store.write_json(job_file(runs_dir, job.id), job.__dict__)
 
 
 def load_job(job_id: str, runs_dir: Path | str | None = None) -> Job | None:
-    info = artifacts.read_json(job_file(runs_path(runs_dir), job_id))
+    info = store.read_json(job_file(runs_path(runs_dir), job_id))
     try:
         return Job(**info) if info else None
     except TypeError:  # a record from another version: not ours to interpret

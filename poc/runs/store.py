@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from poc.runstatus import WRITTEN
+from poc.runs.status import WRITTEN
 
 STAGES = ("tl", "ft")
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]

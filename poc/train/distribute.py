@@ -6,7 +6,7 @@
   `VITRINE_CPU_DEVICES=2` to split the CPU in two before TensorFlow starts.
 - `multiworker`: `MultiWorkerMirroredStrategy` over the machines listed in `TF_CONFIG`, one process per
   machine. Keras 3's `fit` fails under this strategy (keras-team/keras#20585), so such runs train through
-  `poc.multiworker.fit`, which also says which worker writes the run.
+  `poc.train.multiworker.fit`, which also says which worker writes the run.
 
 `--batch-size` is per replica: the global batch is batch size x replicas. The learning rate is not scaled
 (Adam is fairly insensitive to batch size at these sizes); scale `--lr-tl` / `--lr-ft` yourself for large
@@ -46,7 +46,7 @@ def make_strategy(kind: str):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if kind == "multiworker":
-        from poc.multiworker import cluster_task
+        from poc.train.multiworker import cluster_task
 
         cluster_task()  # a missing or malformed TF_CONFIG is refused with a message before TensorFlow waits
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -63,7 +63,7 @@ def fit(model, strategy, data, **fit_args) -> None:
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        from poc import multiworker
+        from poc.train import multiworker
 
         multiworker.fit(model, strategy, data, **fit_args)
     else:
@@ -84,7 +84,7 @@ def describe(strategy) -> dict:
     name = "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__
     out = {"strategy": name, "replicas": strategy.num_replicas_in_sync}
     if "TF_CONFIG" in os.environ:
-        from poc.multiworker import cluster_task
+        from poc.train.multiworker import cluster_task
 
         kind, index, _ = cluster_task()
         out["task"] = f"{kind}:{index}"

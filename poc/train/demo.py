@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from poc import artifacts
+from poc.runs import store
 from poc.config import RunConfig, default_data_root
 
 DEMO_SETTINGS = {
@@ -41,11 +41,11 @@ def run_demo(runs_dir: Path | None = None, data_dir: Path | None = None, progres
     """Yields each finished demo run directory: after the first CNN run, its baselines on the same split (a
     pixel logistic regression and a linear probe on that CNN's frozen backbone), so that the leaderboard shows
     what the deep models gain over something simple."""
-    from poc.baseline import run_baselines
+    from poc.train.baselines import run_baselines
     from poc.models import get_spec
-    from poc.training import train
+    from poc.train.training import train
 
-    runs_dir = Path(runs_dir) if runs_dir else artifacts.default_runs_dir()
+    runs_dir = Path(runs_dir) if runs_dir else store.default_runs_dir()
     data = ensure_demo_data(data_dir, progress)
     baselines_done = False
     for settings in DEMO_SETTINGS["runs"]:

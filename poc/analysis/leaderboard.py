@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from poc import artifacts, runstatus
-from poc.artifacts import RunDir, RunRecord, as_number
+from poc.runs import store
+from poc.runs import status as runstatus
+from poc.runs.store import RunDir, RunRecord, as_number
 
 NUMERIC = ["trainable_tl", "trainable_ft", "size_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft",
            "acc_ft_low", "acc_ft_high", "val_acc", "val_loss", "macro_f1", "best_epoch_tl", "best_epoch_ft",
@@ -79,8 +80,8 @@ def _row(run: RunRecord) -> dict:
         "dataset": _text(dataset.get("path")), "split_fingerprint": _text(dataset.get("split_fingerprint")),
     })
     metrics = {}
-    for stage in artifacts.STAGES:
-        values, problems = artifacts.read_metrics(run.dir, stage)
+    for stage in store.STAGES:
+        values, problems = store.read_metrics(run.dir, stage)
         notes += problems
         if values and values.get("accuracy") is not None:
             metrics[stage] = values
@@ -92,7 +93,7 @@ def _row(run: RunRecord) -> dict:
                    val_loss=metrics[final].get("val_loss"), macro_f1=metrics[final].get("macro_f1"))
     row["problems"] = "; ".join(dict.fromkeys(notes)) or None
     if runstatus.is_active(row["status"]):
-        row["progress"] = runstatus.phase_fraction(artifacts.read_progress(run.dir))
+        row["progress"] = runstatus.phase_fraction(store.read_progress(run.dir))
     return row
 
 
@@ -184,13 +185,13 @@ def verdict(board: pd.DataFrame, split_fingerprint: str) -> Verdict:
 def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, n_boot: int = 2000,
                  seed: int = 0) -> dict | None:
     """Test accuracy of a minus that of b over the same test images: {diff, low, high, n} with a paired
-    bootstrap 95% interval (poc.stats.paired_bootstrap_diff). Images are paired as the Compare page pairs them
-    (poc.compare.align_predictions: by path, else by content). None when a predictions file is missing or the
+    bootstrap 95% interval (poc.analysis.stats.paired_bootstrap_diff). Images are paired as the Compare page pairs them
+    (poc.analysis.compare.align_predictions: by path, else by content). None when a predictions file is missing or the
     two do not list the same test images (then no paired comparison exists)."""
-    from poc.compare import align_predictions
-    from poc.stats import paired_bootstrap_diff
+    from poc.analysis.compare import align_predictions
+    from poc.analysis.stats import paired_bootstrap_diff
 
-    a, b = artifacts.read_predictions(rd_a, stage_a), artifacts.read_predictions(rd_b, stage_b)
+    a, b = store.read_predictions(rd_a, stage_a), store.read_predictions(rd_b, stage_b)
     if a is None or b is None or a.empty or not a["path"].is_unique or not b["path"].is_unique:
         return None
     b = align_predictions(a, b, rd_a, rd_b)  # b's rows in a's order: one pair per image
@@ -204,32 +205,32 @@ def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, n_boot:
 
 
 # ---------------------------------------------------------------- doors for the dashboard (issue 11)
-# ui/ may import poc.leaderboard but not poc.compare, poc.stats, poc.cost, poc.agreement or poc.report; these
+# ui/ may import poc.analysis.leaderboard but not poc.analysis.compare, poc.analysis.stats, poc.analysis.cost, poc.analysis.agreement or poc.analysis.report; these
 # thin functions are its way in. Each imports lazily, so reading the leaderboard stays light.
 
 def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unpaired: bool = False) -> dict:
-    """poc.compare.compare_runs: A vs B on the same test images (`paired` False only when allowed)."""
-    from poc.compare import compare_runs as compare
+    """poc.analysis.compare.compare_runs: A vs B on the same test images (`paired` False only when allowed)."""
+    from poc.analysis.compare import compare_runs as compare
 
     return compare(rd_a, rd_b, stage=stage, allow_unpaired=allow_unpaired)
 
 
 def stage_change(rd: RunDir) -> dict:
-    """poc.compare.stage_change: fine-tuning (ft) against transfer learning (tl) within one run."""
-    from poc.compare import stage_change as change
+    """poc.analysis.compare.stage_change: fine-tuning (ft) against transfer learning (tl) within one run."""
+    from poc.analysis.compare import stage_change as change
 
     return change(rd)
 
 
 def calibration(rd: RunDir, stage: str) -> dict | None:
-    """Reliability of one stage's test predictions (poc.stats, ECE_BINS equal-width confidence bins):
+    """Reliability of one stage's test predictions (poc.analysis.stats, ECE_BINS equal-width confidence bins):
     {"table": reliability_table, "ece", "temperature" (fitted on the validation split by training, from
     metrics.json; None when not recorded), "calibrated" (the table after that temperature, or None),
     "ece_calibrated", "bins", "n"}. None when the predictions or their probability columns are missing."""
-    from poc import stats
+    from poc.analysis import stats
 
-    frame = artifacts.read_predictions(rd, stage)
-    classes = (artifacts.read_json(rd.run_json) or {}).get("class_names")
+    frame = store.read_predictions(rd, stage)
+    classes = (store.read_json(rd.run_json) or {}).get("class_names")
     if frame is None or frame.empty or not isinstance(classes, list):
         return None
     columns = [f"prob_{c}" for c in classes]
@@ -239,7 +240,7 @@ def calibration(rd: RunDir, stage: str) -> dict | None:
     y = frame["label"].map({str(c): i for i, c in enumerate(classes)})
     keep = np.isfinite(probs).all(axis=1) & y.notna().to_numpy()
     probs, y = probs[keep], y[keep].to_numpy(int)
-    metrics = artifacts.read_metrics(rd, stage)[0] or {}
+    metrics = store.read_metrics(rd, stage)[0] or {}
     temperature = as_number(metrics.get("temperature"))
     scaled = stats.apply_temperature(probs, temperature) if temperature and len(probs) else None
     return {"table": stats.reliability_table(probs, y), "ece": stats.expected_calibration_error(probs, y),
@@ -249,37 +250,37 @@ def calibration(rd: RunDir, stage: str) -> dict | None:
 
 
 def model_cost(rds: list[RunDir]) -> pd.DataFrame:
-    """poc.cost.cost_table: parameters, weights on disk, measured latency, estimated multiply-adds per run."""
-    from poc.cost import cost_table
+    """poc.analysis.cost.cost_table: parameters, weights on disk, measured latency, estimated multiply-adds per run."""
+    from poc.analysis.cost import cost_table
 
     return cost_table(rds)
 
 
 def explanation_agreement(rd_a: RunDir, rd_b: RunDir, stage_a: str | None = None,
                           stage_b: str | None = None) -> dict:
-    """poc.agreement.explanation_agreement: IoU of the top-20% Grad-CAM and rollout regions, per image and class."""
-    from poc.agreement import explanation_agreement as agreement
+    """poc.analysis.agreement.explanation_agreement: IoU of the top-20% Grad-CAM and rollout regions, per image and class."""
+    from poc.analysis.agreement import explanation_agreement as agreement
 
     return agreement(rd_a, rd_b, stage_a, stage_b)
 
 
 def report_html(rds: list[RunDir]) -> str:
-    """poc.report.build_report: one self-contained HTML report of these runs."""
-    from poc.report import build_report
+    """poc.analysis.report.build_report: one self-contained HTML report of these runs."""
+    from poc.analysis.report import build_report
 
     return build_report(rds)
 
 
 def study_table(runs: list[RunRecord]) -> pd.DataFrame:
-    """poc.study_results.study_summary: one row per (study, model, cutoff or fraction) of sweeps, seed repeats and
+    """poc.analysis.study_results.study_summary: one row per (study, model, cutoff or fraction) of sweeps, seed repeats and
     data-size studies, mean and spread over seeds, `best` chosen on validation only (TensorFlow-free)."""
-    from poc.study_results import study_summary
+    from poc.analysis.study_results import study_summary
 
     return study_summary(runs)
 
 
 def study_run_table(runs: list[RunRecord]) -> pd.DataFrame:
-    """poc.study_results.study_runs: the single runs behind study_table (one row per completed study run)."""
-    from poc.study_results import study_runs
+    """poc.analysis.study_results.study_runs: the single runs behind study_table (one row per completed study run)."""
+    from poc.analysis.study_results import study_runs
 
     return study_runs(runs)

@@ -1,4 +1,4 @@
-"""`python -m poc.pretrain`: pretrain a demo backbone on the generated shapes task and save only the backbone.
+"""`python -m poc pretrain`: pretrain a demo backbone on the generated shapes task and save only the backbone.
 
 Why: offline, the demo can only start from `--weights none`, and a frozen random backbone gives near-constant
 features (MobileNetV2 at 64 px: every image gets the same prediction). So the project pretrains its small demo
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ def _stages(text: str) -> tuple[tuple[int, int, float], ...]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m poc.pretrain", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m poc pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, choices=sorted(RECIPES))
     p.add_argument("--image-size", type=int, default=None, help="default 64; a staged recipe: its last stage")
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
@@ -255,7 +254,7 @@ def pretrain_stages(args, num_classes: int):
     head, position embedding resized to the new grid). Returns (classifier at the last size, held-out accuracy,
     fit seconds)."""
     from poc.data.shapes import make_shapes
-    from poc.models import build
+    from poc.models.builders import build
     from poc.models.vit_checkpoint import export_vit_checkpoint
 
     model, accuracy, fit_seconds, start, carry = None, 0.0, 0.0, 0, None
@@ -291,7 +290,7 @@ def pretrain_stages(args, num_classes: int):
 def pretrain_epochs(args, num_classes: int):
     """The fixed-set recipe (the CNN, ViT-Ti/16): epochs over one generated training set.
     Returns (classifier, held-out accuracy, fit seconds)."""
-    from poc.models import build
+    from poc.models.builders import build
 
     train, val, x_train = make_datasets(args)
     args.steps = args.train_images // args.batch_size
@@ -330,6 +329,3 @@ def main(argv: list[str] | None = None) -> int:
           f"total_seconds={time.time() - started:.0f} file={out} bytes={out.stat().st_size}", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

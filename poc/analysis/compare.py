@@ -13,8 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from poc import artifacts, stats
-from poc.artifacts import RunDir
+from poc.runs import store
+from poc.analysis import stats
+from poc.runs.store import RunDir
 from poc.errors import UserError
 
 CELLS = ("both_right", "only_a", "only_b", "both_wrong")
@@ -23,7 +24,7 @@ CELLS = ("both_right", "only_a", "only_b", "both_wrong")
 # ---------------------------------------------------------------- reading a run
 
 def _info(rd: RunDir) -> dict:
-    info = artifacts.read_json(rd.run_json)
+    info = store.read_json(rd.run_json)
     if info is None:
         raise UserError(f"run {rd.id}: run.json missing or unreadable in {rd.path}; pick a finished run "
                         "(python -m poc runs lists them)")
@@ -34,15 +35,15 @@ def final_stage(rd: RunDir, info: dict, needs: str = "predictions") -> str:
     """run.json's `final_stage` when recorded, else "ft" when that stage has its eval file `needs` (an older
     run: its last stage), else "tl"."""
     recorded = info.get("final_stage")
-    if recorded in artifacts.STAGES:
+    if recorded in store.STAGES:
         return recorded
     return "ft" if rd.eval_file("ft", needs).exists() else "tl"
 
 
 def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
-    if stage not in artifacts.STAGES:
-        raise UserError(f"unknown stage {stage!r}; use one of {', '.join(artifacts.STAGES)}")
-    frame = artifacts.read_predictions(rd, stage)
+    if stage not in store.STAGES:
+        raise UserError(f"unknown stage {stage!r}; use one of {', '.join(store.STAGES)}")
+    frame = store.read_predictions(rd, stage)
     if frame is None or frame.empty:
         raise UserError(f"run {rd.id} has no readable eval/{stage}/predictions.csv; pick the other stage or "
                         f"recompute it: python -m poc evaluate {rd.id}")
@@ -55,12 +56,12 @@ def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
 def run_fingerprint(rd: RunDir, info: dict | None = None) -> str | None:
     """run.json's split fingerprint (`info`: run.json already read), else the one of its split.csv (older or
     hand-made runs); None without either. Two runs are paired when these are equal."""
-    info = info if info is not None else (artifacts.read_json(rd.run_json) or {})
+    info = info if info is not None else (store.read_json(rd.run_json) or {})
     dataset = info.get("dataset")
     recorded = dataset.get("split_fingerprint") if isinstance(dataset, dict) else None
     if isinstance(recorded, str) and recorded:
         return recorded
-    split = artifacts.read_split(rd)
+    split = store.read_split(rd)
     if split is None:
         return None
     from poc.data.split import split_fingerprint
@@ -81,7 +82,7 @@ def _short(fingerprint: str | None) -> str:
 def _content_keys(rd: RunDir, paths: pd.Series) -> pd.Series | None:
     """Per image a key that survives a moved dataset folder: (sha256, label, rank among byte-identical
     copies), through the run's split.csv. None when split.csv cannot say."""
-    split = artifacts.read_split(rd)
+    split = store.read_split(rd)
     if split is None or not split["path"].astype(str).is_unique:
         return None
     split = split.assign(path=split["path"].astype(str)).set_index("path")

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from poc import artifacts
-from poc.artifacts import RunDir
-from poc.compare import final_stage, run_fingerprint
+from poc.runs import store
+from poc.runs.store import RunDir
+from poc.analysis.compare import final_stage, run_fingerprint
 from poc.errors import UserError
 
 TOP_SHARE = 0.2  # the share of a map's cells that forms its region
@@ -68,13 +68,13 @@ def per_class(per_image: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage(rd: RunDir, stage: str | None) -> str:
-    return stage or final_stage(rd, artifacts.read_json(rd.run_json) or {}, needs="explanations")
+    return stage or final_stage(rd, store.read_json(rd.run_json) or {}, needs="explanations")
 
 
 def _explained(rd: RunDir, stage: str) -> tuple[pd.DataFrame, np.ndarray, str]:
     """(predictions, maps (N, h, w), method) of one run's stage, checked to be aligned row for row."""
-    frame = artifacts.read_predictions(rd, stage)
-    explanations = artifacts.read_explanations(rd, stage)
+    frame = store.read_predictions(rd, stage)
+    explanations = store.read_explanations(rd, stage)
     if frame is None or explanations is None:
         raise UserError(f"run {rd.id} has no readable eval/{stage}/predictions.csv and explanations.npz; "
                         f"recompute them: python -m poc evaluate {rd.id}")

@@ -1,0 +1,1 @@
+"""Reading finished runs: leaderboard, compare, statistics, evaluation, cost, agreement, studies, report."""

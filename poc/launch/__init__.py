@@ -1,0 +1,1 @@
+"""Starting runs as jobs: the launcher and its executors."""
