@@ -145,7 +145,7 @@ def cmd_scan(a) -> int:
 
 def cmd_split(a) -> int:
     from poc.data.scan import scan_dataset
-    from poc.data.split import split_dataset, split_fingerprint, write_split_csv
+    from poc.data.split import split_dataset, split_fingerprint
 
     report = scan_dataset(a.data)
     if not report.usable:
@@ -157,7 +157,7 @@ def cmd_split(a) -> int:
         print(f"note: {note}")
     print(f"fingerprint {split_fingerprint(df)}")
     if a.out:
-        write_split_csv(df, a.out)
+        store.write_split(a.out, df)
         print(f"wrote {a.out}")
     return 0
 
@@ -219,7 +219,7 @@ def _run_study(plan, runs_dir, a) -> int:
         result = run_plan(plan, runs_dir)
     table = study_summary([store.load_run(rd.path) for rd in result.runs])
     if getattr(a, "json", False):
-        print(json.dumps(result_json(result, table), indent=2))
+        print(json.dumps(result_json(result.plan.id, result.plan.kind, result.runs, result.failed, table), indent=2))
     else:
         for rd in result.runs:
             print(rd.path)

@@ -38,6 +38,7 @@ import pandas as pd
 from poc.runs import store
 from poc.runs.store import RunDir
 from poc.data.demo import generate_demo_dataset
+from poc.data.images import load_array
 from poc.analysis.evaluation import evaluate_probabilities
 
 IMAGE_SIZE = 32
@@ -160,7 +161,6 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
     """A completed run with real weights and the predictions of that model on the test images."""
     import keras
 
-    from poc.data.pipeline import load_batch
     from poc.models import build, get_spec
     from poc.models.cutoffs import freeze_backbone, resolve_cutoff, trainable_count, unfreeze_from
 
@@ -190,7 +190,7 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
     rd.write_history(history)
     rd.train_log.write_text(f"fixture run {rd.id}\n")
 
-    pixels = load_batch(split["path"].tolist(), IMAGE_SIZE)  # (N_all, 32, 32, 3)
+    pixels = raw_pixels(split["path"].tolist(), IMAGE_SIZE)  # (N_all, 32, 32, 3)
     is_test = (split["split"] == "test").to_numpy()
     is_val = (split["split"] == "val").to_numpy()
     labels = np.array([class_names.index(label) for label in split["label"]])
@@ -299,3 +299,8 @@ def _corrupt_run(rd: RunDir) -> None:
     rd.path.mkdir(parents=True, exist_ok=True)
     rd.run_json.write_text('{"id": "20250101-103000-corrupt-0bad", "status": "compl')
     rd.history_csv.write_bytes(b"epoch;phase\n\x00\xff garbage \"unterminated\n1,tl,,,\n")
+
+
+def raw_pixels(paths: list[str], image_size: int) -> np.ndarray:
+    """The decoded, resized pixels of a few images (N, S, S, 3) float32: what every model is fed."""
+    return np.stack([load_array(p, image_size) for p in paths]).astype(np.float32)

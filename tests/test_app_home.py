@@ -3,7 +3,6 @@ folder: the leaderboard, the ViT-vs-CNN verdict on one split chosen on validatio
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -304,25 +303,3 @@ def test_home_is_the_default_page_and_the_others_are_registered(fixture_runs, mo
         at.switch_page(path).run()  # refused for a file st.navigation does not register
         assert not at.exception, path
         assert at.title[0].value == title
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-    return names
-
-
-def test_pages_import_only_ui_and_ui_only_poc_access_modules():
-    for path in [REPO / "dashboard.py", *sorted((REPO / "pages").glob("*.py"))]:
-        assert not [n for n in _imports(path) if n == "poc" or n.startswith("poc.")], path.name
-    allowed = {f"poc.{m}" for m in ("runs.store", "launch.launcher", "analysis.leaderboard", "inference", "config",
-                                    "errors", "runs.status", "models.registry")}
-    for path in sorted((REPO / "ui").glob("*.py")):
-        used = {n for n in _imports(path) if n.startswith("poc.")}
-        modules = {n for n in used if n in allowed or not any(n.startswith(a + ".") for a in allowed)}
-        assert modules <= allowed, (path.name, sorted(modules - allowed))

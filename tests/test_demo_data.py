@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from poc.data.demo import CLASS_NAMES, generate_demo_dataset
-from poc.data.images import open_rgb, sha256_file
+from poc.data.images import open_rgb
 from poc.errors import UserError
 
 
@@ -16,7 +18,7 @@ def _files(root):
 
 
 def _hashes(root):
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in _files(root)}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(root)}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from conftest import make_image
 from PIL import Image
 
-from poc.data.images import IMAGE_EXTENSIONS, ImageRejected, load_array, open_rgb, sha256_file
+from poc.data.images import IMAGE_EXTENSIONS, ImageRejected, load_array, open_rgb
 
 WHITE = (255, 255, 255)
 
@@ -200,9 +199,3 @@ def test_load_array_resizes_without_cropping(tmp_path):
     assert pixels.shape == (10, 10, 3) and pixels.dtype == np.uint8
     assert tuple(pixels[5, 0]) == (255, 0, 0)
     assert tuple(pixels[5, 9]) == (0, 0, 255)
-
-
-def test_sha256_file_matches_hashlib(tmp_path):
-    path = tmp_path / "a.bin"
-    path.write_bytes(b"vitrine" * 1000)
-    assert sha256_file(path) == hashlib.sha256(b"vitrine" * 1000).hexdigest()

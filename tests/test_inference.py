@@ -216,7 +216,7 @@ def test_an_oversize_stream_is_read_no_further_than_the_limit():
 # ---------------------------------------------------------------- explanations through inference
 
 def test_explain_gives_rollout_for_a_vit_equal_to_all_layers_at_once(vit):
-    from poc.explain.rollout import attention_rollout, cls_attention_per_layer
+    from poc.explain.rollout import attention_rollout
     from poc.models.vit import attention_model
 
     pixels = _pixels(3, seed=1)
@@ -226,7 +226,8 @@ def test_explain_gives_rollout_for_a_vit_equal_to_all_layers_at_once(vit):
     attentions = [np.asarray(a, np.float64) for a in outputs[1:]]  # every layer at once, float64
     np.testing.assert_allclose(maps, attention_rollout(attentions), rtol=1e-4, atol=1e-5)
     layers = inference.layer_attention(vit, pixels)
-    np.testing.assert_allclose(layers, cls_attention_per_layer(attentions), rtol=1e-4, atol=1e-6)
+    class_rows = np.stack([a[:, :, 0, 1:].reshape(*a.shape[:2], 2, 2) for a in attentions], axis=1)  # (B, L, H, g, g)
+    np.testing.assert_allclose(layers, class_rows, rtol=1e-4, atol=1e-6)
 
 
 def test_explain_gives_gradcam_for_a_cnn(cnn):

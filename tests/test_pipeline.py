@@ -16,13 +16,13 @@ import tensorflow as tf
 from scipy.stats import pearsonr
 
 from conftest import make_class_folders
+from fixture_runs import raw_pixels
 from poc.data import pipeline
 from poc.data.pipeline import (
     AUGMENTATION_ORDER,
     augmentation_layers,
     apply_augmentations,
     epoch_order,
-    load_batch,
     make_dataset,
     sample_transformations,
 )
@@ -104,7 +104,7 @@ def test_epoch_order_is_a_seeded_full_permutation_new_each_epoch():
 def test_training_epochs_follow_epoch_order_and_cover_every_row(folder_frame):
     frame, classes = folder_frame
     ds = make_dataset(frame, classes, SIZE, 4, training=True, seed=7)
-    raw = load_batch(frame["path"].tolist(), SIZE)
+    raw = raw_pixels(frame["path"].tolist(), SIZE)
     for epoch, (pixels, onehot) in enumerate(epochs_of(ds, 2)):
         order = epoch_order(len(frame), 7, epoch)
         np.testing.assert_array_equal(pixels, raw[order])
@@ -120,7 +120,7 @@ def test_evaluation_batches_are_the_decoded_pixels_in_frame_order(folder_frame):
     assert ds.element_spec[1].shape.as_list() == [None, len(classes)]
     (pixels, onehot), = epochs_of(ds, 1)
     assert pixels.dtype == np.float32
-    np.testing.assert_array_equal(pixels, load_batch(frame["path"].tolist(), SIZE))
+    np.testing.assert_array_equal(pixels, raw_pixels(frame["path"].tolist(), SIZE))
     np.testing.assert_array_equal(onehot, np.eye(3)[[classes.index(c) for c in frame["label"]]])
 
 
@@ -145,6 +145,7 @@ SCRIPT = """
 import hashlib, sys
 import pandas as pd
 from poc.data.pipeline import make_dataset
+from fixture_runs import raw_pixels
 frame = pd.read_csv(sys.argv[1])
 ds = make_dataset(frame, sorted(frame["label"].unique()), {size}, 4, training=True,
                   augment=["flip", "rotation", "shift", "brightness", "zoom"], seed=11)

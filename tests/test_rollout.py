@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poc.explain.rollout import attention_rollout, cls_attention_per_layer
+from poc.explain.rollout import attention_rollout
 
 
 def random_attention(layers=3, batch=2, heads=4, tokens=17, seed=0):
@@ -63,13 +63,6 @@ def test_identity_attention_gives_a_zero_map_not_nan():
     assert np.all(maps == 0)
 
 
-def test_cls_attention_per_layer_is_the_raw_class_row_on_the_grid():
-    attentions = random_attention()
-    per_layer = cls_attention_per_layer(attentions)
-    assert per_layer.shape == (2, 3, 4, 4, 4)  # (B, L, H, g, g)
-    np.testing.assert_array_equal(per_layer[1, 2, 3], attentions[2][1, 3, 0, 1:].reshape(4, 4))
-
-
 @pytest.mark.parametrize(
     "attentions",
     [
@@ -84,8 +77,6 @@ def test_cls_attention_per_layer_is_the_raw_class_row_on_the_grid():
 def test_inconsistent_shapes_raise_value_error(attentions):
     with pytest.raises(ValueError):
         attention_rollout(attentions)
-    with pytest.raises(ValueError):
-        cls_attention_per_layer(attentions)
 
 
 def test_unknown_head_fusion_is_rejected():

@@ -9,7 +9,8 @@ import pytest
 from conftest import make_class_folders, make_image
 
 from poc.data.scan import scan_dataset
-from poc.data.split import read_split_csv, split_dataset, split_fingerprint, write_split_csv
+from poc.data.split import split_dataset, split_fingerprint
+from poc.runs import store
 from poc.errors import UserError
 
 COUNTS = {"a": 40, "b": 23, "c": 9}
@@ -119,22 +120,22 @@ def test_fractions_out_of_range_raise_user_error(uneven, val, test):
 
 def test_csv_round_trip_keeps_rows_and_fingerprint(tmp_path, uneven):
     df = split_dataset(uneven)
-    write_split_csv(df, tmp_path / "out" / "split.csv")
-    back = read_split_csv(tmp_path / "out" / "split.csv")
+    store.write_split(tmp_path / "out" / "split.csv", df)
+    back = pd.read_csv(tmp_path / "out" / "split.csv", dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(back, df, check_dtype=False)
     assert split_fingerprint(back) == split_fingerprint(df)
 
 
 def test_csv_write_leaves_no_temp_files(tmp_path, uneven):
-    write_split_csv(split_dataset(uneven), tmp_path / "split.csv")
-    write_split_csv(split_dataset(uneven, seed=1), tmp_path / "split.csv")
+    store.write_split(tmp_path / "split.csv", split_dataset(uneven))
+    store.write_split(tmp_path / "split.csv", split_dataset(uneven, seed=1))
     assert [p.name for p in tmp_path.iterdir()] == ["split.csv"]
 
 
 def test_csv_write_puts_manifest_columns_first_and_keeps_extras(tmp_path, uneven):
     df = split_dataset(uneven)
     df.insert(0, "note", "x")
-    write_split_csv(df, tmp_path / "split.csv")
+    store.write_split(tmp_path / "split.csv", df)
     assert (tmp_path / "split.csv").read_text().splitlines()[0] == "path,label,split,sha256,note"
 
 
@@ -142,21 +143,3 @@ def test_class_folder_layout_carves_nothing(uneven):
     assert split_dataset(uneven).attrs["carved"] == {}
 
 
-def test_reading_a_missing_manifest_raises_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
-        read_split_csv(tmp_path / "nope.csv")
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ("path,label\n/x.png,a\n", "lacks columns"),
-        ("path,label,split,sha256\n/x.png,a,holdout,abc\n", "unknown split"),
-        ("path,label,split,sha256\n", "no rows"),
-        ("", "not a readable CSV"),
-    ],
-)
-def test_reading_a_malformed_manifest_raises_user_error(tmp_path, content, message):
-    (tmp_path / "split.csv").write_text(content)
-    with pytest.raises(UserError, match=message):
-        read_split_csv(tmp_path / "split.csv")

@@ -12,7 +12,7 @@ from cli import call_cli
 from conftest import make_class_folders
 
 from poc.data.scan import scan_dataset
-from poc.data.split import read_split_csv, split_dataset, split_fingerprint
+from poc.data.split import split_dataset, split_fingerprint
 from poc.errors import UserError
 
 TRAIN = {"a": 20, "b": 10}
@@ -174,7 +174,7 @@ def test_split_command_writes_the_carved_validation(tmp_path, capsys, monkeypatc
     root = make_split_folders(tmp_path / "data", {"train": TRAIN, "test": {"a": 3, "b": 3}})
     result = call_cli(capsys, monkeypatch, "split", root, "--val", "0.2", "--out", tmp_path / "split.csv")
     assert result.returncode == 0, result.stderr
-    manifest = read_split_csv(tmp_path / "split.csv")
+    manifest = pd.read_csv(tmp_path / "split.csv", dtype=str, keep_default_na=False)
     assert manifest.split.value_counts().to_dict() == {"train": 24, "test": 6, "val": 6}
 
 

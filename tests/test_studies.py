@@ -24,6 +24,7 @@ from cli import call_cli
 from conftest import make_class_folders
 from poc.runs import store
 from poc.launch import launcher
+from poc.runs import study
 from poc.train import studies
 from poc.runs.store import RunDir
 from poc.config import RunConfig
@@ -122,7 +123,7 @@ def test_one_phase_2_run_per_cutoff_records_its_cutoff_and_trainable_count(sweep
 
 def test_the_sweep_summary_has_the_head_only_point_and_one_row_per_cutoff(sweep):
     summary = pd.DataFrame(sweep["out"]["summary"])
-    assert set(summary["value"]) == {studies.HEAD_ONLY, *CUTOFFS}
+    assert set(summary["value"]) == {study.HEAD_ONLY, *CUTOFFS}
     assert (summary["runs"] == 1).all() and summary["paired"].all()
     assert summary["best"].sum() == 1
     assert sweep["out"]["failed"] == []
@@ -132,7 +133,7 @@ def test_the_page_renders_the_real_sweep(sweep, monkeypatch):
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(sweep["runs_dir"]))
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
-    assert set(at.dataframe[0].value["cutoff"]) == {studies.HEAD_ONLY, *CUTOFFS}
+    assert set(at.dataframe[0].value["cutoff"]) == {study.HEAD_ONLY, *CUTOFFS}
 
 
 # ---------------------------------------------------------------- cutoffs, checked before anything trains
@@ -272,7 +273,7 @@ def test_best_is_chosen_on_validation_and_test_predictions_never_move_it(tmp_pat
         predictions["pred"] = np.where(predictions["label"] == "a", "b", "a") if flip else predictions["label"]
         store.write_csv(path, predictions)
     after = _summary(tmp_path).set_index("value")
-    assert after.loc["Conv_1", "acc_mean"] == 0.0 and after.loc[studies.HEAD_ONLY, "acc_mean"] == 1.0
+    assert after.loc["Conv_1", "acc_mean"] == 0.0 and after.loc[study.HEAD_ONLY, "acc_mean"] == 1.0
     assert after["best"].equals(before["best"])
 
 
@@ -284,7 +285,7 @@ def test_the_summary_gives_mean_spread_and_wilson_interval_over_seeds(tmp_path):
                         correct=correct, val_acc=0.5, gap=0.1 * seed, seconds=10.0 * (seed + 1))
     row = _summary(tmp_path).iloc[0]
     wilson = scipy_stats.binomtest(7, 10).proportion_ci(method="wilson")
-    assert row["runs"] == 3 and row["seeds"] == "0,1,2" and row["value"] == studies.REPEATS
+    assert row["runs"] == 3 and row["seeds"] == "0,1,2" and row["value"] == study.REPEATS
     assert row["acc_mean"] == pytest.approx(0.7) and row["acc_std"] == pytest.approx(np.std([.6, .7, .8], ddof=1))
     assert (row["acc_low"], row["acc_high"]) == pytest.approx((wilson.low, wilson.high))
     assert row["gap_mean"] == pytest.approx(0.1) and row["train_seconds_mean"] == pytest.approx(20.0)

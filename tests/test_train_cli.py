@@ -48,12 +48,12 @@ def test_evaluation_probabilities_are_those_of_the_saved_model(tiny_run):
     """predictions.csv (written through the compiled call) against the rebuilt model's eager call."""
     import numpy as np
 
-    from poc.data.pipeline import load_batch
+    from fixture_runs import raw_pixels
     from poc.inference import load_model
 
     run = load_model(tiny_run, "ft")
     predictions = pd.read_csv(tiny_run.eval_file("ft", "predictions"))
-    eager = np.asarray(run.model(load_batch(predictions["path"].tolist(), run.image_size), training=False))
+    eager = np.asarray(run.model(raw_pixels(predictions["path"].tolist(), run.image_size), training=False))
     np.testing.assert_allclose(predictions["confidence"], eager.max(axis=1), atol=1e-5)
 
 

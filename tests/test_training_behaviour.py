@@ -16,12 +16,13 @@ from sklearn.metrics import log_loss
 
 from conftest import make_class_folders
 from poc.config import AUGMENTATIONS, RunConfig
-from poc.data.pipeline import load_batch, make_dataset
+from poc.data.pipeline import make_dataset
 from poc.data.scan import scan_dataset
 from poc.data.split import split_dataset
 from poc.models import build
 from poc.models.cutoffs import freeze_backbone, frozen_view
 from poc.train.training import train
+from fixture_runs import raw_pixels
 
 SIZE = 32
 
@@ -81,7 +82,7 @@ def test_early_stopping_triggers_and_restores_the_best_epoch(stopped_run):
 
 def test_augmentation_changes_training_batches_only_and_every_epoch(demo_dataset):
     frame, classes = one_per_class(demo_dataset)
-    raw = dict(enumerate(load_batch(frame["path"].tolist(), SIZE)))
+    raw = dict(enumerate(raw_pixels(frame["path"].tolist(), SIZE)))
     evaluation = by_label(make_dataset(frame, classes, SIZE, 4, augment=list(AUGMENTATIONS)))
     plain = by_label(make_dataset(frame, classes, SIZE, 4, training=True, seed=0))
     augmented = make_dataset(frame, classes, SIZE, 4, training=True, augment=list(AUGMENTATIONS), seed=0)
@@ -135,7 +136,7 @@ def test_train_and_test_datasets_yield_disjoint_images_matching_their_split(demo
         rows = split[split["split"] == name].reset_index(drop=True)
         ds = make_dataset(rows, report.class_names, SIZE, 8, training=name == "train", seed=0)
         yielded = Counter(digest(x) for xs, _ in ds for x in xs.numpy())
-        assert yielded == Counter(digest(x) for x in load_batch(rows["path"].tolist(), SIZE)), name
+        assert yielded == Counter(digest(x) for x in raw_pixels(rows["path"].tolist(), SIZE)), name
         hashes[name] = set(yielded)
     assert len(hashes["train"]) > 0 and len(hashes["test"]) > 0
     assert hashes["train"].isdisjoint(hashes["test"])

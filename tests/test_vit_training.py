@@ -10,8 +10,8 @@ import pytest
 
 from cli import run_cli
 from poc.runs import store
-from poc.data.pipeline import load_batch
 from poc.inference import load_model
+from fixture_runs import raw_pixels
 
 SIZE, PATCH, WIDTH, MLP, DEPTH = 32, 16, 192, 768, 12  # ViT-Ti/16 (arXiv 2010.11929 / AugReg): 2 x 2 patches
 CUTOFF_BLOCKS = 10
@@ -73,7 +73,7 @@ def test_trainable_counts_follow_the_blocks_cutoff(vit_run):
 def test_saved_weights_reload_to_the_same_predictions(vit_run):
     run = load_model(vit_run)
     predictions = pd.read_csv(vit_run.eval_file("ft", "predictions"))
-    probs = np.asarray(run.model(load_batch(predictions["path"].tolist(), run.image_size), training=False))
+    probs = np.asarray(run.model(raw_pixels(predictions["path"].tolist(), run.image_size), training=False))
     expected = predictions[[f"prob_{name}" for name in run.class_names]].to_numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert [run.class_names[i] for i in probs.argmax(axis=1)] == predictions["pred"].tolist()

@@ -2,7 +2,7 @@
 
     render_agreement(run_a, run_b, stage_a=None, stage_b=None)   per-class mean IoU of the top-20% regions,
                                                                   with what the number means and does not
-The computation is poc.analysis.agreement through poc.analysis.leaderboard.explanation_agreement, cached on the files it reads.
+The computation is poc.analysis.agreement.explanation_agreement, cached on the files it reads.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from poc.runs import store
-from poc.analysis import leaderboard
+from poc.analysis.agreement import explanation_agreement
 from poc.errors import UserError
 from ui import data
 
@@ -29,8 +29,7 @@ NOTE = ("Attention rollout (arXiv 2005.00928) is **class-agnostic**: it shows wh
 def _cached_agreement(path_a: str, path_b: str, stage_a: str | None, stage_b: str | None,
                       signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.explanation_agreement(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)),
-                                                 stage_a, stage_b), None
+        return explanation_agreement(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)), stage_a, stage_b), None
     except UserError as exc:
         return None, str(exc)
 

@@ -1,6 +1,6 @@
 """Calibration of one run's stage: a reliability diagram and its ECE, before and after temperature scaling.
 
-    reliability_chart(result) -> alt.Chart     pure: poc.analysis.leaderboard.calibration's dict -> Altair layers
+    reliability_chart(result) -> alt.Chart     pure: poc.analysis.calibration.calibration's dict -> Altair layers
     render_calibration(run_id, stage)          the chart and the numbers under it (any page may call it)
 """
 
@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from poc.runs import store
-from poc.analysis import leaderboard
+from poc.analysis.calibration import calibration
 from ui import data
 
 BEFORE, AFTER = "test predictions", "after temperature scaling"
@@ -21,11 +21,11 @@ BEFORE, AFTER = "test predictions", "after temperature scaling"
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_calibration(path: str, stage: str, signature: tuple) -> dict | None:
-    return leaderboard.calibration(store.RunDir(Path(path)), stage)
+    return calibration(store.RunDir(Path(path)), stage)
 
 
 def load_calibration(run_id: str, stage: str) -> dict | None:
-    """poc.analysis.leaderboard.calibration of a run's stage, cached on its predictions, metrics and run.json."""
+    """poc.analysis.calibration.calibration of a run's stage, cached on its predictions, metrics and run.json."""
     rd = data.run_dir(run_id)
     signature = tuple(data.stamp(p) for p in (rd.eval_file(stage, "predictions"), rd.eval_file(stage, "metrics"),
                                           rd.run_json))

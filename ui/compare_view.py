@@ -8,7 +8,7 @@ differences), what fine-tuning changed within each run, calibration, model cost 
     stage_change(run_id) -> (dict | None, why)  poc.analysis.compare.stage_change, cached (also the Error explorer's)
     render_stage_change(run_id)                per-class F1 change tl -> ft, classes that got worse flagged
     render_report_download(run_ids, key)       "prepare" checkbox, then a download button (Home uses it too)
-The numbers come from poc.analysis.compare through poc.analysis.leaderboard, cached on the files they read.
+The numbers come from poc.analysis.compare, cached on the files they read.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import streamlit as st
 
 from poc.runs import store
 from poc.analysis import leaderboard
+from poc.analysis.compare import compare_runs, stage_change as run_stage_change
+from poc.analysis.report import build_report
 from poc.errors import UserError
 from ui import calibration_view, cost, data, state, text
 from ui.safe import safely
@@ -41,8 +43,7 @@ def _signature(run_ids: list[str]) -> tuple:
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_compare(path_a: str, path_b: str, stage: str | None, signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.compare_runs(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)), stage,
-                                        allow_unpaired=True), None
+        return compare_runs(store.RunDir(Path(path_a)), store.RunDir(Path(path_b)), stage, allow_unpaired=True), None
     except UserError as exc:
         return None, str(exc)
 
@@ -50,7 +51,7 @@ def _cached_compare(path_a: str, path_b: str, stage: str | None, signature: tupl
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_stage_change(path: str, signature: tuple) -> tuple[dict | None, str | None]:
     try:
-        return leaderboard.stage_change(store.RunDir(Path(path))), None
+        return run_stage_change(store.RunDir(Path(path))), None
     except UserError as exc:
         return None, str(exc)
 
@@ -224,7 +225,7 @@ def render_stage_change(run_id: str) -> None:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _cached_report(paths: tuple[str, ...], signature: tuple) -> tuple[str | None, str | None]:
     try:
-        return leaderboard.report_html([store.RunDir(Path(p)) for p in paths]), None
+        return build_report([store.RunDir(Path(p)) for p in paths]), None
     except UserError as exc:
         return None, str(exc)
 

@@ -1,5 +1,5 @@
 """Model cost, as Home and Compare show it: parameters, trainable parameters per phase, weights on disk, measured
-latency per image and estimated multiply-adds (poc.analysis.cost through poc.analysis.leaderboard.model_cost).
+latency per image and estimated multiply-adds (poc.analysis.cost.cost_table).
 
     cost_frame(run_ids) -> pd.DataFrame      the table as shown, one row per run
     render_cost(run_ids, compact=False)      the table and what its columns mean
@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from poc.runs import store
-from poc.analysis import leaderboard
+from poc.analysis.cost import cost_table
 from ui import data
 
 COLUMN_CONFIG = {
@@ -33,7 +33,7 @@ COLUMN_CONFIG = {
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_cost(paths: tuple[str, ...], signature: tuple) -> pd.DataFrame:
-    return leaderboard.model_cost([store.RunDir(Path(p)) for p in paths])
+    return cost_table([store.RunDir(Path(p)) for p in paths])
 
 
 def _macs(value) -> str:

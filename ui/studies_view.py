@@ -1,6 +1,6 @@
-"""The Cutoff sweep page: cutoff sweeps, data-size studies and seed repeats, read through poc.analysis.leaderboard.
+"""The Cutoff sweep page: cutoff sweeps, data-size studies and seed repeats, read through poc.analysis.study_results.
 
-    load_studies() -> (table, runs)      poc.analysis.leaderboard.study_table / study_run_table, cached on the runs folder
+    load_studies() -> (table, runs)      poc.analysis.study_results.study_summary / study_runs, cached on the runs folder
     series_labels(table) -> pd.Series     the legend label of each row: the model (+ the study when a model has
                                           several selected)
     trend_chart(table, x, y, ...)         one metric against trainable parameters (or training images), one line
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from poc.runs import store
-from poc.analysis import leaderboard
+from poc.analysis.study_results import study_runs, study_summary
 from ui import data, text
 
 STUDIES_KEY = "sweep.studies"
@@ -35,7 +35,7 @@ BEST_RULE = ("the best row of each study has the highest mean validation accurac
 @st.cache_data(show_spinner=False, ttl=10)
 def _cached_studies(root: str, signature: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = store.list_runs(root)
-    return leaderboard.study_table(runs), leaderboard.study_run_table(runs)
+    return study_summary(runs), study_runs(runs)
 
 
 def load_studies() -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from poc.runs import store
 from poc.analysis import cost
+from poc.analysis.calibration import calibration
 from poc.analysis import report_figures as figures
 from poc.runs.store import RunDir, StageEval
 from poc.errors import UserError
@@ -190,8 +191,6 @@ def _per_class(runs: list[_Run]) -> str:
 
 
 def _calibration(runs: list[_Run]) -> str:
-    from poc.analysis.leaderboard import calibration
-
     parts = [_note("Reliability diagrams: test predictions in 15 equal-width confidence bins; a calibrated model "
                    "sits on the diagonal. ECE = sum over bins of (share of images) x |accuracy - confidence|. The "
                    "temperature is fitted on the validation split only, then applied to the test predictions.")]

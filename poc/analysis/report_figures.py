@@ -79,7 +79,7 @@ def confusion_png(cm: pd.DataFrame, title: str) -> str:
 
 
 def reliability_png(result: dict, title: str) -> str:
-    """Accuracy against mean confidence per bin (poc.analysis.leaderboard.calibration), before and, when a temperature
+    """Accuracy against mean confidence per bin (poc.analysis.calibration.calibration), before and, when a temperature
     was fitted, after temperature scaling; bar widths are the bins, the diagonal is perfect calibration."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.6, 4.2))

@@ -18,7 +18,7 @@ from poc.runs import store
 from poc.analysis import leaderboard
 from poc.runs import status as runstatus
 from poc.runs.store import RunDir, RunRecord
-from poc.train.studies import HEAD_ONLY, KINDS, REPEATS, StudyResult
+from poc.runs.study import HEAD_ONLY, KINDS, REPEATS
 
 RUN_COLUMNS = ["study", "kind", "role", "id", "name", "model", "family", "value", "cutoff", "train_fraction",
                "seed", "split_seed", "split_fingerprint", "stage", "trainable_params", "train_images", "correct",
@@ -191,16 +191,16 @@ def _count(value) -> str:
     return f"{int(value):,}" if pd.notna(value) else "?"
 
 
-def result_json(result: StudyResult, table: pd.DataFrame) -> dict:
+def result_json(study_id: str, kind: str, rds: list[RunDir], failed: list[str], table: pd.DataFrame) -> dict:
     """`sweep --json`: the study, its runs (id, path, role, cutoff, seed), failures and the summary rows."""
     runs = []
-    for rd in result.runs:
+    for rd in rds:
         study = (store.read_json(rd.run_json) or {}).get("study") or {}
         runs.append({"id": rd.id, "path": str(rd.path), "role": study.get("role"), "cutoff": study.get("cutoff"),
                      "seed": study.get("seed"), "train_fraction": study.get("train_fraction"),
                      "trainable_params": study.get("trainable_params")})
-    rows = table[table["study"] == result.plan.id]
-    return {"study": result.plan.id, "kind": result.plan.kind, "runs": runs, "failed": result.failed,
+    rows = table[table["study"] == study_id]
+    return {"study": study_id, "kind": kind, "runs": runs, "failed": failed,
             "selection_rule": SELECTION_RULE,
             "summary": [{k: _plain(v) for k, v in r.items()} for r in rows.to_dict("records")]}
 

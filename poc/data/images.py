@@ -9,7 +9,6 @@ truncated file is rejected at scan time rather than crashing a training epoch.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import BinaryIO
@@ -68,14 +67,6 @@ def resize_pixels(img: Image.Image, size: int) -> np.ndarray:
     img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)  # Pillow's bilinear is area-aware
     return np.asarray(img, dtype=np.uint8)  # (size, size, 3)
 
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -151,8 +151,3 @@ def apply_augmentations(images: tf.Tensor, layers: list[keras.layers.Layer], key
     for layer, transformation in zip(layers, sample_transformations(images, layers, key)):
         images = layer.transform_images(images, transformation, training=True)
     return images
-
-
-def load_batch(paths: list[str], image_size: int) -> np.ndarray:
-    """Raw pixels for a handful of images (explanations, live predict): (N, S, S, 3) float32."""
-    return np.stack([load_array(p, image_size) for p in paths]).astype(np.float32)

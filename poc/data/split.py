@@ -14,12 +14,10 @@ import hashlib
 import logging
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from poc.runs import store
 from poc.data.scan import (
     SPLIT_TITLES, ImageRecord, ScanReport, carve_shortfall, carve_sentence, folder_label, splits_to_carve,
 )
@@ -77,33 +75,6 @@ def split_fingerprint(df: pd.DataFrame) -> str:
     for sha, label, split in rows:
         digest.update(f"{sha},{label},{split}\n".encode())
     return digest.hexdigest()
-
-
-def write_split_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the manifest atomically (the manifest columns first, then any extra ones)."""
-    _check_columns(df, path)
-    path = Path(path)
-    extra = [c for c in df.columns if c not in COLUMNS]
-    store.write_csv(path, df[COLUMNS + extra])
-    return path
-
-
-def read_split_csv(path: str | Path) -> pd.DataFrame:
-    """Read a manifest back; UserError naming the file when it is missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"split manifest {path} does not exist; create it with `python -m poc split`")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"split manifest {path} is not a readable CSV ({exc}); recreate it") from None
-    _check_columns(df, path)
-    if df.empty:
-        raise UserError(f"split manifest {path} has no rows; recreate it with `python -m poc split`")
-    bad = sorted(set(df["split"]) - set(SPLITS))
-    if bad:
-        raise UserError(f"split manifest {path} has unknown split values {bad}; allowed: {list(SPLITS)}")
-    return df
 
 
 # --- assignment ----------------------------------------------------------------------------------
@@ -225,9 +196,3 @@ def _frame(groups, assignment: dict[str, str]) -> pd.DataFrame:
     ]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values("path", kind="stable").reset_index(drop=True)
-
-
-def _check_columns(df: pd.DataFrame, path) -> None:
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"split manifest {path} lacks columns {missing}; expected {COLUMNS}")

@@ -13,7 +13,7 @@ float64, so hand-worked checks are exact). Numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -83,13 +83,3 @@ def class_rows(attention: np.ndarray) -> np.ndarray:
     attention = np.asarray(attention)
     rows = attention[:, :, 0, 1:].astype(np.promote_types(attention.dtype, np.float32))  # (B, H, g*g)
     return rows.reshape(*rows.shape[:2], grid, grid)
-
-
-def cls_attention_per_layer(attentions: Sequence[np.ndarray]) -> np.ndarray:
-    """L arrays (B, H, T, T) -> (B, L, H, g, g): raw attention of the class token to each patch."""
-    if len(attentions) == 0:
-        raise ValueError("attentions is empty; pass one (B, H, T, T) array per encoder block")
-    first = np.shape(attentions[0])
-    for i, attention in enumerate(attentions):
-        check_attention(attention, first, i)
-    return np.stack([class_rows(a) for a in attentions], axis=1)  # (B, L, H, g, g)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# What a training process writes into run.json's `status`.
-WRITTEN = ("queued", "running", "completed", "failed", "cancelled")
+from poc.runs.store import STAGES, WRITTEN
+
 # What readers derive: a run marked active whose process is gone, a run directory whose run.json is unusable.
 DERIVED = ("interrupted", "unreadable")
 STATUSES = WRITTEN + DERIVED
@@ -92,8 +92,6 @@ def effective_status(run) -> str:
 
 def stages(rd) -> list[str]:
     """The stages of a RunDir ("tl", "ft", in training order) whose eval/<stage>/metrics.json exists."""
-    from poc.runs.store import STAGES
-
     return [s for s in STAGES if rd.eval_file(s, "metrics").exists()]
 
 

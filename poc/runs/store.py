@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from poc.runs.status import WRITTEN
+from poc.data.split import COLUMNS as SPLIT_COLUMNS  # split.csv's columns: the splitter owns them
+
 
 STAGES = ("tl", "ft")
+# What a training process writes into run.json's `status` (poc.runs.status derives the rest from it).
+WRITTEN = ("queued", "running", "completed", "failed", "cancelled")
 HISTORY_COLUMNS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 REPORT_COLUMNS = ["class", "precision", "recall", "f1", "support"]
-SPLIT_COLUMNS = ["path", "label", "split", "sha256"]
 PREDICTION_COLUMNS = ["path", "label", "pred", "confidence"]  # then prob_<class> per class
 
 RUN_JSON = "run.json"
@@ -80,6 +82,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_csv(path: Path, df: pd.DataFrame, index: bool = False) -> None:
     _atomic_write_bytes(path, df.to_csv(index=index).encode())
+
+
+def write_split(path: Path, df: pd.DataFrame) -> Path:
+    """split.csv (a run's, or `python -m poc split --out`): the manifest columns first, then any extra ones."""
+    missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"split manifest {path} lacks columns {missing}; expected {SPLIT_COLUMNS}")
+    extra = [c for c in df.columns if c not in SPLIT_COLUMNS]
+    write_csv(Path(path), df[SPLIT_COLUMNS + extra])
+    return Path(path)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:

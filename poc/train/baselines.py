@@ -350,7 +350,7 @@ def write_run(runs_dir: Path, source: Source, result: Result, config: dict) -> R
     now = store.utc_now()
     rd.write_run(_run_info(rd, source, result, config, now))
     try:
-        store.write_csv(rd.split_csv, source.split)
+        store.write_split(rd.split_csv, source.split)
         evaluation = evaluate_probabilities(source.frame("test"), result.test_probs, source.class_names,
                                             seed=source.seed)
         evaluation["metrics"].update(val_loss=result.choice.val_loss, val_accuracy=result.choice.val_accuracy)

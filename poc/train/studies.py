@@ -33,11 +33,8 @@ from poc.errors import Cancelled, UserError
 
 log = logging.getLogger("poc.train.studies")
 
-KINDS = ("sweep", "seeds", "data_size")
 AUTO = "auto"
 AUTO_COUNT = 5  # --cutoffs auto: about this many cutoffs
-HEAD_ONLY = "head only"  # a sweep's phase-1 run: no backbone layer trains
-REPEATS = "repeats"  # the one row of a seeds study
 
 
 @dataclass(frozen=True)

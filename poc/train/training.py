@@ -162,7 +162,7 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
     if run_id_given:
         info["created"] = (store.read_json(rd.run_json) or {}).get("created", info["created"])
     rd.write_run(info)
-    store.write_csv(rd.split_csv, prepared.split)
+    store.write_split(rd.split_csv, prepared.split)
     return _execute(prepared, rd, runs_dir, speedups, resume=False)
 
 
