@@ -26,7 +26,7 @@ def main() -> None:
     st.fragment(run_every=3 if data.any_active(runs) else None)(_live_board)()
 
 
-shell.ensure_frame()
+shell.frame()
 st.title("ViTrine")
 st.markdown("Does a Vision Transformer beat a CNN on your small image dataset, after transfer learning and "
             "fine-tuning, and where does each one fail?")

@@ -11,7 +11,7 @@ def main() -> None:
     compare_view.render_page()
 
 
-shell.ensure_frame()
+shell.frame()
 st.title("Compare")
 st.markdown("Is run A really better than run B, or is the gap noise? A paired test on the same test images, the "
             "images each run alone gets right, per-class F1, calibration and what each model costs.")

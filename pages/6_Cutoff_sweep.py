@@ -12,7 +12,7 @@ def main() -> None:
     studies_view.render()
 
 
-shell.ensure_frame()
+shell.frame()
 st.title("Cutoff sweep")
 st.markdown("How much of the backbone should fine-tuning unfreeze, and does the ViT need more data than the CNN? "
             "Accuracy with its interval, against trainable parameters and training images.")

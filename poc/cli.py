@@ -144,13 +144,9 @@ def cmd_scan(a) -> int:
 
 
 def cmd_split(a) -> int:
-    from poc.data.scan import scan_dataset
-    from poc.data.split import split_dataset, split_fingerprint
+    from poc.data.split import scan_and_split, split_fingerprint
 
-    report = scan_dataset(a.data)
-    if not report.usable:
-        raise UserError(f"dataset {a.data} is not usable:\n  " + "\n  ".join(report.problems))
-    df = split_dataset(report, val=a.val, test=a.test, seed=a.seed)
+    df = scan_and_split(a.data, val=a.val, test=a.test, seed=a.seed)
     table = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=["train", "val", "test"])
     print(table.to_string())
     for note in [*df.attrs.get("carved", {}).values(), *df.attrs.get("warnings", [])]:
@@ -192,15 +188,14 @@ def cmd_train(a) -> int:
 
 
 def cmd_sweep(a) -> int:
-    from poc.train.studies import check_sweep, plan_sweep, resolve_cutoffs
+    from poc.train.studies import plan_sweep, validate_sweep
 
     _console_logging()
     if len(a.train_fraction) > 1:
         raise UserError("sweep takes one --train-fraction; run one sweep per share")
-    config = config_from_args(a)
-    check_sweep(config)
-    cutoffs = resolve_cutoffs(config, a.cutoffs, a.runs_dir)  # every cutoff checked before anything trains
-    return _run_study(plan_sweep(config, cutoffs, a.seeds, study_id=a.study_id), a.runs_dir, a)
+    # The settings and every cutoff checked before anything trains.
+    checked, cutoffs = validate_sweep(config_from_args(a), a.cutoffs, a.runs_dir)
+    return _run_study(plan_sweep(checked.config, cutoffs, a.seeds, study_id=a.study_id), a.runs_dir, a)
 
 
 def _run_study(plan, runs_dir, a) -> int:

@@ -1,7 +1,8 @@
 """One typed config for a training run: defaults live here, the CLI and the sidebar launcher both build it.
 
-Validation that needs no model (ranges, known names) happens here, up front, so a bad value is rejected
-before a run directory exists. Cutoffs are checked against the built model by `poc.models.cutoffs`.
+The values' own checks (ranges, known names) live here (`RunConfig.check_values`); `poc.train.plan.validate`,
+the one validation the CLI, the sidebar launcher and sweeps call, starts with them and adds what needs the model
+or the run store (the --from-run source, image size, weights, the cutoff against the model's structure).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from poc.errors import UserError
+from poc.models.builders import DROPOUT
+from poc.models.registry import get_spec
 
 AUGMENTATIONS = ("flip", "rotation", "shift", "brightness", "zoom")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
@@ -38,7 +41,7 @@ class RunConfig:
     lr_ft: float = 1e-5
     patience: int = 5
     augment: list[str] = field(default_factory=lambda: list(AUGMENTATIONS))
-    dropout: float = 0.2
+    dropout: float = DROPOUT  # the classifier's own default (poc.models.builders)
     val: float = 0.1
     test: float = 0.1
     seed: int = 0
@@ -51,9 +54,9 @@ class RunConfig:
     distribute: str = "none"  # none | mirrored | multiworker (tf.distribute)
     train_fraction: float = 1.0  # share of the training split used (stratified, seeded): data-size studies
 
-    def validate(self) -> "RunConfig":
-        from poc.models.registry import get_spec  # late: registry imports TensorFlow-free specs only
-
+    def check_values(self) -> "RunConfig":
+        """The values on their own: ranges and known names (UserError naming the flag). The full check of a run's
+        settings, model and source run included, is poc.train.plan.validate, which starts here."""
         get_spec(self.model)
         if self.image_size is not None and not 16 <= self.image_size <= 1024:
             raise UserError(f"--image-size {self.image_size} is out of range; use 16 to 1024 pixels")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
 from poc.runs import store
 
 CURVES = "../pages/1_Learning_curves.py"  # relative to this file, as AppTest resolves it
@@ -41,6 +42,7 @@ def _captions(at: AppTest) -> list[str]:
 def test_curves_overlay_the_default_selection(fixture_runs, monkeypatch):
     at = _page(CURVES, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.multiselect(key="curves.runs").value == [fixture_runs["cnn"].name, fixture_runs["vit"].name]
     assert len(at.get("vega_lite_chart")) == 1
     table = at.dataframe[0].value
@@ -54,6 +56,7 @@ def test_curves_render_each_run(fixture_runs, monkeypatch):
     for key in ("cnn", "vit", "no_ft", "failed", "running", "many_classes"):
         at.multiselect(key="curves.runs").set_value([fixture_runs[key].name]).run()
         assert not at.exception, key
+        assert_no_section_failed(at)
         history = store.read_history(store.RunDir(fixture_runs[key]))
         assert at.dataframe[0].value["epochs"].sum() == len(history), key
 
@@ -62,14 +65,17 @@ def test_curves_accuracy_and_log_scale(fixture_runs, monkeypatch):
     at = _page(CURVES, fixture_runs["cnn"].parent, monkeypatch)
     at.checkbox(key="curves.log").check().run()
     assert not at.exception
+    assert_no_section_failed(at)
     at.radio(key="curves.metric").set_value("accuracy").run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.checkbox(key="curves.log").disabled
 
 
 def test_curves_without_runs_say_so(tmp_path, monkeypatch):
     at = _page(CURVES, tmp_path / "empty", monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     assert "No runs yet" in _texts(at)
 
 
@@ -88,6 +94,7 @@ def test_explorer_renders_each_run(fixture_runs, monkeypatch):
     for key in ("cnn", "vit", "no_ft", "running", "many_classes"):
         at.selectbox(key="errors.run").set_value(fixture_runs[key].name).run()
         assert not at.exception, key
+        assert_no_section_failed(at)
         stages = [s for s in ("tl", "ft") if store.RunDir(fixture_runs[key]).eval_file(s, "metrics").exists()]
         assert len(at.get("vega_lite_chart")) >= len(stages)  # one matrix per stage, plus per-class charts
 
@@ -120,6 +127,7 @@ def test_cell_gallery_has_every_image_of_the_cell(fixture_runs, monkeypatch, sta
         at.selectbox(key="errors.cell_pred").set_value(predicted)
         at.run()
         assert not at.exception
+        assert_no_section_failed(at)
         shown = [c for c in _captions(at) if c.startswith(f"true {true} → pred {predicted} ·")]
         assert len(shown) == expected == ((pred["label"] == true) & (pred["pred"] == predicted)).sum()
 
@@ -132,6 +140,7 @@ def test_empty_cell_says_so(fixture_runs, monkeypatch):
     at.selectbox(key="errors.cell_true").set_value(empty[0])
     at.selectbox(key="errors.cell_pred").set_value(empty[1]).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert not _captions(at)
     assert "No test image in this cell." in _texts(at)
 
@@ -142,6 +151,7 @@ def test_class_galleries_count_hits_misses_and_false_alarms(fixture_runs, monkey
     at = _explorer(fixture_runs, monkeypatch, "vit")
     at.selectbox(key="errors.class").set_value(chosen).run()
     assert not at.exception
+    assert_no_section_failed(at)
     expected = {
         "True positives": ((pred["label"] == chosen) & (pred["pred"] == chosen)).sum(),
         "False negatives": ((pred["label"] == chosen) & (pred["pred"] != chosen)).sum(),
@@ -177,6 +187,7 @@ def test_missing_image_is_a_placeholder_not_a_crash(fixture_runs, monkeypatch, t
     at.selectbox(key="errors.cell_true").set_value(pred.loc[0, "label"])
     at.selectbox(key="errors.cell_pred").set_value(pred.loc[0, "pred"]).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert "image missing or unreadable: `deleted.png`" in _texts(at)
 
 
@@ -186,5 +197,6 @@ def test_damaged_eval_files_are_warnings(fixture_runs, monkeypatch, tmp_path):
     rd.eval_file("tl", "predictions").write_bytes(b"\x00\xff garbage")
     at = _page(ERRORS, tmp_path / "runs", monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     assert "confusion_matrix.csv is malformed" in _texts(at)
     assert "eval/tl: predictions missing or unreadable" in _texts(at)

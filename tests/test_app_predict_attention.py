@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
 from conftest import settled
 from ui.explain_view import read_uploads
 
@@ -99,34 +100,79 @@ def test_read_uploads_accepts_uploaded_file_objects_and_tells_identical_bytes_ap
 
 def test_live_predict_shows_the_page_before_the_models_and_predicts_when_they_are_ready(fixture_runs, monkeypatch):
     import threading
+    from concurrent.futures import Future
 
     import streamlit as st
 
-    from ui import data
+    from ui.live_predict_serving import ModelServer
 
-    st.cache_resource.clear()  # no model built by an earlier test
-    release, build = threading.Event(), data._built_model
-    monkeypatch.setattr(data, "_built_model", lambda *a: release.wait(120) and build(*a))
+    st.cache_resource.clear()  # a new serving process: no model built by an earlier test
+    release, build, held = threading.Event(), ModelServer.build, {}
+
+    def held_build(server, key, warm=True):  # the serving process answers only once the test lets it
+        if key not in held:
+            held[key] = job = Future()
+
+            def answer():
+                release.wait(120)
+                try:
+                    job.set_result(build(server, key, warm).result())
+                except Exception as exc:  # noqa: BLE001 - handed to the page as the build's own error
+                    job.set_exception(exc)
+
+            threading.Thread(target=answer, daemon=True).start()
+        return held[key]
+
+    monkeypatch.setattr(ModelServer, "build", held_build)
     at = _page(LIVE, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     loading = [c.value for c in at.caption if "Loading this run's model" in c.value]
     assert len(loading) == 2 and not any(t.startswith("Top-1:") for t in _texts(at))  # both runs wait
     assert at.subheader and at.selectbox(key="live.test_row")  # the image and the controls are already there
     release.set()
     at = settled(at)
     assert not at.exception and not at.error
+    assert_no_section_failed(at)
     assert sum(t.startswith("Top-1:") for t in _texts(at)) == 2
     at.run()  # every model loaded: latencies measured without a build beside them
     latency = [t for t in _texts(at) if t.startswith("Inference latency")]
     assert len(latency) == 2 and not any("Measured while another run's model was loading" in t for t in latency)
 
 
+def test_rendering_live_predict_leaves_keras_clear_session_as_keras_defines_it(fixture_runs, monkeypatch):
+    import keras
+    from keras.src.backend.common import global_state
+
+    at = settled(_page(LIVE, fixture_runs["cnn"].parent, monkeypatch))
+    assert not at.exception and sum(t.startswith("Top-1:") for t in _texts(at)) == 2
+    assert_no_section_failed(at)
+    assert keras.backend.clear_session is global_state.clear_session is keras.utils.clear_session
+    assert keras.backend.clear_session.__module__ == "keras.src.backend.common.global_state"
+
+
+def test_live_predict_says_what_it_measured_and_whether_the_model_was_right():
+    from ui.explain_view import LivePrediction
+    from ui.live_predict import latency_caption, verdict_line
+
+    result = LivePrediction([("cat", 0.91), ("dog", 0.09)], latency_ms=12.34)
+    assert verdict_line(result, None) == "Top-1: **cat** (91.0%)"
+    assert verdict_line(result, "cat") == "Top-1: **cat** (91.0%) ✓"
+    assert verdict_line(result, "dog") == "Top-1: **cat** (91.0%) ✗ (true: dog)"
+    assert latency_caption(result).startswith("Inference latency: 12.3 ms per image")
+    assert "Measured while another run's model was loading" not in latency_caption(result)
+    result.contended = True
+    assert "Measured while another run's model was loading" in latency_caption(result)
+
+
 def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):
     at = settled(_page(LIVE, fixture_runs["cnn"].parent, monkeypatch))
     assert not at.exception
+    assert_no_section_failed(at)
     at.selectbox(key="live.test_run").set_value(fixture_runs["vit"].name)
     settled(at.selectbox(key="live.test_row").set_value(3).run())
     assert not at.exception and not at.error
+    assert_no_section_failed(at)
 
     preds = pd.read_csv(fixture_runs["vit"] / "eval" / "ft" / "predictions.csv")
     picked = Path(preds.at[3, "path"])
@@ -148,6 +194,7 @@ def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
     settled(at.multiselect(key="live.runs").set_value([fixture_runs["cnn"].name,
                                                       fixture_runs["many_classes"].name]).run())
     assert not at.exception
+    assert_no_section_failed(at)
     assert [e.value for e in at.error] == [
         f"Run {fixture_runs['many_classes'].name} has no saved weights (model.weights.h5 is missing), so it "
         "cannot predict. Re-run its training or pick another run."]
@@ -159,6 +206,7 @@ def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
 def test_attention_page_shows_the_grid_mean_map_and_cnn_beside_it(fixture_runs, monkeypatch):
     at = _page(ATTENTION, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception and not at.error and not at.warning
+    assert_no_section_failed(at)
     assert at.selectbox(key="attn.run").value == fixture_runs["vit"].name
     assert at.selectbox(key="attn.stage." + fixture_runs["vit"].name).value == "ft"
     subheaders = [s.value for s in at.subheader]
@@ -183,11 +231,13 @@ def test_attention_page_filters_by_class_and_outcome(fixture_runs, monkeypatch):
     at.selectbox(key="attn.class").set_value(label)
     at.radio(key="attn.outcome").set_value("incorrect").run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.subheader[0].value == f"Mean map · class {label}, incorrect only"
     assert f"ViT mean attention rollout · class {label}, incorrect only · {n_wrong} images" in _image_captions(at)
     if all_right:
         at.selectbox(key="attn.class").set_value(all_right[0]).run()
         assert not at.exception
+        assert_no_section_failed(at)
         assert any(f"No incorrect test image of class {all_right[0]}" in i.value for i in at.info)
 
 
@@ -197,6 +247,7 @@ def test_attention_page_explains_a_run_without_stored_maps(fixture_runs, tmp_pat
         npz.unlink()
     at = _page(ATTENTION, root, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     assert any("explanations.npz is missing" in i.value and "python -m poc evaluate" in i.value for i in at.info)
     assert not any(s.value.startswith("Mean map") for s in at.subheader)
 
@@ -209,6 +260,7 @@ def test_attention_page_without_a_vit_run_suggests_training_one(fixture_runs, tm
                                               "family": "hub", "class_names": ["a", "b"]}))
     at = _page(ATTENTION, root, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     infos = [i.value for i in at.info]
     assert any("No ViT run yet" in i and "python -m poc train" in i and "vit_ti16" in i for i in infos)
     assert any("TF-Hub" in i for i in infos)
@@ -218,4 +270,5 @@ def test_pages_render_with_no_runs_at_all(tmp_path, monkeypatch):
     for page in (LIVE, ATTENTION):
         at = _page(page, tmp_path / "empty", monkeypatch)
         assert not at.exception
+        assert_no_section_failed(at)
         assert at.info, page

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
 from conftest import make_class_folders
 from poc.runs import store
 from poc.launch import launcher
@@ -64,6 +65,7 @@ def open_launcher(roots) -> AppTest:
 def test_closed_launcher_costs_nothing_and_says_no_jobs(roots):
     at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
     assert not at.exception
+    assert_no_section_failed(at)
     assert [e.label for e in at.sidebar.expander] == ["Launch a training run"]
     assert not at.sidebar.selectbox  # the form is not built while closed
     assert any("No jobs yet" in c.value for c in at.sidebar.caption)
@@ -72,6 +74,7 @@ def test_closed_launcher_costs_nothing_and_says_no_jobs(roots):
 def test_open_launcher_offers_datasets_models_and_cutoffs_with_parameter_counts(roots):
     at = open_launcher(roots)
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.selectbox(key="launcher_data").options == ["shapes"]
     assert "vit_ti16" in " ".join(at.selectbox(key="launcher_model").options)
     cutoff = at.selectbox(key="launcher_cutoff_mobilenet_v2_64")
@@ -98,6 +101,7 @@ def test_invalid_launch_shows_the_reason_and_starts_nothing(roots):
     at.text_input(key="launcher_weights_path").input("/nowhere/ckpt.npz").run(timeout=TIMEOUT)
     at.button(key="launcher_launch").click().run(timeout=TIMEOUT)
     assert not at.exception
+    assert_no_section_failed(at)
     assert [e.value for e in at.sidebar.error] == [
         "--weights /nowhere/ckpt.npz: no such file; use none, imagenet or a checkpoint path"]
     assert launcher.list_jobs(roots[1]) == []
@@ -110,6 +114,7 @@ def test_jobs_list_shows_progress_and_cancel_stops_the_job(roots, sleeper):
     write_job(runs, "20240101-000000-000000-train-bbbb", 999_999_999, "completed", name="old run")
     at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
     assert not at.exception
+    assert_no_section_failed(at)
     assert any("**fixture run** · running" in m.value for m in at.sidebar.markdown)
     bar = at.sidebar.progress[0]
     assert "transfer learning · epoch 2/5 · ETA 1 min 15 s" in bar.proto.text
@@ -149,6 +154,7 @@ def test_an_interrupted_run_is_offered_a_resume_button(roots, sleeper):
     failed = write_run(runs, "20250102-030000-mobilenet-v2-ckpt", "failed", checkpoint=True, name="failed run")
     at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
     assert not at.exception
+    assert_no_section_failed(at)
     assert "Interrupted runs (2)" in [e.label for e in at.sidebar.expander]
     resume_keys = sorted(b.key for b in at.sidebar.button if b.key.startswith("resume_"))
     assert resume_keys == [f"resume_{killed.id}", f"resume_{failed.id}"]
@@ -161,6 +167,7 @@ def test_resume_starts_a_job_that_the_jobs_list_follows(roots, fake_spawn):
     at = AppTest.from_function(sidebar_app).run(timeout=TIMEOUT)
     at.button(key=f"resume_{rd.id}").click().run(timeout=TIMEOUT)
     assert not at.exception
+    assert_no_section_failed(at)
     (wrapper, _), = fake_spawn
     assert wrapper[wrapper.index("--") + 1:] == [sys.executable, "-m", "poc", "train", "--resume", rd.id,
                                                  "--runs-dir", str(runs.resolve())]
@@ -182,6 +189,7 @@ def test_a_refused_resume_says_why(roots, fake_spawn):
     rd.update_run(status="completed")  # finished by another process since the page was drawn
     at.button(key=f"resume_{rd.id}").click().run(timeout=TIMEOUT)
     assert not at.exception and not fake_spawn
+    assert_no_section_failed(at)
     assert [e.value for e in at.sidebar.error] == [
         f"Could not resume {rd.id}: run {rd.id} cannot be resumed: it is completed; only interrupted runs and "
         "failed runs with a checkpoint resume"]

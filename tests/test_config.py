@@ -69,4 +69,4 @@ def test_the_feature_cache_is_on_unless_asked_off():
 @pytest.mark.parametrize("field, value, needle", [("tl_views", -1, "--tl-views"), ("distribute", "tpu", "--distribute")])
 def test_out_of_range_values_name_their_flag(field, value, needle):
     with pytest.raises(UserError, match=needle):
-        RunConfig(data="d", **{field: value}).validate()
+        RunConfig(data="d", **{field: value}).check_values()

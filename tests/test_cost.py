@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 
 from poc.runs import store
-from poc.analysis.cost import CNN_REFERENCE_MACS, VIT_SHAPES, estimate_macs, model_cost
+from poc.analysis.cost import CNN_REFERENCE_MACS, estimate_macs, model_cost
 
 
-def test_vit_shapes_are_those_of_the_model_code():
-    from poc.models.vit import VIT_VARIANTS
+def test_every_registered_vit_has_a_closed_form_estimate():
+    from poc.models import MODELS
 
-    assert set(VIT_SHAPES) == set(VIT_VARIANTS)
-    for name, (patch, width, depth, mlp) in VIT_SHAPES.items():
-        config = VIT_VARIANTS[name]
-        assert (config.patch, config.width, config.depth, config.mlp) == (patch, width, depth, mlp), name
+    vits = [name for name, spec in MODELS.items() if spec.family == "vit"]
+    assert vits and all(estimate_macs(name, 224, 10)[1] == "closed form over the ViT's layers" for name in vits)
 
 
 @pytest.mark.parametrize("name, published", [("vit_b16", 17.58e9), ("vit_b32", 4.41e9), ("vit_s16", 4.61e9),

@@ -11,7 +11,8 @@ from poc.data.shapes import SHAPE_CLASSES, make_shapes, shape_image
 from poc.errors import UserError
 from poc.models import build
 from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, demo_weights_path
-from poc.models.vit import VIT_VARIANTS, attention_model, build_vit_backbone, intermediates_model
+from poc.models.vit import attention_model, build_vit_backbone, intermediates_model
+from poc.models.vit_variants import VIT_VARIANTS
 from poc.models.vit_checkpoint import checkpoint_key_table, load_vit_checkpoint
 from poc.models.pretrain import parse_args
 

@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 
 from poc.explain.rollout import attention_rollout
-from poc.models.vit import (
-    VIT_VARIANTS,
-    ViTConfig,
-    attention_model,
-    block_names,
-    build_vit_backbone,
-)
+from poc.models.vit import attention_model, block_names, build_vit_backbone
+from poc.models.vit_variants import VIT_VARIANTS, ViTConfig
 
 TINY = ViTConfig(patch=8, width=32, depth=2, heads=2, mlp=64)
 TINY_SIZE = 32  # 4 x 4 patches, T = 17 tokens

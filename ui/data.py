@@ -18,12 +18,14 @@ Public API (stable; other pages import it):
     run_stages(run_id) -> list[str]                 stages ("tl", "ft") whose metrics.json exists
     load_explanations(run_id, stage) -> (maps (N, h, w) float32, method) | None
     load_image(path, max_side=256) -> PIL.Image | None   an RGB thumbnail of a dataset image (None: missing)
-    load_model(run_id, stage=None) -> LoadedRun     poc.inference.load_model, built once per process in a
-                                                    background thread; waits for it; raises UserError /
-                                                    OSError when the run has no usable weights
-    model_job(run_id, stage=None) -> Future         that build (started on first call): .done() = ready
-    live_model_job(run_id) -> Future                the build, then its compiled predict traced
-    models_loading() -> bool                        whether a build is running in the background now
+    model_server() -> ModelServer                   the model-serving process (ui.live_predict_serving): builds
+                                                    models, predicts, explains; one per dashboard process
+    model_job(run_id, stage=None) -> Future         a run's model built there (started on first call for each
+                                                    version of its weights): .done() = ready, .result() =
+                                                    ServedModel or UserError when the run has no usable weights
+    load_model(run_id, stage=None) -> ServedModel   model_job(...).result()
+    model_key(run_id, stage=None) -> Key            (run directory, stage, weights stamp, run.json stamp)
+    models_loading() -> bool                        whether a build is running now
     run_label(row_or_record) -> str                 "<model> · <name>" (just the name when it names the model)
     run_labels(ids=None) -> dict[str, str]          id -> label for every readable run (or just `ids`)
 Derived views (pure functions of what the loaders return):
@@ -35,10 +37,8 @@ Derived views (pure functions of what the loaders return):
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +47,10 @@ import streamlit as st
 
 from poc.runs import store
 from poc.analysis import leaderboard
+from poc.runs import run_info
 from poc.runs import status as runstatus
 from poc.runs.store import RunDir, RunRecord, StageEval
+from ui.live_predict_serving import Key, ModelServer, ServedModel
 
 Signature = tuple  # ((path, mtime_ns, size), ...): what a cached value depends on
 ACTIVE = runstatus.ACTIVE
@@ -185,122 +187,48 @@ def load_image(path: str, max_side: int = 256):
     return _cached_image(str(path), int(max_side), (stamp(Path(path)),))
 
 
-class _Builder:
-    """One thread, for the whole server process, that imports TensorFlow and builds models: a page asks for a
-    model and renders at once, and the model is ready a few seconds later. One at a time: two builds on a
-    small CPU are no faster together, and each holds its own memory."""
-
-    def __init__(self):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-models")
-        self.jobs: list[Future] = []
-
-    def submit(self, fn, *args) -> Future:
-        job = self.pool.submit(fn, *args)
-        self.jobs = [j for j in self.jobs if not j.done()] + [job]
-        return job
-
-    def busy(self) -> bool:
-        return any(not job.done() for job in self.jobs)
-
-
-@st.cache_resource(show_spinner=False)
-def _model_builder() -> _Builder:
-    return _Builder()
+@st.cache_resource(show_spinner=False, on_release=ModelServer.close)
+def model_server() -> ModelServer:
+    """The dashboard's one model-serving process (ui.live_predict_serving), started on first use: it builds the
+    models and runs the live predictions, out of reach of the keras.backend.clear_session() that Streamlit
+    calls after every script run."""
+    return ModelServer()
 
 
 def models_loading() -> bool:
-    """Whether a model is being built in the background now (a latency measured meanwhile shares the CPU)."""
-    return _model_builder().busy()
+    """Whether a model is being built now (a latency measured meanwhile shares the CPU with the build)."""
+    return model_server().busy()
 
 
-def _built_model(path: str, stage: str | None):
-    from poc import inference
-
-    _keep_keras_session()
-    return inference.load_model(RunDir(Path(path)), stage)
-
-
-def _warmed(model: Future):
-    """The built model with its compiled predict traced, so no displayed latency includes tracing. (Running
-    the explanation once on a blank image too was measured slower: it costs more here than it saves later.)"""
-    from poc import inference
-
-    run = model.result()  # done: the builder runs one task at a time, in order
-    inference.warm_up(run)
-    return run
-
-
-def _keep_keras_session() -> None:
-    """Streamlit calls keras.backend.clear_session() after every script run (_clean_problem_modules in
-    streamlit/runtime/scriptrunner/script_runner.py), a guard for apps that build a model on each run. Here
-    models are built once per process, in the background: that call would reset Keras' global state under a
-    build in progress, collect garbage (0.25 s on this machine) and drop TensorFlow's kernel cache, so the next
-    prediction pays 0.25 s again, and its displayed latency with it. Calls from Streamlit are skipped; any
-    other caller still clears."""
-    import keras
-
-    original = keras.backend.clear_session
-    if getattr(original, "skips_streamlit", False):
-        return
-
-    @functools.wraps(original)
-    def clear_session(*args, **kwargs):
-        if sys._getframe(1).f_globals.get("__name__", "").startswith("streamlit."):
-            return None
-        return original(*args, **kwargs)
-
-    clear_session.skips_streamlit = True
-    keras.backend.clear_session = clear_session
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _model_job(path: str, stage: str | None, signature: Signature) -> Future:
-    return _model_builder().submit(_built_model, path, stage)
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _warm_job(path: str, signature: Signature) -> Future:
-    return _model_builder().submit(_warmed, _model_job(path, None, signature))
-
-
-def _signature(rd: RunDir, stage: str | None) -> Signature:
-    return stamp(rd.stage_weights(stage) if stage else rd.weights), stamp(rd.run_json)
+def model_key(run_id: str, stage: str | None = None) -> Key:
+    """One version of a run's model: its directory, the stage (None: final weights) and the stamps of the
+    weights file and run.json, so a retrained run is a new model."""
+    rd = run_dir(run_id)
+    weights = rd.stage_weights(stage) if stage else rd.weights
+    return str(rd.path.resolve()), stage, stamp(weights), stamp(rd.run_json)
 
 
 def model_job(run_id: str, stage: str | None = None) -> Future:
-    """The background build of a run's model (final or stage weights), started on the first call for each
-    version of the weights file; `.done()` says whether load_model would return at once."""
-    rd = run_dir(run_id)
-    return _model_job(str(rd.path), stage, _signature(rd, stage))
+    """The build of a run's model (final or stage weights) in the serving process, started on the first call
+    for each version; `.done()` says whether it is ready, `.result()` is a ServedModel or raises
+    poc.errors.UserError (no usable weights). The final weights' model also has its compiled predict traced, so
+    no displayed latency includes tracing."""
+    return model_server().build(model_key(run_id, stage), warm=stage is None)
 
 
-def live_model_job(run_id: str) -> Future:
-    """model_job of the final weights followed by tracing its compiled predict, in the same background thread;
-    `.result()` is the warmed LoadedRun."""
-    rd = run_dir(run_id)
-    return _warm_job(str(rd.path), _signature(rd, None))
-
-
-def load_model(run_id: str, stage: str | None = None):
-    """poc.inference.LoadedRun (model, class_names, image_size, spec) with final or stage weights; built once
-    per weights file version (see model_job), waiting for the build when it is still running. Raises
-    poc.errors.UserError when the run has no usable weights."""
+def load_model(run_id: str, stage: str | None = None) -> ServedModel:
+    """model_job's ServedModel (class names, input size), waiting for the build when it is still running."""
     return model_job(run_id, stage).result()
 
 
 # ---------------------------------------------------------------- labels
 
 def run_label(row) -> str:
-    """A short human label: '<model> · <name>' (name defaults to the id); works on a leaderboard row
+    """poc.runs.run_info.run_label ('<model> · <name>', the name defaulting to the id) of a leaderboard row
     (dict / Series) or a RunRecord."""
     if isinstance(row, RunRecord):
-        model, name, rid = row.info.get("model"), row.info.get("name"), row.id
-    else:
-        model, name, rid = row.get("model"), row.get("name"), row.get("id")
-    name = name if isinstance(name, str) and name else rid
-    if not isinstance(model, str) or not model or model in str(name):
-        return str(name)
-    return f"{model} · {name}"
+        return run_info.run_label(row.info, row.id)
+    return run_info.run_label(row, row.get("id"))
 
 
 def run_labels(ids: list[str] | None = None) -> dict[str, str]:

@@ -1,11 +1,11 @@
 """Live predictions and explanations for the Live-predict and Attention-maps pages, through poc.inference.
 
-Models come from `ui.data.load_model` (built once per process in a background thread, keyed on the run
-path and its weights file's mtime; `loading_models` asks without waiting); the explanations computed here are
-@st.cache_data keyed on the run, the weights file's stamp and the image's bytes, so moving a slider does
-not recompute them. `read_uploads` is pure (no Streamlit calls) and unit-tested on its own: AppTest cannot
-upload files. The upload rules, the resize, the compiled predict call and the explanations are
-poc.inference's, shared with `python -m poc predict`.
+Models live in the dashboard's model-serving process (`ui.data.model_job` / `model_server`, keyed on the run
+path and the stamps of its weights file and run.json; `loading_models` asks without waiting), which runs the
+compiled predict call and the explanations; the results are @st.cache_data keyed on the run, the weights
+file's stamp and the image's bytes, so moving a slider does not recompute them. `read_uploads` is pure (no
+Streamlit calls) and unit-tested on its own: AppTest cannot upload files. The upload rules, the resize, top-k
+and the explanations are poc.inference's, shared with `python -m poc predict`.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def weights_stamp(run_id: str, stage: str | None = None) -> tuple[str, int, int]
 def loading_models(run_ids: list[str]) -> dict:
     """{run id: its background build} for the runs with weights whose model is not built and warmed up yet
     (asking starts the builds that have not started)."""
-    jobs = {r: data.live_model_job(r) for r in run_ids if weights_stamp(r) is not None}
+    jobs = {r: data.model_job(r) for r in run_ids if weights_stamp(r) is not None}
     return {r: job for r, job in jobs.items() if not job.done()}
 
 
@@ -130,19 +130,13 @@ def predict_live(run_id: str, image: Image.Image, digest: str, k: int = 5) -> Li
 @st.cache_data(show_spinner=False, max_entries=256)
 def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, contended: bool,
                     _image: Image.Image) -> LivePrediction:
-    run = data.live_model_job(run_id).result()  # built, compiled predict traced: no tracing in the latency
-    pixels = inference.resize_pixels(_image, run.image_size)[None]  # (1, S, S, 3): the training resize
-    probs, seconds = inference.predict_arrays(run, pixels)
-    top = inference.top_k(probs, run.class_names, k=min(k, len(run.class_names)))[0]
-    result = LivePrediction(top, seconds * 1000.0, class_names=run.class_names, input_size=run.image_size,
-                            contended=contended)
-    try:
-        maps, result.method, result.note = inference.explain(run, pixels)
-    except Exception as exc:  # noqa: BLE001 - the prediction stands even when its explanation fails
-        result.note = f"explanation failed: {exc}"
-        return result
-    result.heatmap = None if maps is None else maps[0]
-    return result
+    model = data.model_job(run_id).result()  # built, compiled predict traced: no tracing in the latency
+    pixels = inference.resize_pixels(_image, model.image_size)[None]  # (1, S, S, 3): the training resize
+    served = data.model_server().predict(model, pixels)
+    top = inference.top_k(served.probs, model.class_names, k=min(k, len(model.class_names)))[0]
+    return LivePrediction(top, served.seconds * 1000.0, heatmap=None if served.maps is None else served.maps[0],
+                          method=served.method, note=served.note, class_names=model.class_names,
+                          input_size=model.image_size, contended=contended or served.contended)
 
 
 # ---------------------------------------------------------------- per-layer attention of one image
@@ -161,9 +155,10 @@ def per_layer_attention(run_id: str, stage: str | None, image_path: str) -> np.n
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _cached_per_layer(root: str, run_id: str, stage, stamp, image_path: str, image_stamp: int) -> np.ndarray:
-    run = data.load_model(run_id, stage)
+    model = data.load_model(run_id, stage)
     image = inference.open_image(image_path, max_bytes=None)  # a dataset image: no upload size limit
-    return inference.layer_attention(run, inference.resize_pixels(image, run.image_size)[None])[0]  # (L, H, g, g)
+    pixels = inference.resize_pixels(image, model.image_size)[None]  # (1, S, S, 3)
+    return data.model_server().layer_attention(model, pixels)[0]  # (L, H, g, g)
 
 
 # ---------------------------------------------------------------- stored explanations

@@ -15,6 +15,7 @@ import streamlit as st
 from poc.runs import store
 from poc.launch import launcher
 from poc.runs import status as runstatus
+from poc.runs.run_info import run_label
 from poc.config import AUGMENTATIONS, RunConfig
 from poc.errors import UserError
 from poc.models.registry import get_spec, model_names
@@ -147,7 +148,7 @@ def _from_run_settings() -> dict | None:
         st.info("No completed run with phase-1 weights yet: train one from a backbone first.")
         return None
     run_id = st.selectbox("Run", list(runs), key="launcher_from_run",
-                          format_func=lambda r: f"{runs[r].get('name') or r} · {runs[r].get('model')}")
+                          format_func=lambda r: run_label(runs[r], r))
     info = runs[run_id]
     st.caption(f"Reuses {run_id}'s phase-1 weights and split ({info.get('model')}, {info.get('image_size')} px): "
                "only phase 2 runs, so phase-1 epochs and learning rate do not apply.")

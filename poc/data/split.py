@@ -19,13 +19,26 @@ import numpy as np
 import pandas as pd
 
 from poc.data.scan import (
-    SPLIT_TITLES, ImageRecord, ScanReport, carve_shortfall, carve_sentence, folder_label, splits_to_carve,
+    SPLIT_TITLES, ImageRecord, ScanReport, carve_shortfall, carve_sentence, folder_label, scan_dataset,
+    splits_to_carve,
 )
 from poc.errors import UserError
 
 COLUMNS = ["path", "label", "split", "sha256"]
 SPLITS = ("train", "val", "test")
 _log = logging.getLogger(__name__)
+
+
+def scan_and_split(data, val: float = 0.1, test: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Scan the dataset folder `data` and split it (`split_dataset`): the manifest, its class names (the scan's,
+    in order) in `attrs["class_names"]`. UserError listing the scan's problems when the dataset is not usable;
+    the one refusal of an unusable dataset for `train`, `baseline` and `split`."""
+    report = scan_dataset(data)
+    if not report.usable:
+        raise UserError(f"dataset {data} is not usable:\n  " + "\n  ".join(report.problems))
+    df = split_dataset(report, val=val, test=test, seed=seed)
+    df.attrs["class_names"] = list(report.class_names)
+    return df
 
 
 def split_dataset(report: ScanReport, val: float = 0.1, test: float = 0.1, seed: int = 0) -> pd.DataFrame:
@@ -74,6 +87,16 @@ def split_fingerprint(df: pd.DataFrame) -> str:
     digest = hashlib.sha256()
     for sha, label, split in rows:
         digest.update(f"{sha},{label},{split}\n".encode())
+    return digest.hexdigest()
+
+
+def held_out_fingerprint(df: pd.DataFrame) -> str:
+    """SHA-256 over the sorted (sha256, label) rows of the test split alone: two runs tested on the same images
+    share it, whatever their train/val parts; what pairs two runs for a comparison."""
+    test = df[df["split"] == "test"]
+    digest = hashlib.sha256()
+    for sha, label in sorted(zip(test["sha256"], test["label"])):
+        digest.update(f"{sha},{label}\n".encode())
     return digest.hexdigest()
 
 

@@ -38,6 +38,7 @@ from poc.runs.jobs import save as _save
 from poc.config import RunConfig, config_to_argv  # config_to_argv: also the sidebar's "equivalent command"
 from poc.config import default_data_root as data_root  # datasets the launcher accepts live under it
 from poc.errors import UserError
+from poc.train.plan import validate  # the one check of a run's settings (CLI, sidebar, sweeps)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Every phase a training process writes to progress.json (poc.train.training, poc.train.phases, poc.runs.writer).
@@ -132,18 +133,12 @@ def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = 
     syntax. The config and every cutoff are checked first (UserError with the reason, nothing started), and
     "auto" is resolved here, so the job records the cutoffs it trains (config["study"])."""
     from poc.train import studies
-    from poc.models import get_spec, probe, resolve_image_size
 
     runs_dir = _runs_dir(runs_dir)
-    config = validate_launch(RunConfig.from_dict({**config.to_dict(), "fine_tune_at": None}), runs_dir)
-    studies.check_sweep(config)
-    spec = get_spec(config.model)
-    with _probe_lock:  # resolve_cutoffs toggles trainable flags on the shared probe models (poc.models.probe)
-        if spec.family == "hub":
-            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir)
-        else:
-            model = probe(config.model, resolve_image_size(spec, config.image_size))
-            resolved = studies.resolve_cutoffs(config, cutoffs, runs_dir, probe=model)
+    config = _in_data_root(RunConfig.from_dict({**config.to_dict(), "fine_tune_at": None}))
+    with _probe_lock:  # resolving the cutoffs toggles trainable flags on the shared probe models (poc.models.probe)
+        checked, resolved = studies.validate_sweep(config, cutoffs, runs_dir)
+    config = checked.config
     study_id = studies.new_study_id("sweep", config.model)
     values = [c.value for c in resolved]
     argv = [sys.executable, "-m", "poc", "sweep", *config_to_argv(config), "--cutoffs", ",".join(values),
@@ -177,26 +172,17 @@ def _plan_progress(js: JobStatus, mine: list[store.RunRecord], planned: int, wai
 
 
 def validate_launch(config: RunConfig, runs_dir: Path) -> RunConfig:
-    """Everything the dashboard can check before starting a process; returns a copy with an absolute data path."""
-    from poc.models import get_spec, probe, resolve_image_size, resolve_weights
+    """Everything the dashboard can check before starting a process: the one run validation
+    (`poc.train.plan.validate`) of a dataset under the data root. Returns a copy with an absolute data path."""
+    return validate(_in_data_root(config), runs_dir).config
 
-    config = RunConfig.from_dict(config.to_dict()).validate()
-    spec = get_spec(config.model)
-    if config.from_run:
-        # Phase 2 only: data and split come from the source run (which may predate the data root).
-        from poc.train.training import source_run
 
-        source, info = source_run(config.from_run, config.model, runs_dir)
-        config.from_run = source.id
-        config.image_size = int(info.get("image_size") or config.image_size or spec.default_image_size)
-    else:
+def _in_data_root(config: RunConfig) -> RunConfig:
+    """A copy of `config` whose dataset is a folder under the data root, named by its absolute path (a run
+    --from-run takes its data and split from the source run, which may predate the data root)."""
+    config = RunConfig.from_dict(config.to_dict())
+    if not config.from_run:
         config.data = str(_check_data_folder(config.data))
-    size = resolve_image_size(spec, config.image_size)
-    resolve_weights(config.model, config.weights, size)
-    if spec.family != "hub":  # a hub model would need a download just to list its layers: training checks it
-        from poc.models.cutoffs import resolve_cutoff  # imports TensorFlow: only once the cheap checks pass
-
-        resolve_cutoff(probe(config.model, size).get_layer("backbone"), config.fine_tune_at, spec)
     return config
 
 

@@ -56,8 +56,11 @@ def resolve_weights(name: str, weights: str, image_size: int) -> str:
     return weights
 
 
+DROPOUT = 0.2  # before the softmax head, unless a run sets its own (RunConfig.dropout defaults to this)
+
+
 def build(name: str, num_classes: int, image_size: int | None = None, weights: str = "none",
-          dropout: float = 0.2):
+          dropout: float = DROPOUT):
     """The full classifier as a Keras model: (N, S, S, 3) float pixels in [0, 255] -> (N, C) probabilities."""
     import keras
 

@@ -144,7 +144,15 @@ def _vit_label(k: int, depth: int) -> str:
     return f"freeze embedding + blocks 0-{k - 1}, train blocks {k}-{depth - 1}"
 
 
-def _all_layers(layer: keras.layers.Layer):
-    """The layer and every layer nested in it."""
+def _all_layers(layer: keras.layers.Layer, seen: set[int] | None = None):
+    """The layer and every layer nested in it through models (a ViT's encoder blocks, their MLP), depth first,
+    each once. Sublayers that a plain layer keeps for itself (MultiHeadAttention's projections) have no public
+    listing; none of them holds a BatchNormalization in the registered models."""
+    seen = set() if seen is None else seen
+    if id(layer) in seen:
+        return
+    seen.add(id(layer))
     yield layer
-    yield from layer._flatten_layers(include_self=False, recursive=True)
+    if isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            yield from _all_layers(inner, seen)

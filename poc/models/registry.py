@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from poc.errors import UserError
+from poc.models.vit_variants import VIT_VARIANTS, describe
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,15 +62,16 @@ MODELS: dict[str, ModelSpec] = {
                   default_image_size=224, min_image_size=32, preprocessing="raw", builder=_APPS,
                   default_cutoff="block6a_expand_conv", cutoff_pattern=r"^block\d+a_(expand_conv|dwconv)$",
                   explanation="gradcam", last_conv="top_activation", app="EfficientNetB0"),
-        *(ModelSpec(name=name, family="vit", description=description, default_image_size=224, min_image_size=32,
-                    preprocessing="tf", builder=_VIT, default_cutoff="blocks:8", cutoff_pattern=r"^encoderblock_\d+$",
-                    explanation="attention_rollout", patch=patch)
-          for name, description, patch in [
-              ("vit_b32", "ViT-B/32 (Dosovitskiy et al. 2020), 12 blocks, width 768", 32),
-              ("vit_b16", "ViT-B/16, 12 blocks, width 768", 16),
-              ("vit_s16", "ViT-S/16, 12 blocks, width 384", 16),
-              ("vit_ti16", "ViT-Ti/16, 12 blocks, width 192 (fast CPU demos)", 16),
-              ("vit_ti8", "ViT-Ti/8, 12 blocks, width 192, 8 px patches (the offline demo ViT)", 8),
+        *(ModelSpec(name=name, family="vit", description=describe(name, template), default_image_size=224,
+                    min_image_size=32, preprocessing="tf", builder=_VIT, default_cutoff="blocks:8",
+                    cutoff_pattern=r"^encoderblock_\d+$", explanation="attention_rollout",
+                    patch=VIT_VARIANTS[name].patch)
+          for name, template in [  # sizes from the variant table
+              ("vit_b32", "ViT-{variant} (Dosovitskiy et al. 2020), {depth} blocks, width {width}"),
+              ("vit_b16", "ViT-{variant}, {depth} blocks, width {width}"),
+              ("vit_s16", "ViT-{variant}, {depth} blocks, width {width}"),
+              ("vit_ti16", "ViT-{variant}, {depth} blocks, width {width} (fast CPU demos)"),
+              ("vit_ti8", "ViT-{variant}, {depth} blocks, width {width}, {patch} px patches (the offline demo ViT)"),
           ]),
     ]
 }

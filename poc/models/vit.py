@@ -15,35 +15,12 @@ Input is float32 RGB already scaled to [-1, 1]; the classifier owns the preproce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import ops
 
+from poc.models.vit_variants import ViTConfig  # the variant table: poc.models.vit_variants.VIT_VARIANTS
+
 LN_EPSILON = 1e-6  # as in the reference implementation (Flax LayerNorm(epsilon=1e-6))
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """One ViT variant: patch size, token width, number of blocks, attention heads, MLP hidden units."""
-
-    patch: int
-    width: int
-    depth: int
-    heads: int
-    mlp: int
-
-
-# The variants of arXiv 2010.11929 Table 1 (+ the small ones of "How to train your ViT", arXiv 2106.10270).
-VIT_VARIANTS: dict[str, ViTConfig] = {
-    "vit_b32": ViTConfig(patch=32, width=768, depth=12, heads=12, mlp=3072),
-    "vit_b16": ViTConfig(patch=16, width=768, depth=12, heads=12, mlp=3072),
-    "vit_s16": ViTConfig(patch=16, width=384, depth=12, heads=6, mlp=1536),
-    "vit_ti16": ViTConfig(patch=16, width=192, depth=12, heads=3, mlp=768),
-    # Ti/8: the Ti width and depth on 8 px patches, 4x the tokens of Ti/16 (64 px -> 8 x 8 patches): the demo
-    # ViT, whose small images leave Ti/16 only 4 x 4 patches (see poc/pretrained/README.md).
-    "vit_ti8": ViTConfig(patch=8, width=192, depth=12, heads=3, mlp=768),
-}
 
 
 @keras.saving.register_keras_serializable(package="vitrine")

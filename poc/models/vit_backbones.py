@@ -1,4 +1,4 @@
-"""Registry glue for our ViT: variant name -> backbone, plus Google checkpoint loading."""
+"""Registry glue for our ViT: registered name -> backbone of its variant (poc.models.vit_variants)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from poc.models.registry import ModelSpec
 
 
 def build_vit(spec: ModelSpec, image_size: int, weights: str) -> keras.Model:
-    """`weights`: "none", or a Google ViT .npz checkpoint path / URL ("imagenet" needs an explicit checkpoint)."""
-    from poc.errors import UserError
-    from poc.models.vit import VIT_VARIANTS, build_vit_backbone
+    """A random backbone of `spec`'s variant at `image_size` (already checked by `resolve_image_size`); a Google
+    checkpoint (`weights`) is loaded by `poc.models.build`, which also fills the head from it."""
+    from poc.models.vit import build_vit_backbone
+    from poc.models.vit_variants import VIT_VARIANTS
 
-    if image_size % spec.patch:
-        raise UserError(f"--image-size {image_size} is not a multiple of {spec.name}'s patch size {spec.patch}; "
-                        f"try {max(spec.patch, image_size // spec.patch * spec.patch)}")
-    backbone = build_vit_backbone(VIT_VARIANTS[spec.name], image_size, name="backbone")
-    return backbone
+    return build_vit_backbone(VIT_VARIANTS[spec.name], image_size, name="backbone")

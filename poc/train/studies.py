@@ -12,9 +12,9 @@ seed the head's initial weights, augmentation and shuffling. Each run is a norma
 holds a `study` block: kind, id, role (phase1 | phase2 | run), seed, split_seed, train_fraction, cutoff,
 trainable_params.
 
-Planning (`plan_sweep`, `plan_repeats`) is pure; `resolve_cutoffs` builds a probe model to check every cutoff
-before anything trains; `run_plan` trains. poc.analysis.study_results reads the finished runs back into one table. Importing
-this module does not import TensorFlow.
+Planning (`plan_sweep`, `plan_repeats`) is pure; `validate_sweep` checks a sweep's settings and every cutoff on
+the model's probe before anything trains; `run_plan` trains. poc.analysis.study_results reads the finished runs
+back into one table. Importing this module does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from poc.runs import store
 from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import Cancelled, UserError
+from poc.train.plan import Checked, validate
 
 log = logging.getLogger("poc.train.studies")
 
@@ -96,16 +97,27 @@ def check_fractions(fractions: list[float]) -> list[float]:
     if repeated:
         raise UserError(f"--train-fraction lists {', '.join(f'{f:g}' for f in repeated)} more than once")
     for fraction in fractions:
-        RunConfig(data="", train_fraction=fraction).validate()  # the range message names the flag
+        RunConfig(data="", train_fraction=fraction).check_values()  # the range message names the flag
     return sorted(fractions)
 
 
 def check_sweep(config: RunConfig) -> None:
+    """What a sweep asks of its settings on top of a run's (`validate_sweep` checks those): pure, no model."""
     if config.fine_tune_at is not None:
         raise UserError("sweep takes its cutoffs from --cutoffs, not --fine-tune-at; drop --fine-tune-at")
     if config.ft_epochs < 1:
         raise UserError("a cutoff sweep fine-tunes: --ft-epochs must be at least 1")
-    config.validate()
+
+
+def validate_sweep(config: RunConfig, text: str,
+                   runs_dir: Path | str | None = None) -> tuple[Checked, list[Cutoff]]:
+    """A sweep's settings and cutoffs, all checked before anything trains, for `python -m poc sweep` and the
+    sidebar: `check_sweep`, the cutoff list's syntax, the one run validation (`poc.train.plan.validate`), then
+    every cutoff on the model's probe that validation resolved the default cutoff on. (checked settings, cutoffs)."""
+    check_sweep(config)
+    values = parse_cutoffs(text)
+    checked = validate(config, runs_dir)
+    return checked, resolve_cutoffs(checked, values)
 
 
 def new_study_id(kind: str, model: str) -> str:
@@ -131,22 +143,14 @@ def pick_auto(choices: list, count: int = AUTO_COUNT) -> list:
     return sorted(picked, key=lambda c: c.trainable_params)
 
 
-def resolve_cutoffs(config: RunConfig, text: str, runs_dir: Path | str | None = None, probe=None) -> list[Cutoff]:
-    """The cutoffs `text` names ("auto" or a list), each checked against `config.model`'s backbone and counted.
-    Builds a probe classifier with random weights unless given one. UserError naming the bad cutoff."""
-    from poc.models import get_spec, probe as build_probe, resolve_image_size
+def resolve_cutoffs(checked: Checked, values: list[str]) -> list[Cutoff]:
+    """The cutoffs `values` name (["auto"] or a list, see parse_cutoffs), each resolved on the model's probe
+    (`checked.probe`; a hub model's is built here) and counted. UserError naming the bad cutoff."""
+    from poc.models import probe as build_probe
     from poc.models.cutoffs import cutoff_choices, freeze_backbone, resolve_cutoff, trainable_count, unfreeze_from
 
-    values = parse_cutoffs(text)
-    spec = get_spec(config.model)
-    if probe is None:
-        size = config.image_size
-        if config.from_run:
-            from poc.train.training import source_run
-
-            _, info = source_run(config.from_run, config.model, Path(runs_dir or store.default_runs_dir()))
-            size = int(info.get("image_size") or size)
-        probe = build_probe(config.model, resolve_image_size(spec, size))
+    spec = checked.spec
+    probe = checked.probe if checked.probe is not None else build_probe(checked.config.model, checked.image_size)
     if values == [AUTO]:
         return [Cutoff(c.value, c.frozen_layers, c.trainable_params) for c in pick_auto(cutoff_choices(probe, spec))]
     backbone, found = probe.get_layer("backbone"), []
@@ -217,7 +221,7 @@ def plan_repeats(config: RunConfig, seeds: list[int] | None = None, fractions: l
             shown = seed if kind == "seeds" or len(seeds) > 1 else None
             run_config = dataclasses.replace(config, seed=seed, train_fraction=fraction,
                                              name=_name(config, what, shown))
-            run_config.validate()
+            run_config.check_values()
             runs.append(PlannedRun(run_config, {"kind": kind, "id": study_id, "role": "run", "seed": seed,
                                                 "split_seed": split_seed, "train_fraction": fraction}, split_seed))
     return Plan(study_id, kind, runs)

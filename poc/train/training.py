@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from poc.runs import store
+from poc.runs.run_info import recorded_split
 from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import Cancelled, UserError
-from poc.train.plan import Prepared
+from poc.train.plan import Checked, Prepared, validate
 
 log = logging.getLogger("poc.train.training")
 
@@ -29,45 +30,48 @@ log = logging.getLogger("poc.train.training")
 def prepare(config: RunConfig, runs_dir: Path, strategy=None, split_seed: int | None = None) -> Prepared:
     """`split_seed` seeds the split and the --train-fraction share (default: config.seed); a seed study passes
     one split seed to runs of different config.seed, so they train and test on the same images."""
-    from poc.data.scan import scan_dataset
-    from poc.data.split import split_dataset
-    from poc.models import build, get_spec, pretraining_kind, resolve_image_size
-    from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
+    from poc.data.split import scan_and_split
+    from poc.models import pretraining_kind
 
-    config.validate()
-    spec = get_spec(config.model)
+    checked = validate(config, runs_dir, probe=False)  # the cutoff is resolved on the model built below
+    config = checked.config
     _seed_everything(config.seed)  # before anything random: the head's and a random backbone's initial weights
-    source = None
-    if config.from_run:
-        source, split, class_names, size, data_root, pretraining = _reuse_run(config, runs_dir)
+    if checked.source:
+        split, class_names, data_root, pretraining = _reuse_run(checked)
         split_seed = None
     else:
         split_seed = config.seed if split_seed is None else int(split_seed)
         pretraining = pretraining_kind(config.weights)
-        report = scan_dataset(config.data)
-        if not report.usable:
-            raise UserError(f"dataset {config.data} is not usable:\n  " + "\n  ".join(report.problems))
-        split = subsample_train(split_dataset(report, val=config.val, test=config.test, seed=split_seed),
-                                config.train_fraction, split_seed)
-        class_names = report.class_names
-        size = resolve_image_size(spec, config.image_size)
+        split = scan_and_split(config.data, val=config.val, test=config.test, seed=split_seed)
+        class_names = split.attrs["class_names"]
+        split = subsample_train(split, config.train_fraction, split_seed)
         data_root = str(Path(config.data).resolve())
     if config.frozen_random:
         log.warning("warning: --weights none freezes a randomly initialised backbone in phase 1: its features "
                     "are nearly constant, so expect near-chance accuracy until phase 2. Use --weights imagenet "
                     "(download) or demo (offline) for transfer learning")
-    from poc.train.distribute import check_even_batches, scope
+    from poc.train.distribute import check_even_batches
 
     check_even_batches(split["split"].value_counts().to_dict(), config.batch_size, strategy)
-    # With --from-run every weight comes from the source run's phase-1 file: nothing to download here.
-    initial = "none" if source else config.weights
+    model, cutoff_index, cutoff_value = _classifier(checked, len(class_names), strategy)
+    return Prepared(config, checked.spec, checked.image_size, split, class_names, model, cutoff_index, cutoff_value,
+                    checked.source, data_root, pretraining, strategy, split_seed)
+
+
+def _classifier(checked: Checked, num_classes: int, strategy) -> tuple[object, int, str]:
+    """(the run's classifier in its phase-1 state, its cutoff index, the cutoff as text). With --from-run every
+    weight comes from the source run's phase-1 file: nothing to download here."""
+    from poc.models import build
+    from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
+    from poc.train.distribute import scope
+
+    config, spec = checked.config, checked.spec
     with scope(strategy):  # mirrored variables when distributed
-        model = build(config.model, len(class_names), size, initial, dropout=config.dropout)
+        model = build(config.model, num_classes, checked.image_size, "none" if checked.source else config.weights,
+                      dropout=config.dropout)
     cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
     freeze_backbone(model)
-    cutoff_value = cutoff_text(config.fine_tune_at, spec)
-    return Prepared(config, spec, size, split, class_names, model, cutoff_index, cutoff_value, source, data_root,
-                    pretraining, strategy, split_seed)
+    return model, cutoff_index, cutoff_text(config.fine_tune_at, spec)
 
 
 def subsample_train(split: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
@@ -94,36 +98,18 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)  # Python, NumPy and the backend's global generators
 
 
-def source_run(ref: str, model: str, runs_dir: Path) -> tuple[RunDir, dict]:
-    """The run `--from-run` names, checked: it exists, trained `model`, and kept its phase-1 weights."""
-    source = store.find_run(ref, runs_dir)
-    info = store.read_json(source.run_json) if source else None
-    if not info:
-        raise UserError(f"--from-run {ref}: no such run in {runs_dir}")
-    if info.get("model") != model:
-        raise UserError(f"--from-run {source.id} trained {info.get('model')!r}, not {model!r}; "
-                        f"use --model {info.get('model')}")
-    if not source.stage_weights("tl").exists():
-        raise UserError(f"--from-run {source.id} has no phase-1 weights (status {info.get('status')!r})")
-    return source, info
-
-
-def _reuse_run(config: RunConfig, runs_dir: Path):
-    source, info = source_run(config.from_run, config.model, runs_dir)
-    split = store.read_split(source)
-    if split is None:
-        raise UserError(f"--from-run {source.id}: split.csv missing or unreadable")
-    size = int(info["config"].get("image_size") or info.get("image_size"))
-    if config.image_size and config.image_size != size:
-        raise UserError(f"--image-size {config.image_size} differs from run {source.id}'s {size} px")
-    if config.weights not in ("none", RunConfig(data="").weights) and config.weights != info.get("weights"):
-        log.warning("--weights is ignored with --from-run: phase-1 weights come from %s", source.id)
-    config.image_size = size
+def _reuse_run(checked: Checked):
+    """(split, class names, dataset path, pretraining) of the --from-run source that `validate` checked."""
     from poc.models import pretraining_kind
 
+    config, source, info = checked.config, checked.source, checked.source_info
+    split = recorded_split(source, info)
+    if split is None:
+        raise UserError(f"--from-run {source.id}: split.csv missing or unreadable")
+    if config.weights not in ("none", RunConfig(data="").weights) and config.weights != info.get("weights"):
+        log.warning("--weights is ignored with --from-run: phase-1 weights come from %s", source.id)
     pretraining = info.get("pretraining") or pretraining_kind(str(info.get("weights", "none")))
-    return source, split, list(info["class_names"]), size, info.get("dataset", {}).get("path", config.data), \
-        pretraining
+    return split, list(info["class_names"]), (info.get("dataset") or {}).get("path", config.data), pretraining
 
 
 # ---------------------------------------------------------------- the run
@@ -199,23 +185,12 @@ def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
 
 
 def _prepare_resume(config: RunConfig, rd: RunDir, info: dict, runs_dir: Path, strategy=None) -> Prepared:
-    from poc.train.distribute import scope
-    from poc.models import build, get_spec
-    from poc.models.cutoffs import cutoff_text, freeze_backbone, resolve_cutoff
-
-    spec = get_spec(config.model)
+    checked = validate(config, runs_dir, probe=False)
     _seed_everything(config.seed)
-    source = None
-    if info.get("from_run"):
-        source, _ = source_run(info["from_run"], config.model, runs_dir)
-    size, class_names = int(info["image_size"]), list(info["class_names"])
-    with scope(strategy):
-        model = build(config.model, len(class_names), size, "none" if source else config.weights,
-                      dropout=config.dropout)
-    cutoff_index = resolve_cutoff(model.get_layer("backbone"), config.fine_tune_at, spec)
-    freeze_backbone(model)
-    return Prepared(config, spec, size, store.read_split(rd), class_names, model, cutoff_index,
-                    cutoff_text(config.fine_tune_at, spec), source, info.get("dataset", {}).get("path", config.data),
+    class_names = list(info["class_names"])
+    model, cutoff_index, cutoff_value = _classifier(checked, len(class_names), strategy)
+    return Prepared(checked.config, checked.spec, checked.image_size, store.read_split(rd), class_names, model,
+                    cutoff_index, cutoff_value, checked.source, info.get("dataset", {}).get("path", config.data),
                     info.get("pretraining", "none"), strategy)
 
 
@@ -281,10 +256,10 @@ def _record_failure(rd: RunDir, reason: str, trace: bool = False) -> None:
 
 
 def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
-    from poc.data.split import split_fingerprint
     from poc.device import describe_device, versions
     from poc.train.distribute import describe
     from poc.models.cutoffs import trainable_count, unfreeze_from, freeze_backbone
+    from poc.runs.run_info import new_run_info
     from poc.runs.writer import parameter_megabytes
 
     model = p.model
@@ -293,41 +268,14 @@ def _initial_run_info(p: Prepared, rd: RunDir, speedups: dict) -> dict:
     unfreeze_from(model, p.cutoff_index)
     trainable_ft = trainable_count(model)
     freeze_backbone(model)
-    counts = p.split["split"].value_counts().to_dict()
-    return {
-        "id": rd.id,
-        "name": p.config.name or rd.id,
-        "status": "queued",
-        "created": store.utc_now(),
-        "started": None,
-        "finished": None,
-        "config": {**p.config.to_dict(), "image_size": p.image_size},
-        "dataset": {"path": p.data_root,
-                    "split_fingerprint": p.split.attrs.get("split_fingerprint") or split_fingerprint(p.split),
-                    "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
-                    "num_classes": len(p.class_names), "carved": dict(p.split.attrs.get("carved") or {})},
-        "class_names": p.class_names,
-        "model": p.config.model,
-        "family": p.spec.family,
-        "explanation": p.spec.explanation,
-        "image_size": p.image_size,
-        "weights": p.config.weights if not p.source_run else f"run:{p.source_run.id}",
-        "pretraining": p.pretraining,
-        "frozen_random": p.config.frozen_random,
-        "from_run": p.source_run.id if p.source_run else None,
-        "params": {"total": total, "trainable_tl": trainable_tl, "trainable_ft": trainable_ft,
-                   "size_mb": parameter_megabytes(model)},
-        "final_stage": None,
-        "fine_tune_at": p.cutoff_value,
-        "fine_tune_at_index": p.cutoff_index,
-        "device": describe_device(),
-        "speedups": speedups,
-        "distribute": describe(p.strategy),
-        "versions": versions(),
-        "seed": p.config.seed,
-        "split_seed": p.split_seed,
-        "timing": {},
-        "best_epoch": {},
-        "error": None,
-        "pid": os.getpid(),
-    }
+    return new_run_info(
+        rd, name=p.config.name, model=p.config.model, family=p.spec.family, explanation=p.spec.explanation,
+        config={**p.config.to_dict(), "image_size": p.image_size}, split=p.split, class_names=p.class_names,
+        data_path=p.data_root, image_size=p.image_size,
+        weights=p.config.weights if not p.source_run else f"run:{p.source_run.id}", pretraining=p.pretraining,
+        frozen_random=p.config.frozen_random, from_run=p.source_run.id if p.source_run else None,
+        params={"total": total, "trainable_tl": trainable_tl, "trainable_ft": trainable_ft,
+                "size_mb": parameter_megabytes(model)},
+        fine_tune_at=p.cutoff_value, seed=p.config.seed, device=describe_device(), versions=versions(),
+        fine_tune_at_index=p.cutoff_index, speedups=speedups, distribute=describe(p.strategy),
+        split_seed=p.split_seed)
