@@ -62,9 +62,31 @@ def compile_predict(model, image_size: int) -> Callable:
     return predict
 
 
+def compile_logits(model, image_size: int) -> Callable:
+    """The classifier's pre-softmax outputs (N, C) float32, as one tf.function like compile_predict: the
+    features entering the `head` layer times its kernel plus its bias. Evaluation keeps these (logits.npz), so a
+    temperature is fitted on margins that probabilities near 0 and 1 have lost."""
+    import keras
+    import tensorflow as tf
+
+    from poc.device import has_gpu
+
+    head = model.get_layer("head")
+    features = keras.Model(model.inputs, head.input)  # (N, D): the dropout is the identity at inference
+
+    @tf.function(input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.float32)],
+                 jit_compile=has_gpu())
+    def logits(pixels):
+        x = tf.cast(features(pixels, training=False), tf.float32)  # (N, D)
+        return tf.matmul(x, tf.cast(head.kernel, tf.float32)) + tf.cast(head.bias, tf.float32)  # (N, C)
+
+    return logits
+
+
 def load_model(rd: RunDir, stage: str | None = None) -> LoadedRun:
     """The run's classifier with its final weights, or a stage's (`tl` / `ft`) when given."""
-    from poc.models import build, get_spec
+    from poc.models import get_spec
+    from poc.runs.run_info import rebuild_model, recorded_image_size
 
     info = store.read_json(rd.run_json)
     if not info or "class_names" not in info:
@@ -73,9 +95,10 @@ def load_model(rd: RunDir, stage: str | None = None) -> LoadedRun:
     if not weights.exists():
         raise UserError(f"run {rd.id} has no saved weights{' for stage ' + stage if stage else ''} "
                         f"(status {info.get('status')!r})")
-    size = int(info["image_size"])
-    dropout = float(info.get("config", {}).get("dropout", 0.2))
-    model = build(info["model"], len(info["class_names"]), size, "none", dropout=dropout)
+    size = recorded_image_size(info)
+    if size is None:
+        raise UserError(f"run {rd.id}: run.json does not say which image size the run trained at")
+    model = rebuild_model(info)
     try:
         model.load_weights(weights)
     except (OSError, ValueError) as exc:  # h5py: truncated or not HDF5; Keras: layers or shapes that differ
@@ -111,6 +134,9 @@ def predict_arrays(run: LoadedRun, pixels: np.ndarray, batch_size: int = PREDICT
 
 
 def top_k(probs: np.ndarray, class_names: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    """The k most probable classes of each row, probabilities clipped to [0, 1] (a float32 softmax can return
+    1.0000001, which would print as a confidence above 100%)."""
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
     order = np.argsort(-probs, axis=1)[:, :k]
     return [[(class_names[i], float(row[i])) for i in idx] for row, idx in zip(probs, order)]
 

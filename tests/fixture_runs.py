@@ -139,13 +139,21 @@ def _run_info(rd: RunDir, *, model: str, family: str, explanation: str, status: 
 
 
 def _write_eval(rd: RunDir, stage: str, test: pd.DataFrame, probs: np.ndarray, class_names: list[str],
-                validation: tuple[float, float] | None = None) -> None:
-    """The stage's eval files; `validation`: (val_loss, val_accuracy) as training adds them to metrics.json."""
+                validation: tuple[float, float] | None = None, logits: tuple | None = None) -> None:
+    """The stage's eval files; `validation`: (val_loss, val_accuracy) as training adds them to metrics.json;
+    `logits`: (val logits, val labels, test logits) as training writes them, with the temperature they give."""
     with warnings.catch_warnings():  # predictions_frame adds one column per class: fragmented at 120
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         result = evaluate_probabilities(test, probs, class_names, seed=1)
     if validation is not None:
         result["metrics"].update(val_loss=validation[0], val_accuracy=validation[1])
+    if logits is not None:
+        from poc.analysis.calibration import temperature_metrics
+
+        val, val_labels, test_logits = logits
+        y_test = np.array([class_names.index(label) for label in test["label"]])
+        result["metrics"].update(temperature_metrics(val, val_labels, test_logits, y_test))
+        rd.write_logits(stage, val, val_labels, test_logits)
     rd.write_eval(stage, **result)
 
 
@@ -161,6 +169,7 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
     """A completed run with real weights and the predictions of that model on the test images."""
     import keras
 
+    from poc.inference import compile_logits
     from poc.models import build, get_spec
     from poc.models.cutoffs import freeze_backbone, resolve_cutoff, trainable_count, unfreeze_from
 
@@ -208,9 +217,11 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
         _fit_head(model, pixels[fit_rows], fit_labels[fit_rows], len(class_names))
         probs = np.asarray(model(pixels[is_test], training=False), dtype=np.float64)  # (N, C)
         val_probs = np.asarray(model(pixels[is_val], training=False), dtype=np.float64)  # (N_val, C)
+        logits = compile_logits(model, IMAGE_SIZE)
+        val_logits, test_logits = (np.asarray(logits(pixels[rows]), np.float64) for rows in (is_val, is_test))
         validation = _loss_and_accuracy(val_probs, labels[is_val])
         val_losses[stage] = validation[0]
-        _write_eval(rd, stage, test, probs, class_names, validation)
+        _write_eval(rd, stage, test, probs, class_names, validation, (val_logits, labels[is_val], test_logits))
         if spec.explanation == "attention_rollout":
             from poc.explain.attention import rollout_maps
 

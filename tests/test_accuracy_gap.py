@@ -1,4 +1,5 @@
-"""The verdict's gap, poc.analysis.leaderboard.accuracy_gap, against a direct paired bootstrap written out here."""
+"""The verdict's gap, poc.analysis.leaderboard.accuracy_gap: the Compare page's numbers (compare_stages), with an
+exact paired interval checked against statsmodels' McNemar test and Clopper-Pearson interval."""
 
 from __future__ import annotations
 
@@ -34,34 +35,35 @@ def runs(tmp_path):
     a, b = _correctness()
     paths = [f"/data/test/{i:03d}.png" for i in range(N)]
     rd_a, rd_b = store.RunDir(tmp_path / "vit").create(), store.RunDir(tmp_path / "cnn").create()
+    for rd in (rd_a, rd_b):
+        rd.write_run({"id": rd.id, "status": "completed", "class_names": ["cat", "dog"]})
     _write(rd_a, "ft", a, paths)
     _write(rd_b, "tl", b, paths)
     return rd_a, rd_b, a, b
 
 
-def _direct_interval(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 20_000) -> tuple[float, float]:
-    rng = np.random.default_rng(123)
-    i = rng.integers(0, N, (n_boot, N))
-    j = i if paired else rng.integers(0, N, (n_boot, N))
-    diffs = a[i].mean(axis=1) - b[j].mean(axis=1)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
+def test_the_gap_is_the_comparison_of_compare_stages(runs):
+    from poc.analysis.compare import compare_stages
 
-
-def test_the_gap_and_its_interval_match_a_direct_paired_bootstrap(runs):
     rd_a, rd_b, a, b = runs
-    gap = accuracy_gap(rd_a, "ft", rd_b, "tl")
+    gap, full = accuracy_gap(rd_a, "ft", rd_b, "tl"), compare_stages(rd_a, "ft", rd_b, "tl")
     assert gap["diff"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
     assert gap["n"] == N and gap["acc_a"] == pytest.approx(a.mean()) and gap["acc_b"] == pytest.approx(b.mean())
-    low, high = _direct_interval(a, b, paired=True)
-    assert gap["low"] == pytest.approx(low, abs=0.015) and gap["high"] == pytest.approx(high, abs=0.015)
+    assert (gap["low"], gap["high"], gap["p_value"]) == (full["difference"]["low"], full["difference"]["high"],
+                                                         full["mcnemar"]["p_value"])
 
 
-def test_pairing_narrows_the_interval_of_models_that_agree(runs):
+def test_the_gap_interval_excludes_zero_exactly_when_mcnemar_rejects(runs):
+    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.proportion import proportion_confint
+
     rd_a, rd_b, a, b = runs
     gap = accuracy_gap(rd_a, "ft", rd_b, "tl")
-    low, high = _direct_interval(a, b, paired=False)
-    assert gap["high"] - gap["low"] < 0.6 * (high - low)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = mcnemar([[int((a & b).sum()), only_a], [only_b, int((~a & ~b).sum())]], exact=True).pvalue
+    low, high = proportion_confint(only_a, only_a + only_b, alpha=0.05, method="beta")
+    assert gap["discordant"] == only_a + only_b and gap["p_value"] == pytest.approx(p)
+    assert (gap["low"] > 0 or gap["high"] < 0) == (p < 0.05) == (not low <= 0.5 <= high)
 
 
 def test_images_are_paired_by_path_not_by_row(runs):

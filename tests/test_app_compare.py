@@ -14,6 +14,7 @@ from scipy import stats as sps
 from sklearn.metrics import f1_score
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
 from poc.runs import store
 
 COMPARE = "../pages/5_Compare.py"  # relative to this file, as AppTest resolves it
@@ -61,6 +62,7 @@ def _metric(at: AppTest, label: str) -> str:
 
 def test_the_page_opens_on_the_best_cnn_and_the_best_vit_of_one_split(paired, fixture_runs):
     assert not paired.exception
+    assert_no_section_failed(paired)
     assert paired.title[0].value == "Compare"
     assert paired.selectbox(key="compare.run_a").value == fixture_runs["cnn"].name
     assert paired.selectbox(key="compare.run_b").value == fixture_runs["vit"].name
@@ -72,7 +74,8 @@ def test_difference_and_mcnemar_p_equal_an_independent_computation(paired, fixtu
     only_a, only_b = int((ok_a & ~ok_b).sum()), int((~ok_a & ok_b).sum())
     assert _metric(paired, "A − B") == f"{ok_a.mean() - ok_b.mean():+.1%}"
     assert _metric(paired, "McNemar exact p") == f"{sps.binomtest(only_a, only_a + only_b, 0.5).pvalue:.3g}"
-    assert "paired bootstrap (2000 resamples)" in _texts(paired)
+    assert "paired over the same 20 test images" in _texts(paired)
+    assert [m.help for m in paired.metric if m.label == "A − B"][0].startswith("exact: Clopper-Pearson")
 
 
 def test_the_agreement_table_counts_equal_a_crosstab(paired, fixture_runs):
@@ -151,6 +154,7 @@ def test_the_report_is_built_only_when_asked(fixture_runs, monkeypatch):
     assert not at.get("download_button")
     at.checkbox(key="compare.report.prepare").check().run()
     assert not at.exception and len(at.get("download_button")) == 1
+    assert_no_section_failed(at)
 
 
 def _render_calibration(run_id: str) -> None:
@@ -174,6 +178,7 @@ def test_a_recorded_temperature_gives_the_ece_after_scaling(fixture_runs, tmp_pa
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(run.parent))
     at = AppTest.from_function(_render_calibration, args=(run.name,), default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     caption = at.caption[0].value
     assert f"**{_ece(run, 'ft'):.3f}**" in caption
     assert f"after temperature scaling **{_ece_of(frame):.3f}** (T = 2.50" in caption
@@ -185,7 +190,8 @@ def test_a_recorded_temperature_gives_the_ece_after_scaling(fixture_runs, tmp_pa
 
 @pytest.fixture
 def unpaired_root(fixture_runs, tmp_path):
-    """The CNN and a copy of the ViT whose run.json names another split fingerprint (weights left behind)."""
+    """The CNN and a copy of the ViT tested on other images: its test paths and contents changed (weights left
+    behind)."""
     root = tmp_path / "runs"
     skip = shutil.ignore_patterns("*.h5", "logs")
     shutil.copytree(fixture_runs["cnn"], root / fixture_runs["cnn"].name, ignore=skip)
@@ -193,19 +199,27 @@ def unpaired_root(fixture_runs, tmp_path):
     shutil.copytree(fixture_runs["vit"], other, ignore=skip)
     info = store.read_json(store.RunDir(other).run_json)
     info.update(id=other.name, name="vit_ti16 other split")
-    info["dataset"]["split_fingerprint"] = "0" * 64
-    store.RunDir(other).write_run(info)
+    info["dataset"].update(split_fingerprint="0" * 64, test_fingerprint="1" * 64)
+    rd = store.RunDir(other)
+    rd.write_run(info)
+    for stage in store.STAGES:
+        if rd.eval_file(stage, "predictions").exists():
+            frame = pd.read_csv(rd.eval_file(stage, "predictions"))
+            store.write_csv(rd.eval_file(stage, "predictions"), frame.assign(path="/elsewhere/" + frame["path"]))
+    split = store.read_split(rd)
+    store.write_split(rd.split_csv, split.assign(path="/elsewhere/" + split["path"], sha256="f" + split["sha256"]))
     return root
 
 
-def test_different_splits_are_compared_unpaired_and_say_so(unpaired_root, monkeypatch):
+def test_different_test_images_are_compared_unpaired_and_say_so(unpaired_root, monkeypatch):
     at = _page(COMPARE, unpaired_root, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.selectbox(key="compare.run_b").value == "20250101-160000-vit-ti16-0thr"
     assert "Unpaired comparison" in "\n".join(w.value for w in at.warning)
     assert "McNemar exact p" not in [m.label for m in at.metric]
     assert not [s for s in at.selectbox if s.key == "compare.cell"]  # no agreement table without pairs
-    assert "unpaired bootstrap" in _texts(at)
+    assert "Newcombe's unpaired score interval" in _texts(at)
     assert len(_reliability_specs(at)) == 2
 
 
@@ -214,6 +228,7 @@ def test_different_splits_are_compared_unpaired_and_say_so(unpaired_root, monkey
 def test_home_shows_the_cost_of_the_compared_runs_and_offers_the_report(fixture_runs, monkeypatch):
     at = _page(HOME, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
+    assert_no_section_failed(at)
     cost = [d.value for d in at.dataframe if "MACs / image" in d.value.columns]
     assert len(cost) == 1 and len(cost[0]) >= 1
     assert [c for c in at.checkbox if c.key == "home.report.prepare"]

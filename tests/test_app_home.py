@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
+from poc.data.split import held_out_fingerprint
 from poc.runs import store
 from poc.launch import launcher
 
@@ -37,6 +39,7 @@ def _board(at: AppTest) -> pd.DataFrame:
 
 def test_home_renders_fixture_runs_without_exception(home):
     assert not home.exception
+    assert_no_section_failed(home)
     assert home.title[0].value == "ViTrine"
 
 
@@ -88,6 +91,7 @@ def test_family_filter_keeps_only_that_family(fixture_runs, monkeypatch):
     at = AppTest.from_file(HOME, default_timeout=60).run()
     at.multiselect(key="home.f_family").set_value(["vit"]).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert set(_board(at)["model"]) == {"vit_ti16"}
 
 
@@ -95,6 +99,7 @@ def test_empty_runs_dir_offers_the_demo(tmp_path, monkeypatch):
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "no_runs_yet"))
     at = AppTest.from_file(HOME, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert [b.label for b in at.button] == ["Generate demo runs"]
     assert "python -m poc demo" in _texts(at)
 
@@ -113,6 +118,7 @@ def test_demo_button_follows_the_job_with_a_progress_bar(tmp_path, monkeypatch):
     at = AppTest.from_file(HOME, default_timeout=60).run()
     at.button(key="home.demo_button").click().run()
     assert not at.exception
+    assert_no_section_failed(at)
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].proto.value == 40
     assert bars[0].proto.text == "Demo runs: run 1 of 2"
@@ -127,6 +133,7 @@ def test_a_failed_demo_says_why(tmp_path, monkeypatch):
     at.button(key="home.demo_button").click().run()
     at.run()  # the fragment saw the job end and asked for a full rerun
     assert not at.exception
+    assert_no_section_failed(at)
     assert [e.value for e in at.error] == ["Demo failed: error: no space left on device"]
     assert not at.get("progress")
 
@@ -140,6 +147,7 @@ def test_demo_launch_failure_is_an_error_message(tmp_path, monkeypatch):
     at = AppTest.from_file(HOME, default_timeout=60).run()
     at.button(key="home.demo_button").click().run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert any("another demo is already running" in e.value for e in at.error)
 
 
@@ -156,6 +164,7 @@ def test_malformed_runs_are_flagged_and_the_rest_still_shown(fixture_runs, monke
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs))
     at = AppTest.from_file(HOME, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert {good.name, junk.name} <= set(_board(at)["id"])
     assert "20250103-000001-json-list" in _texts(at)
     assert "accuracy is not a number" in _texts(at)
@@ -190,6 +199,7 @@ def _home(runs: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs))
     at = AppTest.from_file(HOME, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     return at
 
 
@@ -205,15 +215,14 @@ def test_leaderboard_shows_final_stage_validation_size_from_parameters_and_pretr
 
 
 def test_verdict_compares_the_split_of_the_latest_completed_run(home, fixture_runs):
-    info = store.read_json(store.RunDir(fixture_runs["vit"]).run_json)  # the latest completed run
-    fingerprint = info["dataset"]["split_fingerprint"]
+    fingerprint = held_out_fingerprint(store.read_split(store.RunDir(fixture_runs["vit"])))  # its test images
     assert home.selectbox(key="home.split").value == fingerprint
-    other = store.read_json(store.RunDir(fixture_runs["many_classes"]).run_json)
+    other = held_out_fingerprint(store.read_split(store.RunDir(fixture_runs["many_classes"])))
     labels = home.selectbox(key="home.split").options  # AppTest lists the shown labels
-    assert len(labels) == 2 and f"split {other['dataset']['split_fingerprint'][:8]} · 1 completed run" in labels[1]
+    assert len(labels) == 2 and f"test set {other[:8]} · 1 completed run" in labels[1]
     texts = _texts(home)
     assert "highest validation accuracy of each run's final stage" in texts  # the rule is stated
-    assert f"test images · dataset images, split {fingerprint[:8]}" in texts  # the fixture's dataset folder
+    assert f"dataset images, test set {fingerprint[:8]}" in texts  # the fixture's dataset folder
 
 
 def test_gap_is_best_vit_minus_best_cnn_on_the_same_test_images(home, fixture_runs):
@@ -224,7 +233,7 @@ def test_gap_is_best_vit_minus_best_cnn_on_the_same_test_images(home, fixture_ru
     (vit, n), (cnn, _) = accuracy("vit"), accuracy("cnn")
     assert _metric(home, "Best CNN").value == f"{_metrics(fixture_runs['cnn'], 'ft')['accuracy']:.1%}"
     assert _metric(home, "ViT − CNN accuracy").value == f"{vit - cnn:+.1%}"
-    assert f"paired bootstrap over the same {n} test images" in _texts(home)
+    assert f"the same {n} test images" in _texts(home) and "(exact paired interval), McNemar p = " in _texts(home)
 
 
 def test_the_best_run_is_chosen_on_validation_not_on_test(fixture_runs, monkeypatch, tmp_path):
@@ -270,9 +279,10 @@ def test_the_best_baseline_of_the_same_split_is_shown(fixture_runs, monkeypatch,
 
 def test_choosing_another_split_compares_only_its_runs(fixture_runs, monkeypatch):
     at = _home(fixture_runs["cnn"].parent, monkeypatch)
-    other = store.read_json(store.RunDir(fixture_runs["many_classes"]).run_json)
-    at.selectbox(key="home.split").set_value(other["dataset"]["split_fingerprint"]).run()
+    other = held_out_fingerprint(store.read_split(store.RunDir(fixture_runs["many_classes"])))
+    at.selectbox(key="home.split").set_value(other).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert _metric(at, "Best CNN").value == "—"  # its only CNN is an older run without validation metrics
     assert f"(`{fixture_runs['many_classes'].name}`)" in _texts(at)
 
@@ -283,10 +293,10 @@ def test_the_default_split_follows_the_latest_completed_run_until_one_is_chosen(
     at = _home(runs, monkeypatch)
     first = at.selectbox(key="home.split").value
     shutil.copytree(fixture_runs["many_classes"], runs / fixture_runs["many_classes"].name)
-    newer = _edit_json(store.RunDir(runs / fixture_runs["many_classes"].name).run_json,
-                       finished="2025-01-02T00:00:00+00:00")  # now the latest completed run
+    newer = store.RunDir(runs / fixture_runs["many_classes"].name)
+    _edit_json(newer.run_json, finished="2025-01-02T00:00:00+00:00")  # now the latest completed run
     at.run()
-    assert at.selectbox(key="home.split").value == newer["dataset"]["split_fingerprint"] != first
+    assert at.selectbox(key="home.split").value == held_out_fingerprint(store.read_split(newer)) != first
     at.selectbox(key="home.split").set_value(first).run()
     at.run()
     assert at.selectbox(key="home.split").value == first  # the user's choice stays
@@ -302,4 +312,5 @@ def test_home_is_the_default_page_and_the_others_are_registered(fixture_runs, mo
                         ("pages/2_Error_explorer.py", "Error explorer")):
         at.switch_page(path).run()  # refused for a file st.navigation does not register
         assert not at.exception, path
+        assert_no_section_failed(at)
         assert at.title[0].value == title

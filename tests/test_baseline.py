@@ -114,6 +114,18 @@ def test_pixel_test_accuracy_is_that_of_the_written_predictions(pixel_run):
     assert metrics["n"] == len(predictions) == _info(pixel_run)["dataset"]["counts"]["test"]
 
 
+def test_pixel_baseline_keeps_logits_whose_softmax_is_its_predictions_and_scikit_learns(pixel_run):
+    """logits.npz as a network run writes it: softmax(test logits) is predictions.csv's probabilities, which
+    are the chosen model's predict_proba; the temperature is fitted on the validation logits."""
+    from scipy.special import softmax
+
+    classes = _info(pixel_run)["class_names"]
+    logits = store.read_logits(pixel_run, "tl")
+    assert logits is not None and logits["test"].shape == (len(store.read_predictions(pixel_run, "tl")), len(classes))
+    np.testing.assert_allclose(softmax(logits["test"], axis=1), _probabilities(pixel_run, classes), atol=1e-5)
+    assert _metrics(pixel_run)["temperature"] > 0 and 0 <= _metrics(pixel_run)["ece_calibrated"] <= 1
+
+
 def test_pixel_split_is_the_one_train_makes_from_the_same_data_and_seed(pixel_run, demo_dataset):
     expected = split_dataset(scan_dataset(demo_dataset), val=0.1, test=0.1, seed=0)
     info = _info(pixel_run)
@@ -284,7 +296,7 @@ def test_leaderboard_lists_the_baselines_with_their_accuracy(demo_runs):
         assert row["acc_tl"] == pytest.approx(_metrics(rd)["accuracy"])
         assert row["val_acc"] == pytest.approx(_metrics(rd)["val_accuracy"])
         assert np.isnan(row["acc_ft"]) and row["problems"] is None
-    best = verdict(board.reset_index(), _info(demo_runs[0])["dataset"]["split_fingerprint"]).best
+    best = verdict(board.reset_index(), _info(demo_runs[0])["dataset"]["test_fingerprint"]).best
     assert best["baseline"]["id"] in {rd.id for rd in demo_runs[1:]} and best["cnn"]["id"] == demo_runs[0].id
 
 

@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 
 from poc.runs import store
 from poc.analysis.compare import compare_runs, comparison_json, format_comparison, stage_change
-from poc.data.split import split_fingerprint
+from poc.data.split import split_fingerprint, held_out_fingerprint
 from poc.errors import UserError
 from poc.analysis.evaluation import evaluate_probabilities
 
@@ -154,25 +154,51 @@ def test_a_moved_dataset_folder_still_pairs_by_image_content(tmp_path):
     assert moved["paired"] and moved["mcnemar"] == reference["mcnemar"]
 
 
-def test_different_splits_are_refused_with_the_fix(tmp_path):
+def test_different_test_images_are_refused_naming_them_and_the_fix(tmp_path):
     a, b = _agreeing()
     rd_a = _run(tmp_path, "a", _split(seed=0), {"ft": a})
     rd_b = _run(tmp_path, "b", _split(seed=1), {"ft": b})
-    fp_a = json.loads(rd_a.run_json.read_text())["dataset"]["split_fingerprint"]
-    with pytest.raises(UserError, match="different splits") as error:
+    with pytest.raises(UserError, match="tested on different images") as error:
         compare_runs(rd_a, rd_b)
     message = str(error.value)
-    assert fp_a[:8] in message and "--from-run a" in message and "--data/--seed/--val/--test" in message
+    assert held_out_fingerprint(_split(seed=0))[:8] in message and held_out_fingerprint(_split(seed=1))[:8] in message
+    assert "--from-run a" in message and "--data/--seed/--val/--test" in message and "--unpaired" in message
 
 
-def test_different_splits_compare_unpaired_only_when_allowed(tmp_path):
+def test_the_same_test_images_with_different_train_val_parts_are_paired(tmp_path):
+    a, b = _agreeing()
+    split = _split(seed=0)
+    other = split.copy()
+    train = other.index[other["split"] == "train"]
+    other.loc[train[:4], "split"] = "val"  # another train/val part, the same 60 test images
+    rd_a, rd_b = _run(tmp_path, "a", split, {"ft": a}), _run(tmp_path, "b", other, {"ft": b})
+    result = compare_runs(rd_a, rd_b)
+    assert result["paired"] and result["mcnemar"] is not None and not result["same_split"]
+    assert result["n"] == N_TEST and "their train/val parts differ" in format_comparison(result)
+
+
+def test_different_test_images_compare_unpaired_with_newcombe_only_when_allowed(tmp_path):
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
     a, b = _agreeing()
     rd_a = _run(tmp_path, "a", _split(seed=0), {"ft": a})
     rd_b = _run(tmp_path, "b", _split(seed=1), {"ft": b})
     result = compare_runs(rd_a, rd_b, allow_unpaired=True)
     assert not result["paired"] and result["mcnemar"] is None and result["table"] is None
     assert result["difference"]["diff"] == pytest.approx(a.mean() - b.mean())
-    assert result["difference"]["method"] == "unpaired bootstrap"
+    assert result["difference"]["method"].startswith("unpaired: Newcombe")
+    low, high = confint_proportions_2indep(int(a.sum()), len(a), int(b.sum()), len(b), method="newcomb",
+                                           compare="diff")
+    assert (result["difference"]["low"], result["difference"]["high"]) == pytest.approx((low, high), abs=1e-9)
+
+
+def test_runs_that_know_different_classes_are_not_compared_even_unpaired(tmp_path):
+    a, b = _agreeing()
+    rd_a = _run(tmp_path, "a", _split(seed=0), {"ft": a})
+    rd_b = _run(tmp_path, "b", _split(seed=1), {"ft": b})
+    rd_b.update_run(class_names=["cat", "dog", "emu"])
+    with pytest.raises(UserError, match="different classes.*emu"):
+        compare_runs(rd_a, rd_b, allow_unpaired=True)
 
 
 def test_a_missing_stage_is_a_user_error(pair):

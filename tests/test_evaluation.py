@@ -103,3 +103,40 @@ def test_predictions_frame_keeps_the_order_and_a_column_per_class():
     predictions = evaluate_probabilities(frame, probs, names)["predictions"]
     assert predictions["path"].tolist() == frame["path"].tolist()
     assert [c for c in predictions.columns if c.startswith("prob_")] == [f"prob_{n}" for n in names]
+
+
+def _sure_case():
+    """Two right answers; the first with a float32 softmax output just above 1 (1.0000001 -> 1.00000012)."""
+    frame = pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"]})
+    probs = np.array([[1.0000001, 0.0], [0.4, 0.6]], dtype=np.float32)
+    assert probs[0, 0] > 1.0  # the case: float32 cannot hold 1.0000001 as 1
+    return frame, probs
+
+
+def test_a_probability_above_one_is_written_as_at_most_one(tmp_path):
+    from poc.runs import store
+    from poc.runs.store import RunDir
+
+    frame, probs = _sure_case()
+    rd = RunDir(tmp_path / "run")
+    rd.path.mkdir()
+    rd.write_eval("ft", **evaluate_probabilities(frame, probs, ["x", "y"]))
+    written = store.read_predictions(rd, "ft")
+    assert written["confidence"].iloc[0] == 1.0 and f"{written['confidence'].iloc[0]:.1%}" == "100.0%"
+    assert written["confidence"].iloc[1] == pytest.approx(0.6)
+    assert (written[["prob_x", "prob_y"]] <= 1.0).all().all() and written["prob_x"].iloc[0] == 1.0
+    assert written["pred"].tolist() == ["x", "y"]  # clipping moves no prediction
+
+
+def test_a_probability_above_one_still_counts_in_the_calibration_error():
+    frame, probs = _sure_case()
+    metrics = evaluate_probabilities(frame, probs, ["x", "y"])["metrics"]
+    assert metrics["ece"] == pytest.approx((0.0 + 0.4) / 2)  # both images: |1 - 1| and |1 - 0.6|, half each
+
+
+def test_top_k_shows_a_probability_above_one_as_one():
+    from poc.inference import top_k
+
+    _, probs = _sure_case()
+    ranked = top_k(probs, ["x", "y"], k=2)
+    assert ranked[0] == [("x", 1.0), ("y", 0.0)] and ranked[1][0] == ("y", pytest.approx(0.6))

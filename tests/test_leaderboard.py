@@ -105,28 +105,50 @@ def test_choosing_on_validation_reports_an_unbiased_test_accuracy():
     assert np.mean(by_validation) == pytest.approx(0.5, abs=0.01)  # sd of the mean ~0.0025
 
 
-def test_groups_are_splits_and_the_latest_completed_run_comes_first(tmp_path):
-    _run(tmp_path, "a", dataset={"path": "/d/cats", "split_fingerprint": "f1"}, finished="2025-01-02T00:00:00+00:00")
-    _run(tmp_path, "b", dataset={"path": "/d/cats", "split_fingerprint": "f1"}, finished="2025-01-01T00:00:00+00:00")
-    _run(tmp_path, "c", dataset={"path": "/d/dogs", "split_fingerprint": "f2"}, finished="2025-01-03T00:00:00+00:00")
-    _run(tmp_path, "d", dataset={"path": "/d/dogs", "split_fingerprint": "f3"}, status="running")
+def test_groups_are_test_sets_and_the_latest_completed_run_comes_first(tmp_path):
+    _run(tmp_path, "a", dataset={"path": "/d/cats", "split_fingerprint": "s1", "test_fingerprint": "f1"},
+         finished="2025-01-02T00:00:00+00:00")
+    _run(tmp_path, "b", dataset={"path": "/d/cats", "split_fingerprint": "s2", "test_fingerprint": "f1"},
+         finished="2025-01-01T00:00:00+00:00")  # another train/val part, the same test images: one group
+    _run(tmp_path, "c", dataset={"path": "/d/dogs", "split_fingerprint": "s3", "test_fingerprint": "f2"},
+         finished="2025-01-03T00:00:00+00:00")
+    _run(tmp_path, "d", dataset={"path": "/d/dogs", "split_fingerprint": "s4", "test_fingerprint": "f3"},
+         status="running")
     groups = comparison_groups(leaderboard(store.list_runs(tmp_path)))
-    assert groups["split_fingerprint"].tolist() == ["f2", "f1"]  # f3 has no completed run
+    assert groups["test_fingerprint"].tolist() == ["f2", "f1"]  # f3 has no completed run
     assert groups["runs"].tolist() == [1, 2] and groups["dataset"].tolist() == ["/d/dogs", "/d/cats"]
 
 
 def test_the_verdict_keeps_families_and_splits_apart(tmp_path):
     def run(run_id, family, split, val, pretraining="imagenet"):
         _run(tmp_path, run_id, {"tl": {"accuracy": 0.5, "val_accuracy": val, "val_loss": 1.0}}, family=family,
-             dataset={"path": "/d", "split_fingerprint": split}, pretraining=pretraining)
+             dataset={"path": "/d", "test_fingerprint": split}, pretraining=pretraining)
 
     run("cnn-1", "cnn", "f1", 0.6)
     run("cnn-other-split", "cnn", "f2", 0.99)
     run("vit-1", "vit", "f1", 0.7, pretraining="demo")
     run("base-1", "baseline", "f1", 0.9)
     _run(tmp_path, "vit-old", {"tl": {"accuracy": 0.95}}, family="vit",
-         dataset={"path": "/d", "split_fingerprint": "f1"})  # an older run: no validation metrics
+         dataset={"path": "/d", "test_fingerprint": "f1"})  # an older run: no validation metrics
     v = verdict(leaderboard(store.list_runs(tmp_path)), "f1")
     assert {f: r["id"] for f, r in v.best.items()} == {"cnn": "cnn-1", "vit": "vit-1", "baseline": "base-1"}
     assert v.not_comparable["id"].tolist() == ["vit-old"]
     assert v.pretraining_differs and v.dataset == "/d"
+    assert v.candidates == {"cnn": 1, "vit": 1, "baseline": 1}  # vit-old has no validation metrics
+    assert v.baseline_leads  # the baseline's 0.9 beats 0.6 and 0.7 on validation
+
+
+def test_the_verdict_counts_the_runs_each_best_was_chosen_from_and_its_seed_repeats(tmp_path):
+    def run(run_id, family, val, acc, study=None):
+        _run(tmp_path, run_id, {"tl": {"accuracy": acc, "val_accuracy": val, "val_loss": 1.0}}, family=family,
+             dataset={"path": "/d", "test_fingerprint": "f1"}, **({"study": study} if study else {}))
+
+    for i, val in enumerate((0.5, 0.6, 0.7, 0.65)):
+        run(f"cnn-{i}", "cnn", val, 0.6)
+    seeds = {"kind": "seeds", "id": "seeds-vit", "role": "run"}
+    for i, (val, acc) in enumerate(((0.8, 0.70), (0.75, 0.74), (0.7, 0.66))):
+        run(f"vit-{i}", "vit", val, acc, study={**seeds, "seed": i})
+    v = verdict(leaderboard(store.list_runs(tmp_path)), "f1")
+    assert v.candidates["cnn"] == 4 and v.candidates["vit"] == 3
+    assert v.repeats["cnn"] == [] and sorted(v.repeats["vit"]) == [0.66, 0.70, 0.74]
+    assert not v.baseline_leads  # no baseline at all

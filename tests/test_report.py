@@ -108,7 +108,7 @@ def test_sample_errors_show_the_most_confident_mistakes_with_their_images(one_ru
 
 def test_two_runs_get_a_paired_comparison(two_runs):
     comparison = _parse(two_runs).section_text["comparison"]
-    assert "McNemar exact p" in comparison and "paired bootstrap over 20 test images" in comparison
+    assert "McNemar exact p" in comparison and "paired over the same 20 test images" in comparison
     assert "Unpaired" not in comparison
 
 

@@ -112,3 +112,45 @@ def test_stages_are_those_with_a_metrics_file(tmp_path):
     assert runstatus.stages(rd) == ["ft"]
     store.write_json(rd.eval_file("tl", "metrics"), {"accuracy": 0.4})
     assert runstatus.stages(rd) == ["tl", "ft"]
+
+
+# ---------------------------------------------------------------- which stage is final (one rule for every reader)
+
+def _run_with_stages(tmp_path: Path, evaluated: tuple[str, ...], info: dict) -> store.RunDir:
+    rd = store.RunDir(tmp_path / "run").create()
+    rd.write_run({"id": "run", **info})
+    for stage in evaluated:
+        rd.eval_file(stage, "metrics").parent.mkdir(parents=True, exist_ok=True)
+        rd.eval_file(stage, "metrics").write_text('{"accuracy": 0.5}')
+    return rd
+
+
+@pytest.mark.parametrize("case, evaluated, info, expected", [
+    ("complete, fine-tuning won on validation", ("tl", "ft"), {"final_stage": "ft"}, "ft"),
+    ("complete, transfer learning won on validation", ("tl", "ft"), {"final_stage": "tl"}, "tl"),
+    ("old run: no final_stage recorded", ("tl", "ft"), {}, "ft"),
+    ("partial: only phase 1 evaluated", ("tl",), {"final_stage": None}, "tl"),
+    ("resumed run that recorded tl after both stages", ("tl", "ft"), {"final_stage": "tl", "resumed": True}, "tl"),
+    ("recorded stage whose files are gone", ("tl",), {"final_stage": "ft"}, "tl"),
+    ("nothing evaluated", (), {"final_stage": "ft"}, None),
+])
+def test_the_final_stage_is_the_recorded_one_when_evaluated_else_the_last_evaluated(tmp_path, case, evaluated, info,
+                                                                                   expected):
+    rd = _run_with_stages(tmp_path, evaluated, info)
+    assert runstatus.final_stage(info.get("final_stage"), list(evaluated)) == expected, case
+    assert runstatus.final_stage_of(rd, store.read_json(rd.run_json)) == expected, case
+
+
+def test_the_leaderboard_compare_and_report_agree_on_the_final_stage_of_an_old_run(fixture_runs):
+    """Every reader asks poc.runs.status.final_stage: an old run (no final_stage) reads the same everywhere."""
+    from poc.analysis.leaderboard import leaderboard
+    from poc.analysis.report import _load
+
+    runs = store.list_runs(next(iter(fixture_runs.values())).parent)
+    board = leaderboard(runs).set_index("id")
+    for run in runs:
+        expected = runstatus.final_stage_of(run.dir, run.info or {})
+        if expected is None or run.status != "completed":
+            continue
+        assert board.loc[run.dir.id, "final_stage"] == expected
+        assert _load(run.dir).final == expected

@@ -6,9 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import special
 from scipy import stats as sps
-from sklearn.metrics import log_loss
 
 from poc.analysis import stats
 
@@ -56,93 +54,6 @@ def test_an_unknown_interval_method_is_named():
         stats.accuracy_interval(3, 4, method="bootstrap")
 
 
-# ---------------------------------------------------------------- McNemar
-
-def test_mcnemar_hand_worked():
-    # 3 images only a gets right, 1 only b: P(X<=1 or X>=3 | Bin(4, 1/2)) = (1 + 4 + 4 + 1) / 16
-    a = np.array([1, 1, 1, 0, 1, 0, 1], bool)
-    b = np.array([0, 0, 0, 1, 1, 0, 1], bool)
-    result = stats.mcnemar_exact(a, b)
-    assert {k: result[k] for k in ("both_right", "only_a", "only_b", "both_wrong")} == \
-        {"both_right": 2, "only_a": 3, "only_b": 1, "both_wrong": 1}
-    assert result["p_value"] == pytest.approx(10 / 16)
-    # five discordant images all favouring a: two-sided p = 2 / 2**5
-    assert stats.mcnemar_exact(np.ones(5, bool), np.zeros(5, bool))["p_value"] == pytest.approx(2 / 32)
-
-
-def test_mcnemar_without_discordant_images_has_p_one():
-    same = np.array([1, 0, 1, 1], bool)
-    assert stats.mcnemar_exact(same, same)["p_value"] == 1.0
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_mcnemar_equals_scipy_binomtest_on_random_predictions(seed):
-    rng = np.random.default_rng(seed)
-    a, b = rng.random(80) < 0.7, rng.random(80) < 0.55
-    crosstab = np.histogram2d(a.astype(int), b.astype(int), bins=2)[0]  # rows a wrong/right, cols b wrong/right
-    result = stats.mcnemar_exact(a, b)
-    assert [result["both_wrong"], result["only_b"], result["only_a"], result["both_right"]] == \
-        crosstab.ravel().astype(int).tolist()
-    only_a, only_b = int(crosstab[1, 0]), int(crosstab[0, 1])
-    assert result["p_value"] == pytest.approx(sps.binomtest(only_a, only_a + only_b, 0.5).pvalue, abs=1e-12)
-
-
-# ---------------------------------------------------------------- bootstrap differences
-
-def _models_that_agree(n: int = 150, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    shared = rng.random(n)
-    return shared < 0.7, (shared < 0.6) ^ (rng.random(n) < 0.05)
-
-
-def _direct(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = 40_000) -> tuple[float, float]:
-    """Resample image indices themselves (one draw for both models when paired)."""
-    rng = np.random.default_rng(123)
-    i = rng.integers(0, len(a), (n_boot, len(a)))
-    j = i if paired else rng.integers(0, len(b), (n_boot, len(b)))
-    return tuple(np.percentile(a[i].mean(1) - b[j].mean(1), [2.5, 97.5]))
-
-
-def test_paired_bootstrap_matches_direct_resampling_of_images():
-    a, b = _models_that_agree()
-    result = stats.paired_bootstrap_diff(a, b, n_boot=40_000, seed=7)
-    assert result["diff"] == pytest.approx(a.mean() - b.mean(), abs=1e-12)
-    low, high = _direct(a, b, paired=True)
-    assert result["low"] == pytest.approx(low, abs=0.01) and result["high"] == pytest.approx(high, abs=0.01)
-
-
-def test_paired_bootstrap_matches_scipy_bootstrap():
-    a, b = _models_that_agree(seed=3)
-    ref = sps.bootstrap((a.astype(float), b.astype(float)), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis),
-                        paired=True, method="percentile", n_resamples=20_000, random_state=1).confidence_interval
-    result = stats.paired_bootstrap_diff(a, b, n_boot=20_000, seed=2)
-    assert (result["low"], result["high"]) == pytest.approx((ref.low, ref.high), abs=0.01)
-
-
-def test_unpaired_bootstrap_matches_direct_independent_resampling():
-    a, b = _models_that_agree()
-    result = stats.unpaired_bootstrap_diff(a, b[:100], n_boot=40_000, seed=7)
-    assert result["diff"] == pytest.approx(a.mean() - b[:100].mean(), abs=1e-12)
-    low, high = _direct(a, b[:100], paired=False)
-    assert result["low"] == pytest.approx(low, abs=0.01) and result["high"] == pytest.approx(high, abs=0.01)
-
-
-def test_pairing_narrows_the_interval_of_models_that_agree():
-    a, b = _models_that_agree()
-    paired, unpaired = stats.paired_bootstrap_diff(a, b), stats.unpaired_bootstrap_diff(a, b)
-    assert paired["high"] - paired["low"] < 0.6 * (unpaired["high"] - unpaired["low"])
-
-
-def test_paired_bootstrap_refuses_outcome_lists_of_different_lengths():
-    with pytest.raises(ValueError, match="10 vs 9"):
-        stats.paired_bootstrap_diff(np.ones(10), np.ones(9))
-
-
-def test_bootstrap_of_nothing_is_nan():
-    assert math.isnan(stats.paired_bootstrap_diff([], [])["low"])
-    assert math.isnan(stats.unpaired_bootstrap_diff([], [True])["diff"])
-
-
 # ---------------------------------------------------------------- calibration
 
 # Hand-worked: two bins of width 0.5. High bin: confidences 0.9 (right), 0.8 (wrong): accuracy 0.5, mean
@@ -175,40 +86,3 @@ def test_default_fifteen_bins_leave_empty_bins_empty():
 
 def test_ece_of_no_predictions_is_nan():
     assert math.isnan(stats.expected_calibration_error(np.zeros((0, 3)), np.zeros(0, int)))
-
-
-def _overconfident(n: int = 600, classes: int = 5, sharpen: float = 3.0, seed: int = 0):
-    """Labels drawn from softmax(logits); the model reports softmax(sharpen * logits): over-confident."""
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(scale=1.5, size=(n, classes))
-    truth = special.softmax(logits, axis=1)
-    y = np.array([rng.choice(classes, p=p) for p in truth])
-    return special.softmax(sharpen * logits, axis=1), y
-
-
-def test_temperature_softens_overconfident_probabilities_and_lowers_validation_nll():
-    probs, y = _overconfident()
-    temperature = stats.fit_temperature(probs, y)
-    assert temperature > 1.5  # the true softening factor is 3
-    calibrated = stats.apply_temperature(probs, temperature)
-    assert log_loss(y, calibrated, labels=range(5)) < log_loss(y, probs, labels=range(5)) - 0.1
-    assert (calibrated.argmax(1) == probs.argmax(1)).all()  # a temperature never changes a prediction
-    assert stats.expected_calibration_error(calibrated, y) < stats.expected_calibration_error(probs, y)
-
-
-def test_temperature_is_the_minimum_of_the_validation_nll():
-    probs, y = _overconfident(sharpen=2.0, seed=1)
-    temperature = stats.fit_temperature(probs, y)
-    grid = np.linspace(0.5, 5.0, 451)
-    nll = [log_loss(y, stats.apply_temperature(probs, t), labels=range(5)) for t in grid]
-    assert temperature == pytest.approx(grid[int(np.argmin(nll))], abs=0.02)
-
-
-def test_temperature_sharpens_underconfident_probabilities():
-    probs, y = _overconfident(sharpen=0.4, seed=2)
-    assert stats.fit_temperature(probs, y) < 1.0
-
-
-def test_temperature_must_be_positive():
-    with pytest.raises(ValueError, match="> 0"):
-        stats.apply_temperature(HAND_PROBS, 0.0)

@@ -20,6 +20,7 @@ import pytest
 from scipy import stats as scipy_stats
 from streamlit.testing.v1 import AppTest
 
+from apptest_checks import assert_no_section_failed
 from cli import call_cli
 from conftest import make_class_folders
 from poc.runs import store
@@ -133,14 +134,17 @@ def test_the_page_renders_the_real_sweep(sweep, monkeypatch):
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(sweep["runs_dir"]))
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert set(at.dataframe[0].value["cutoff"]) == {study.HEAD_ONLY, *CUTOFFS}
+    tests, = [d.value for d in at.dataframe if "vs best" in d.value.columns]  # phase 1 (tl) and phase 2 (ft) pair
+    assert len(tests) == 2 and (tests["not tested because"] == "").all()
 
 
 # ---------------------------------------------------------------- cutoffs, checked before anything trains
 
 def test_auto_picks_about_five_cutoffs_spread_over_trainable_parameters():
     config = RunConfig(data="d", model="mobilenet_v2", image_size=32)
-    picked = studies.resolve_cutoffs(config, "auto")
+    _, picked = studies.validate_sweep(config, "auto")
     counts = [c.trainable_params for c in picked]
     assert len(picked) == studies.AUTO_COUNT and counts == sorted(set(counts))
     assert picked[0].value == "Conv_1" and picked[-1].value == "0"  # fewest and most trainable (head-only left out)
@@ -255,9 +259,9 @@ def _sweep_study(root: Path, study_id: str, model: str, family: str, rows: list[
 
 
 def _summary(root: Path) -> pd.DataFrame:
-    from poc.analysis.leaderboard import study_table
+    from poc.analysis.study_results import study_summary
 
-    return study_table(store.list_runs(root))
+    return study_summary(store.list_runs(root))
 
 
 def test_best_is_chosen_on_validation_and_test_predictions_never_move_it(tmp_path):
@@ -328,11 +332,12 @@ def test_the_page_plots_both_sweeps_and_the_data_size_study(study_runs, monkeypa
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(study_runs))
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert at.title[0].value == "Cutoff sweep"
     assert len(at.multiselect(key=STUDIES_KEY).value) == 2  # the newest sweep of each model
     charts = at.get("vega_lite_chart")
     assert len(charts) == 4  # accuracy, gap, time vs trainable parameters; accuracy vs training images
-    sweep_table, size_table = at.dataframe[0].value, at.dataframe[1].value
+    sweep_table, size_table = _summary_table(at, "cutoff"), _summary_table(at, "share")
     assert set(sweep_table["model"]) == {"mobilenet_v2", "vit_ti16"}
     stars = sweep_table[sweep_table["best (validation)"] == "★"]
     assert sorted(stars["cutoff"]) == ["Conv_1", "blocks:8"]
@@ -340,10 +345,47 @@ def test_the_page_plots_both_sweeps_and_the_data_size_study(study_runs, monkeypa
     assert "validation" in _texts(at) and "Wilson" in _texts(at)
 
 
+def _summary_table(at: AppTest, what: str) -> pd.DataFrame:
+    """The page's summary table of one kind of study (`what`: cutoff or share), not a table of tests."""
+    return next(d.value for d in at.dataframe if {"model", what} <= set(d.value.columns))
+
+
+def _tests_tables(at: AppTest, what: str) -> list[pd.DataFrame]:
+    return [d.value for d in at.dataframe if {"vs best", what} <= set(d.value.columns)]
+
+
+def test_the_page_tests_each_row_against_the_best_with_holm_adjusted_p_values(study_runs, monkeypatch):
+    from poc.analysis.study_results import study_summary, study_tests
+
+    moved = RunDir(study_runs / "20250101-120000-size-vit-0.25-0").eval_file("ft", "predictions")
+    predictions = pd.read_csv(moved)
+    store.write_csv(moved, predictions.assign(path=predictions["path"].str.replace("/img/", "/moved/")))
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(study_runs))
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception
+    assert_no_section_failed(at)
+    runs = store.list_runs(study_runs)
+    expected = study_tests(runs, study_summary(runs))
+    sweeps = _tests_tables(at, "cutoff")
+    assert len(sweeps) == 2  # one per shown sweep: each is its own family
+    for shown in sweeps:
+        holm_column = "p (Holm-adjusted over the 2 tests of this study)"
+        assert holm_column in shown.columns and "per-comparison 95% interval" in shown.columns
+        assert set(shown["vs best"]) <= {"Conv_1", "blocks:8"} and set(shown["seed"]) == {"seed 0"}
+        family = expected[expected["vs"] == shown["vs best"].iloc[0]].set_index("value").loc[shown["cutoff"]]
+        assert shown[holm_column].tolist() == [f"{p:.3g}" for p in family["p_holm"]]
+    sizes = _tests_tables(at, "share")
+    assert len(sizes) == 2
+    reasons = [t["not tested because"].iloc[0] for t in sizes]
+    assert sum("different images" in r for r in reasons) == 1  # the moved ViT run: shown, not a crash
+    assert "Holm" in _texts(at) and "excludes 0" in _texts(at)
+
+
 def test_the_page_without_studies_shows_the_command_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path))
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
+    assert_no_section_failed(at)
     assert any("python -m poc sweep" in c.value for c in at.code)
 
 
@@ -391,9 +433,11 @@ def test_the_sidebar_launches_a_sweep_and_refuses_a_bad_cutoff(tmp_path, monkeyp
     at.text_input(key="launcher_sweep_cutoffs").input("Conv_1,nope").run(timeout=90)
     at.button(key="launcher_sweep").click().run(timeout=90)
     assert not at.exception and "nope" in at.sidebar.error[0].value and not fake_spawn
+    assert_no_section_failed(at)
     at.text_input(key="launcher_sweep_cutoffs").input("block_16_expand,Conv_1").run(timeout=90)
     at.button(key="launcher_sweep").click().run(timeout=90)
     assert not at.exception and any("sweep of 2 cutoffs" in s.value for s in at.sidebar.success)
+    assert_no_section_failed(at)
     (wrapper, _), = fake_spawn
     assert wrapper[wrapper.index("--cutoffs") + 1] == "block_16_expand,Conv_1"
     job, = launcher.list_jobs(tmp_path / "runs")

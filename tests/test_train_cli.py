@@ -133,13 +133,50 @@ def test_runs_command_lists_the_run(tiny_run, capsys, monkeypatch):
     assert result.returncode == 0 and rows[0]["id"] == tiny_run.id and rows[0]["status"] == "completed"
 
 
-def test_evaluate_rewrites_identical_metrics(tiny_run, capsys, monkeypatch):
+def _validation_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]))
+
+
+def _ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error written out here: equal-width confidence bins, |accuracy - confidence|."""
+    confidence, right = probs.max(axis=1), probs.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(right[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+@pytest.mark.parametrize("stage", ["tl", "ft"])
+def test_each_stage_keeps_its_logits_and_its_temperature_is_the_validation_nll_minimum(tiny_run, stage):
+    with np.load(tiny_run.eval_file(stage, "logits")) as z:
+        val, val_labels, test = z["val"], z["val_labels"], z["test"]
+    assert val.dtype == test.dtype == np.float32 and val.shape == (10, 10) and test.shape == (10, 10)
+    metrics = json.loads(tiny_run.eval_file(stage, "metrics").read_text())
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
+    nll = [_validation_nll(val.astype(float), val_labels, t) for t in grid]
+    assert _validation_nll(val.astype(float), val_labels, metrics["temperature"]) <= min(nll) + 1e-3
+    predictions = pd.read_csv(tiny_run.eval_file(stage, "predictions"))
+    classes = json.loads(tiny_run.run_json.read_text())["class_names"]
+    y_test = predictions["label"].map(classes.index).to_numpy()
+    softmax = np.exp(test - test.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)  # test logits are in predictions.csv's row order
+    np.testing.assert_allclose(predictions[[f"prob_{c}" for c in classes]].to_numpy(), softmax, atol=1e-5)
+    scaled = np.exp(test / metrics["temperature"] - (test / metrics["temperature"]).max(axis=1, keepdims=True))
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    assert _ece(scaled, y_test) == pytest.approx(metrics["ece_calibrated"], abs=0.005)
+
+
+def test_evaluate_rewrites_identical_metrics_and_the_logits_of_an_older_run(tiny_run, capsys, monkeypatch):
     before = json.loads(tiny_run.eval_file("ft", "metrics").read_text())
+    tiny_run.eval_file("ft", "logits").unlink()  # a run trained before ViTrine kept logits
     result = call_cli(capsys, monkeypatch, "evaluate", tiny_run.path)
     assert result.returncode == 0, result.stderr
     after = json.loads(tiny_run.eval_file("ft", "metrics").read_text())
     assert after["accuracy"] == before["accuracy"]
     assert after["loss"] == pytest.approx(before["loss"], rel=1e-4)
+    assert tiny_run.eval_file("ft", "logits").exists()
+    assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-3)
 
 
 def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, demo_dataset, capsys,
@@ -167,3 +204,22 @@ def test_zero_fine_tuning_epochs_skip_phase_two(demo_dataset, tmp_path, capsys, 
     assert set(pd.read_csv(rd.history_csv)["phase"]) == {"tl"}
     assert rd.eval_file("tl", "metrics").exists() and not rd.eval_dir("ft").exists()
     assert json.loads(rd.run_json.read_text())["status"] == "completed"
+
+
+def test_a_from_run_child_of_a_train_fraction_parent_keeps_its_split_csv_and_fingerprint(demo_dataset, tmp_path,
+                                                                                          capsys, monkeypatch):
+    parent = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--weights",
+                      "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
+                      "--train-fraction", "0.5", runs_dir=tmp_path)
+    assert parent.returncode == 0, parent.stderr
+    rd_parent = store.RunDir(store.Path(parent.stdout.strip().splitlines()[-1]))
+    child = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--from-run",
+                     rd_parent.id, "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
+                     runs_dir=tmp_path)
+    assert child.returncode == 0, child.stderr
+    rd_child = store.RunDir(store.Path(child.stdout.strip().splitlines()[-1]))
+    assert rd_child.split_csv.read_text() == rd_parent.split_csv.read_text()
+    parent_info, child_info = (json.loads(rd.run_json.read_text()) for rd in (rd_parent, rd_child))
+    assert child_info["dataset"]["split_fingerprint"] == parent_info["dataset"]["split_fingerprint"]
+    assert child_info["dataset"]["test_fingerprint"] == parent_info["dataset"]["test_fingerprint"]
+    assert parent_info["dataset"]["counts"]["train"] == 50  # half of the 100 training images: the share is kept

@@ -28,8 +28,10 @@ COLUMN_CONFIG = {
                                                     "validation loss (older runs: the last evaluated stage)"),
     "val accuracy": st.column_config.NumberColumn(format="%.3f", help="validation accuracy of the final stage "
                                                                       "(what Home's verdict selects on)"),
-    "macro-F1": st.column_config.NumberColumn(format="%.3f", help="of the final stage, over classes present in "
-                                                                  "the test split"),
+    "test macro-F1 (final stage)": st.column_config.NumberColumn(
+        format="%.3f", help="macro-F1 on the TEST split of the final stage: the unweighted mean of the per-class "
+                            "F1 over the classes present in the test split (a class with no test image is left "
+                            "out, not counted as 0)"),
     "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent",
                                                 help="of the current phase, for running runs"),
     "error": st.column_config.TextColumn("error", width="large"),
@@ -59,7 +61,7 @@ def _display_table(board: pd.DataFrame) -> pd.DataFrame:
         "accuracy ft [95% CI]": [text.accuracy(r["acc_ft"], r["acc_ft_low"], r["acc_ft_high"]) for r in rows],
         "final stage": board["final_stage"],
         "val accuracy": board["val_acc"],
-        "macro-F1": board["macro_f1"],
+        "test macro-F1 (final stage)": board["macro_f1"],
         "best epochs": [_best_epochs(r) for r in rows],
         "training time": [text.duration(s) for s in board["train_seconds"]],
         "device": board["device"],

@@ -78,6 +78,6 @@ def render_calibration(run_id: str, stage: str, title: str | None = None) -> Non
         after = (f"after temperature scaling **{result['ece_calibrated']:.3f}** (T = {result['temperature']:.2f}, "
                  "fitted on the validation split only, applied to the test predictions)")
     else:
-        after = "no temperature recorded (runs trained before ViTrine fitted one; `python -m poc evaluate RUN`)"
+        after = result.get("missing") or "no temperature (no validation or test image)"
     st.caption(f"ECE ({result['bins']} equal-width confidence bins, {result['n']} test images): "
                f"**{result['ece']:.3f}**; {after}.")

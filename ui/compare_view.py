@@ -1,5 +1,5 @@
 """The Compare page's pieces: two runs on the same test images with the statistics behind "A beats B" (paired
-bootstrap interval, exact McNemar test, the 2x2 agreement table with each cell's images, per-class F1
+exact interval that agrees with the McNemar test, the 2x2 agreement table with each cell's images, per-class F1
 differences), what fine-tuning changed within each run, calibration, model cost and the HTML report.
 
     default_pair(board) -> (id_a, id_b)        the best CNN and the best ViT of one split (chosen on validation)
@@ -19,9 +19,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from poc.runs import status as runstatus
 from poc.runs import store
 from poc.analysis import leaderboard
-from poc.analysis.compare import compare_runs, stage_change as run_stage_change
+from poc.analysis.compare import compare_runs, scope_text, stage_change as run_stage_change
 from poc.analysis.report import build_report
 from poc.errors import UserError
 from ui import calibration_view, cost, data, state, text
@@ -62,7 +63,7 @@ def default_pair(board: pd.DataFrame) -> tuple[str | None, str | None]:
     """The best CNN and best ViT (poc.analysis.leaderboard.SELECTION_RULE) of the most recent split holding both; else
     the most recent completed CNN and ViT (state.default_selection), topped up with the newest completed runs."""
     groups = leaderboard.comparison_groups(board)
-    for fingerprint in groups["split_fingerprint"]:
+    for fingerprint in groups["test_fingerprint"]:
         best = leaderboard.verdict(board, fingerprint).best
         if best.get("cnn") is not None and best.get("vit") is not None:
             return best["cnn"]["id"], best["vit"]["id"]
@@ -159,14 +160,14 @@ def _headline(result: dict) -> None:
     cols[0].caption(text.percent_interval(*acc_a["ci95"]) + " (Wilson)")
     cols[1].metric("Accuracy B", f"{acc_b['value']:.1%}", help=f"{acc_b['k']}/{acc_b['n']} test images")
     cols[1].caption(text.percent_interval(*acc_b["ci95"]) + " (Wilson)")
-    cols[2].metric("A − B", f"{diff['diff']:+.1%}")
-    cols[2].caption(f"{text.percent_interval(diff['low'], diff['high'], signed=True)}, {diff['method']} "
-                    f"({diff['n_boot']} resamples)")
+    cols[2].metric("A − B", f"{diff['diff']:+.1%}", help=diff["method"])
+    cols[2].caption(f"{text.percent_interval(diff['low'], diff['high'], signed=True)} · {scope_text(result)}")
     if result["mcnemar"] is not None:
         m = result["mcnemar"]
         cols[3].metric("McNemar exact p", f"{m['p_value']:.3g}")
         cols[3].caption(f"{m['only_a'] + m['only_b']} discordant images: {m['only_a']} only A right, "
-                        f"{m['only_b']} only B right")
+                        f"{m['only_b']} only B right" if m["only_a"] + m["only_b"] else
+                        "no image separates the two runs")
     if diff["low"] <= 0 <= diff["high"]:
         st.caption(":orange[The interval includes 0: this test set does not establish which run is better.]")
 
@@ -177,15 +178,17 @@ def render_comparison(run_a: str, run_b: str, stage: str | None) -> None:
         st.warning(f"These two runs cannot be compared: {error}")
         return
     if not result["paired"]:
-        st.warning(f"**Unpaired comparison.** The two runs were tested on different splits (split "
-                   f"{str(result['fingerprint_a'])[:8]} vs {str(result['fingerprint_b'])[:8]}), so their test images "
-                   "are not the same: the interval is an unpaired bootstrap over two different test sets (wider), and "
-                   "there is no McNemar test and no agreement table. For a paired comparison, train one with "
-                   "`--from-run` the other (the same split).")
+        st.warning(f"**Unpaired comparison.** The two runs were tested on different images (test sets "
+                   f"{str(result['test_fingerprint_a'])[:8]} vs {str(result['test_fingerprint_b'])[:8]}): the "
+                   "interval is Newcombe's unpaired score interval over two different test sets (wider), and there "
+                   "is no McNemar test and no agreement table. For a paired comparison, train one with "
+                   "`--from-run` the other (the same test images).")
     else:
-        st.caption(f"Paired: both runs were tested on the same {result['n']} test images (split "
-                   f"{str(result['fingerprint_a'])[:8]}); A at stage {result['run_a']['stage']}, B at stage "
-                   f"{result['run_b']['stage']}.")
+        split = ("the same split" if result["same_split"] else
+                 "their train/val parts differ, which does not matter for a paired test")
+        st.caption(f"Paired: both runs were tested on the same {result['n']} test images (test set "
+                   f"{str(result['test_fingerprint_a'])[:8]}; {split}); A at stage {result['run_a']['stage']}, "
+                   f"B at stage {result['run_b']['stage']}.")
     _headline(result)
     if result["paired"]:
         _agreement(result, run_a, run_b)
@@ -211,7 +214,7 @@ def render_stage_change(run_id: str) -> None:
         return
     diff, m = result["difference"], result["mcnemar"]
     st.markdown(f"Fine-tuning changed test accuracy by **{diff['diff']:+.1%}** "
-                f"({text.percent_interval(diff['low'], diff['high'], signed=True)}, paired bootstrap); "
+                f"({text.percent_interval(diff['low'], diff['high'], signed=True)}, exact paired interval); "
                 f"{m['only_a']} images newly right, {m['only_b']} newly wrong (McNemar exact p = {m['p_value']:.3g}).")
     worse = [r["class"] for r in result["per_class_f1"] if r.get("worse")]
     if worse:
@@ -259,7 +262,7 @@ def _stage_of(run_id: str, stage: str | None) -> str | None:
         return stage
     row = data.load_leaderboard().set_index("id")
     final = row["final_stage"].get(run_id) if run_id in row.index else None
-    return final if isinstance(final, str) else (stages[-1] if stages else None)
+    return runstatus.final_stage(final, stages)
 
 
 def render_page() -> None:

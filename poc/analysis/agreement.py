@@ -17,7 +17,8 @@ from PIL import Image
 
 from poc.runs import store
 from poc.runs.store import RunDir
-from poc.analysis.compare import final_stage, run_fingerprint
+from poc.analysis.compare import run_fingerprint
+from poc.runs.status import final_stage_of
 from poc.errors import UserError
 
 TOP_SHARE = 0.2  # the share of a map's cells that forms its region
@@ -68,7 +69,7 @@ def per_class(per_image: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage(rd: RunDir, stage: str | None) -> str:
-    return stage or final_stage(rd, store.read_json(rd.run_json) or {}, needs="explanations")
+    return stage or final_stage_of(rd, store.read_json(rd.run_json) or {}, needs="explanations") or "tl"
 
 
 def _explained(rd: RunDir, stage: str) -> tuple[pd.DataFrame, np.ndarray, str]:

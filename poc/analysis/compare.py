@@ -1,9 +1,10 @@
 """Compare two runs (or one run's two stages) on the same test images: the evidence behind "A beats B".
 
-Two models scored on one test split are paired: each image is a matched pair of outcomes, so the accuracy
-difference gets a paired bootstrap interval and the exact McNemar test, and the 2x2 agreement table names
-the images each model alone gets right. Runs on different splits cannot be paired; that is refused unless
-the caller asks for the (wider) unpaired interval. Pure: RunDirs in, dicts and text out; the CLI prints.
+Two models scored on the same test images are paired (whatever their train/val parts): each image is a
+matched pair of outcomes, so the accuracy difference gets an exact interval that agrees with the exact McNemar
+test (poc.analysis.stats.paired_difference), and the 2x2 agreement table names the images each model alone
+gets right. Runs tested on different images cannot be paired; that is refused unless the caller asks for the
+unpaired (Newcombe) interval. Pure: RunDirs in, dicts and text out; the CLI, pages and report show them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pandas as pd
 
 from poc.runs import store
 from poc.analysis import stats
+from poc.runs.status import final_stage_of
+from poc.data.split import split_fingerprint, held_out_fingerprint
 from poc.runs.store import RunDir
 from poc.errors import UserError
 
@@ -31,13 +34,12 @@ def _info(rd: RunDir) -> dict:
     return info
 
 
-def final_stage(rd: RunDir, info: dict, needs: str = "predictions") -> str:
-    """run.json's `final_stage` when recorded, else "ft" when that stage has its eval file `needs` (an older
-    run: its last stage), else "tl"."""
-    recorded = info.get("final_stage")
-    if recorded in store.STAGES:
-        return recorded
-    return "ft" if rd.eval_file("ft", needs).exists() else "tl"
+def _final(rd: RunDir, info: dict) -> str:
+    stage = final_stage_of(rd, info, needs="predictions")
+    if stage is None:
+        raise UserError(f"run {rd.id} has no evaluated stage (no eval/<stage>/predictions.csv); recompute it: "
+                        f"python -m poc evaluate {rd.id}")
+    return stage
 
 
 def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
@@ -53,20 +55,26 @@ def _predictions(rd: RunDir, stage: str) -> pd.DataFrame:
     return frame
 
 
-def run_fingerprint(rd: RunDir, info: dict | None = None) -> str | None:
-    """run.json's split fingerprint (`info`: run.json already read), else the one of its split.csv (older or
-    hand-made runs); None without either. Two runs are paired when these are equal."""
+def _recorded_or_computed(rd: RunDir, info: dict | None, key: str, compute) -> str | None:
     info = info if info is not None else (store.read_json(rd.run_json) or {})
     dataset = info.get("dataset")
-    recorded = dataset.get("split_fingerprint") if isinstance(dataset, dict) else None
+    recorded = dataset.get(key) if isinstance(dataset, dict) else None
     if isinstance(recorded, str) and recorded:
         return recorded
     split = store.read_split(rd)
-    if split is None:
-        return None
-    from poc.data.split import split_fingerprint
+    return None if split is None else compute(split)
 
-    return split_fingerprint(split)
+
+def run_fingerprint(rd: RunDir, info: dict | None = None) -> str | None:
+    """run.json's split fingerprint (`info`: run.json already read), else the one of its split.csv (older or
+    hand-made runs); None without either. The whole split: train, val and test."""
+    return _recorded_or_computed(rd, info, "split_fingerprint", split_fingerprint)
+
+
+def test_identity(rd: RunDir, info: dict | None = None) -> str | None:
+    """The identity of the run's test images (run.json's `test_fingerprint`, else from its split.csv); None
+    without either. Two runs with the same test identity are compared paired."""
+    return _recorded_or_computed(rd, info, "test_fingerprint", held_out_fingerprint)
 
 
 def _describe(rd: RunDir, info: dict, stage: str) -> dict:
@@ -139,58 +147,79 @@ def _classes(*sources) -> list[str]:
     return list(seen)
 
 
-def _paired(a: pd.DataFrame, b: pd.DataFrame, classes: list[str], n_boot: int, seed: int) -> dict:
+def _paired(a: pd.DataFrame, b: pd.DataFrame, classes: list[str]) -> dict:
     ok_a, ok_b = _correct(a), _correct(b)
     cells = {"both_right": ok_a & ok_b, "only_a": ok_a & ~ok_b, "only_b": ~ok_a & ok_b,
              "both_wrong": ~ok_a & ~ok_b}
+    counts = {cell: int(mask.sum()) for cell, mask in cells.items()}
+    d = stats.paired_difference(counts["only_a"], counts["only_b"], len(a))
     return {
         "paired": True, "n": int(len(a)),
         "accuracy_a": _accuracy(ok_a), "accuracy_b": _accuracy(ok_b),
-        "difference": {**stats.paired_bootstrap_diff(ok_a, ok_b, n_boot=n_boot, seed=seed),
-                       "method": "paired bootstrap", "n_boot": n_boot},
-        "mcnemar": stats.mcnemar_exact(ok_a, ok_b),
+        "difference": {"diff": d.diff, "low": d.low, "high": d.high, "method": d.method,
+                       "discordant": d.discordant},
+        "mcnemar": {**counts, "p_value": d.p_value},
         "table": {cell: a["path"][mask].tolist() for cell, mask in cells.items()},
         "per_class_f1": _per_class_f1((a, b), classes),
     }
 
 
-# ---------------------------------------------------------------- the two public comparisons
-
-def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unpaired: bool = False,
-                 n_boot: int = 2000, seed: int = 0) -> dict:
-    """A versus B on their test predictions; `stage` None = each run's final stage. Paired (same split):
-    accuracies with Wilson intervals, paired bootstrap interval of A - B, exact McNemar p, the 2x2 table with
-    the image paths in each cell, per-class F1 differences. Different splits raise UserError unless
-    `allow_unpaired` (then an unpaired bootstrap, no McNemar and no table)."""
-    info_a, info_b = _info(rd_a), _info(rd_b)
-    stage_a, stage_b = (stage, stage) if stage else (final_stage(rd_a, info_a), final_stage(rd_b, info_b))
-    a, b = _predictions(rd_a, stage_a), _predictions(rd_b, stage_b)
-    fp_a, fp_b = run_fingerprint(rd_a, info_a), run_fingerprint(rd_b, info_b)
-    classes = _classes(info_a.get("class_names") or [], info_b.get("class_names") or [],
-                       sorted(set(a["label"]) | set(b["label"])))
-    head = {"run_a": _describe(rd_a, info_a, stage_a), "run_b": _describe(rd_b, info_b, stage_b),
-            "fingerprint_a": fp_a, "fingerprint_b": fp_b}
-    aligned = align_predictions(a, b, rd_a, rd_b) if fp_a is not None and fp_a == fp_b else None
-    if fp_a is not None and fp_a == fp_b and aligned is None:
-        raise UserError(f"runs {rd_a.id} and {rd_b.id} share split {_short(fp_a)} but their eval/{stage_a} and "
-                        f"eval/{stage_b} predictions list different test images; recompute them: "
-                        f"python -m poc evaluate RUN")
-    if aligned is not None:
-        return {**head, **_paired(a, aligned, classes, n_boot, seed)}
-    if not allow_unpaired:
-        differ = "different splits" if fp_a and fp_b else "splits that cannot be matched (no split fingerprint)"
-        raise UserError(f"runs {rd_a.id} and {rd_b.id} were evaluated on {differ} (fingerprints "
-                        f"{_short(fp_a)} vs {_short(fp_b)}); a paired comparison needs the same split: train "
-                        f"{rd_b.id} with --from-run {rd_a.id} or the same --data/--seed/--val/--test")
+def _unpaired(a: pd.DataFrame, b: pd.DataFrame, classes: list[str]) -> dict:
     ok_a, ok_b = _correct(a), _correct(b)
-    return {**head, "paired": False, "n": None, "n_a": int(len(a)), "n_b": int(len(b)),
+    d = stats.unpaired_difference(int(ok_a.sum()), len(ok_a), int(ok_b.sum()), len(ok_b))
+    return {"paired": False, "n": None, "n_a": int(len(a)), "n_b": int(len(b)),
             "accuracy_a": _accuracy(ok_a), "accuracy_b": _accuracy(ok_b),
-            "difference": {**stats.unpaired_bootstrap_diff(ok_a, ok_b, n_boot=n_boot, seed=seed),
-                           "method": "unpaired bootstrap", "n_boot": n_boot},
+            "difference": {"diff": d.diff, "low": d.low, "high": d.high, "method": d.method, "discordant": None},
             "mcnemar": None, "table": None, "per_class_f1": _per_class_f1((a, b), classes)}
 
 
-def stage_change(rd: RunDir, n_boot: int = 2000, seed: int = 0) -> dict:
+# ---------------------------------------------------------------- the public comparisons
+
+def compare_stages(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, allow_unpaired: bool = False) -> dict:
+    """A's `stage_a` versus B's `stage_b` on their test predictions: the one answer to "is A better than B on
+    these test images" that the CLI, the pages and the report show. Paired when both list the same test images
+    (by path, else by content): accuracies with Wilson intervals, the exact interval of A - B, exact McNemar p,
+    the 2x2 table with each cell's images, per-class F1 differences; `same_split` says whether the train/val
+    parts are the same too. Different test images raise UserError naming what differs, unless
+    `allow_unpaired` (then Newcombe's unpaired interval, no McNemar and no table; refused when the two runs
+    know different classes)."""
+    info_a, info_b = _info(rd_a), _info(rd_b)
+    a, b = _predictions(rd_a, stage_a), _predictions(rd_b, stage_b)
+    classes_a, classes_b = info_a.get("class_names") or [], info_b.get("class_names") or []
+    classes = _classes(classes_a, classes_b, sorted(set(a["label"]) | set(b["label"])))
+    fp_a, fp_b = run_fingerprint(rd_a, info_a), run_fingerprint(rd_b, info_b)
+    test_a, test_b = test_identity(rd_a, info_a), test_identity(rd_b, info_b)
+    head = {"run_a": _describe(rd_a, info_a, stage_a), "run_b": _describe(rd_b, info_b, stage_b),
+            "fingerprint_a": fp_a, "fingerprint_b": fp_b, "test_fingerprint_a": test_a,
+            "test_fingerprint_b": test_b, "same_split": fp_a is not None and fp_a == fp_b}
+    aligned = align_predictions(a, b, rd_a, rd_b)
+    if aligned is not None:
+        return {**head, **_paired(a, aligned, classes)}
+    if test_a is not None and test_a == test_b:
+        raise UserError(f"runs {rd_a.id} and {rd_b.id} share their test images (test set {_short(test_a)}) but "
+                        f"their eval/{stage_a} and eval/{stage_b} predictions list different images; recompute "
+                        f"them: python -m poc evaluate RUN")
+    if not allow_unpaired:
+        raise UserError(f"runs {rd_a.id} and {rd_b.id} were tested on different images (test sets "
+                        f"{_short(test_a)} vs {_short(test_b)}, {len(a)} vs {len(b)} images): a paired "
+                        f"comparison needs the same test images: train {rd_b.id} with --from-run {rd_a.id} or "
+                        f"the same --data/--seed/--val/--test, or compare them --unpaired")
+    if classes_a and classes_b and set(classes_a) != set(classes_b):
+        only = sorted(set(classes_a) ^ set(classes_b))
+        raise UserError(f"runs {rd_a.id} and {rd_b.id} were trained on different classes (only one of them knows "
+                        f"{', '.join(only)}): their accuracies answer different questions, so they are not "
+                        "compared, even unpaired")
+    return {**head, **_unpaired(a, b, classes)}
+
+
+def compare_runs(rd_a: RunDir, rd_b: RunDir, stage: str | None = None, allow_unpaired: bool = False) -> dict:
+    """compare_stages at `stage` for both runs, or (None) at each run's final stage."""
+    if stage:
+        return compare_stages(rd_a, stage, rd_b, stage, allow_unpaired)
+    return compare_stages(rd_a, _final(rd_a, _info(rd_a)), rd_b, _final(rd_b, _info(rd_b)), allow_unpaired)
+
+
+def stage_change(rd: RunDir) -> dict:
     """What fine-tuning did within one run: the same result as compare_runs with A = after fine-tuning ("ft")
     and B = after transfer learning ("tl"), so the difference and each F1 `delta` are gains of fine-tuning,
     `only_a` counts the images it newly got right and `only_b` those it newly got wrong; each per-class row
@@ -204,7 +233,7 @@ def stage_change(rd: RunDir, n_boot: int = 2000, seed: int = 0) -> dict:
     classes = _classes(info.get("class_names") or [], sorted(set(ft["label"])))
     fp = run_fingerprint(rd, info)
     result = {"run_a": _describe(rd, info, "ft"), "run_b": _describe(rd, info, "tl"), "fingerprint_a": fp,
-              "fingerprint_b": fp, **_paired(ft, aligned, classes, n_boot, seed)}
+              "fingerprint_b": fp, "same_split": True, **_paired(ft, aligned, classes)}
     for row in result["per_class_f1"]:
         row["worse"] = row["delta"] is not None and row["delta"] < 0
     return result
@@ -229,9 +258,9 @@ def format_comparison(result: dict) -> str:
         lines.append(f"{label:<3} {run['id']:<{width}}  {str(run.get('model')):<{model_width}}  {run['stage']:<3} "
                      f"accuracy {_num(acc['value'])}  95% CI [{_num(lo)}, {_num(hi)}]  ({acc['k']}/{acc['n']})")
     diff = result["difference"]
-    over = f"{result['n']} test images" if result["paired"] else "two different test sets"
     lines.append(f"{labels[0]} - {labels[1]}  {_num(diff['diff'], '+.3f')}  95% CI [{_num(diff['low'], '+.3f')}, "
-                 f"{_num(diff['high'], '+.3f')}]  ({diff['method']} over {over})")
+                 f"{_num(diff['high'], '+.3f')}]  ({scope_text(result)})")
+    lines.append(f"interval: {diff['method']}")
     if result["mcnemar"] is not None:
         m = result["mcnemar"]
         lines += [f"McNemar exact p = {m['p_value']:.4g}  (discordant images: {m['only_a']} only {labels[0]} "
@@ -250,6 +279,17 @@ def format_comparison(result: dict) -> str:
             lines.append(f"{r['class']:<{name_width}}  {_num(r['f1_a']):>7}  {_num(r['f1_b']):>7}  "
                          f"{_num(r['delta'], '+.3f'):>7}{flag}")
     return "\n".join(lines)
+
+
+def scope_text(result: dict) -> str:
+    """What the comparison rests on, in one phrase: how many test images, how many of them decided it."""
+    if not result["paired"]:
+        return f"unpaired: {result['n_a']} vs {result['n_b']} different test images, no McNemar test"
+    discordant = result["difference"]["discordant"]
+    decided = ("no image separates the two runs" if not discordant else
+               f"{discordant} discordant image{'s' if discordant != 1 else ''} decide it")
+    split = "" if result.get("same_split", True) else "; their train/val parts differ"
+    return f"paired over the same {result['n']} test images; {decided}{split}"
 
 
 def comparison_json(result: dict) -> dict:

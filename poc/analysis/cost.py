@@ -1,15 +1,18 @@
 """What a model costs: parameters (total, trainable per phase), weights on disk, inference latency, multiply-adds.
 
 Read from run.json (what training counted), the run directory's weights file and, when evaluation recorded one,
-a measured latency; the multiply-adds are a closed-form estimate from the registered architecture and the
-run's input size. TensorFlow-free, so the dashboard shows costs without building a model.
+a measured latency; the multiply-adds are a closed-form estimate from the registered architecture (a ViT's
+sizes from poc.models.vit_variants) and the run's input size. TensorFlow-free, so the dashboard shows costs
+without building a model.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from poc.models.vit_variants import VIT_VARIANTS  # TensorFlow-free: the ViT sizes' one table
 from poc.runs import store
+from poc.runs.status import final_stage_of
 from poc.runs.store import RunDir, as_number
 
 # Published multiply-adds (MACs) at the reference input size, 1000-class head included; a convolutional
@@ -21,15 +24,6 @@ CNN_REFERENCE_MACS = {
     "vgg16": (224, 15.5e9),  # Simonyan & Zisserman 2014; torchvision's 15.47 G
     "inception_resnet_v2": (299, 13.2e9),  # Szegedy et al. 2016; timm's 13.18 G at 299 px
     "efficientnet_b0": (224, 0.39e9),  # Tan & Le 2019 (arXiv 1905.11946)
-}
-# (patch, width, depth, mlp) of the registered ViTs: poc.models.vit.VIT_VARIANTS, repeated here because that
-# module imports Keras; tests/test_cost.py checks that the two agree.
-VIT_SHAPES = {
-    "vit_b32": (32, 768, 12, 3072),
-    "vit_b16": (16, 768, 12, 3072),
-    "vit_s16": (16, 384, 12, 1536),
-    "vit_ti16": (16, 192, 12, 768),
-    "vit_ti8": (8, 192, 12, 768),
 }
 LATENCY_KEY = "latency_ms"  # per image, in eval/<stage>/metrics.json or run.json, when evaluation measured it
 COLUMNS = ["id", "model", "image_size", "total", "trainable_tl", "trainable_ft", "size_mb", "weights_mb",
@@ -52,8 +46,10 @@ def estimate_macs(model: str | None, image_size, num_classes: int = 0) -> tuple[
     size = as_number(image_size)
     if not model or size is None:
         return None, "not computed (model or image size unknown)"
-    if model in VIT_SHAPES:
-        return vit_macs(*VIT_SHAPES[model], int(size), num_classes), "closed form over the ViT's layers"
+    if model in VIT_VARIANTS:
+        vit = VIT_VARIANTS[model]
+        return (vit_macs(vit.patch, vit.width, vit.depth, vit.mlp, int(size), num_classes),
+                "closed form over the ViT's layers")
     if model in CNN_REFERENCE_MACS:
         reference, macs = CNN_REFERENCE_MACS[model]
         return macs * (size / reference) ** 2, f"published count at {reference} px, scaled by input area"
@@ -69,11 +65,10 @@ def _weights_mb(rd: RunDir) -> float | None:
 
 def _latency_ms(rd: RunDir, info: dict) -> float | None:
     """The per-image latency evaluation measured: the final stage's metrics.json, else run.json."""
-    for stage in (info.get("final_stage"), *reversed(store.STAGES)):
-        if stage in store.STAGES:
-            metrics, _ = store.read_metrics(rd, stage)
-            if metrics and as_number(metrics.get(LATENCY_KEY)) is not None:
-                return as_number(metrics[LATENCY_KEY])
+    final = final_stage_of(rd, info)
+    metrics = store.read_metrics(rd, final)[0] if final else None
+    if metrics and as_number(metrics.get(LATENCY_KEY)) is not None:
+        return as_number(metrics[LATENCY_KEY])
     return as_number(info.get(LATENCY_KEY))
 
 

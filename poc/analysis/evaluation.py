@@ -12,6 +12,13 @@ import pandas as pd
 from poc.analysis import stats
 
 
+def as_probabilities(probs: np.ndarray) -> np.ndarray:
+    """`probs` clipped to [0, 1] as float64: a float32 softmax can return 1.0000001 for a sure prediction, which
+    would print as a confidence above 100% and fall outside the last [0, 1] calibration bin. The argmax (the
+    prediction) does not change: at most one probability of a row can exceed 1/2."""
+    return np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows = true class, columns = predicted class."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -36,7 +43,7 @@ def stage_metrics(y_true: np.ndarray, probs: np.ndarray, report: pd.DataFrame, s
     """metrics.json: accuracy with its Wilson 95% interval, macro F1 over the classes present in the test
     split, weighted F1, ECE, top-5, loss, perfect-class share. `seed` is kept for callers; nothing here is
     random any more (the interval is exact, not bootstrapped)."""
-    y_true = np.asarray(y_true)
+    y_true, probs = np.asarray(y_true), as_probabilities(probs)
     y_pred = probs.argmax(axis=1)
     correct = y_pred == y_true
     support = report["support"].to_numpy(dtype=float)
@@ -62,16 +69,18 @@ def stage_metrics(y_true: np.ndarray, probs: np.ndarray, report: pd.DataFrame, s
 
 
 def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """predictions.csv: path, label, pred, confidence, prob_<class>..., in the test split's order."""
+    """predictions.csv: path, label, pred, confidence, prob_<class>..., in the test split's order; confidence and
+    probabilities clipped to [0, 1] (as_probabilities)."""
+    probs = as_probabilities(probs)
     pred = probs.argmax(axis=1)
     out = pd.DataFrame({
         "path": frame["path"].to_numpy(),
         "label": frame["label"].to_numpy(),
         "pred": [class_names[i] for i in pred],
-        "confidence": probs.max(axis=1).astype(float),
+        "confidence": probs.max(axis=1),
     })
     for i, name in enumerate(class_names):
-        out[f"prob_{name}"] = probs[:, i].astype(float)
+        out[f"prob_{name}"] = probs[:, i]
     return out
 
 

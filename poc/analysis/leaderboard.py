@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from poc.runs import store
 from poc.runs import status as runstatus
+from poc.analysis.compare import test_identity
 from poc.runs.store import RunDir, RunRecord, as_number
 
 NUMERIC = ["trainable_tl", "trainable_ft", "size_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft",
@@ -24,7 +24,7 @@ COLUMNS = ["id", "name", "model", "family", "weights", "pretraining", "fine_tune
            "trainable_ft", "size_mb", "acc_tl", "acc_tl_low", "acc_tl_high", "acc_ft", "acc_ft_low", "acc_ft_high",
            "final_stage", "val_acc", "val_loss", "macro_f1", "best_epoch_tl", "best_epoch_ft", "train_seconds",
            "device", "status", "progress", "error", "problems", "created", "finished", "num_classes", "image_size",
-           "dataset", "split_fingerprint"]
+           "dataset", "split_fingerprint", "test_fingerprint", "study_id", "study_kind"]
 FAMILIES = ("cnn", "vit", "baseline")  # the families the verdict compares
 SELECTION_RULE = ("the highest validation accuracy of each run's final stage (ties: the lower validation loss); "
                   "the test split takes no part in the choice, its accuracy only reports it")
@@ -54,7 +54,8 @@ def _safe_row(run: RunRecord) -> dict:
 def _row(run: RunRecord) -> dict:
     info = run.info
     notes = list(run.problems)
-    params, best, timing, dataset = (_mapping(info.get(k)) for k in ("params", "best_epoch", "timing", "dataset"))
+    params, best, timing, dataset, study = (_mapping(info.get(k))
+                                            for k in ("params", "best_epoch", "timing", "dataset", "study"))
 
     def number(column: str, value):
         result = as_number(value)
@@ -78,6 +79,8 @@ def _row(run: RunRecord) -> dict:
         "finished": _text(info.get("finished")), "num_classes": len(run.class_names) or None,
         "image_size": number("image_size", info.get("image_size")),
         "dataset": _text(dataset.get("path")), "split_fingerprint": _text(dataset.get("split_fingerprint")),
+        "test_fingerprint": test_identity(run.dir, info),
+        "study_id": _text(study.get("id")), "study_kind": _text(study.get("kind")),
     })
     metrics = {}
     for stage in store.STAGES:
@@ -87,7 +90,7 @@ def _row(run: RunRecord) -> dict:
             metrics[stage] = values
             low, high = values.get("accuracy_ci95") or (None, None)
             row.update({f"acc_{stage}": values["accuracy"], f"acc_{stage}_low": low, f"acc_{stage}_high": high})
-    final = final_stage(info.get("final_stage"), list(metrics))
+    final = runstatus.final_stage(info.get("final_stage"), [s for s in store.STAGES if s in metrics])
     if final:
         row.update(final_stage=final, val_acc=metrics[final].get("val_accuracy"),
                    val_loss=metrics[final].get("val_loss"), macro_f1=metrics[final].get("macro_f1"))
@@ -95,14 +98,6 @@ def _row(run: RunRecord) -> dict:
     if runstatus.is_active(row["status"]):
         row["progress"] = runstatus.phase_fraction(store.read_progress(run.dir))
     return row
-
-
-def final_stage(recorded, evaluated: list[str]) -> str | None:
-    """run.json's `final_stage` (the stage with the lower validation loss, whose weights are the model's) when
-    that stage was evaluated; for older runs, the last evaluated stage."""
-    if recorded in evaluated:
-        return recorded
-    return evaluated[-1] if evaluated else None
 
 
 def pretraining(info: dict) -> str | None:
@@ -131,13 +126,14 @@ def _text(value) -> str | None:
 # ---------------------------------------------------------------- the verdict
 
 def comparison_groups(board: pd.DataFrame) -> pd.DataFrame:
-    """Splits holding a completed run: split_fingerprint, dataset, runs, latest (ISO time of its most recent
-    completed run); the split with the most recent completed run first."""
-    done = board[(board["status"] == "completed") & board["split_fingerprint"].notna()]
+    """Test sets holding a completed run (runs tested on the same images are comparable, whatever their train/val
+    parts): test_fingerprint, dataset, runs, latest (ISO time of its most recent completed run); the test set
+    with the most recent completed run first."""
+    done = board[(board["status"] == "completed") & board["test_fingerprint"].notna()]
     if done.empty:
-        return pd.DataFrame(columns=["split_fingerprint", "dataset", "runs", "latest"])
+        return pd.DataFrame(columns=["test_fingerprint", "dataset", "runs", "latest"])
     done = done.assign(when=done["finished"].fillna(done["created"]).fillna(""))
-    groups = done.groupby("split_fingerprint", sort=False).agg(
+    groups = done.groupby("test_fingerprint", sort=False).agg(
         dataset=("dataset", "first"), runs=("id", "size"), latest=("when", "max")).reset_index()
     return groups.sort_values(["latest", "runs"], ascending=False, kind="stable").reset_index(drop=True)
 
@@ -154,12 +150,21 @@ def best_by_validation(rows: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFra
 
 @dataclass
 class Verdict:
-    """The best run of each family on one split, chosen on validation; test figures report the choice."""
+    """The best run of each family on one test set, chosen on validation; test figures report the choice."""
 
-    split_fingerprint: str
+    test_fingerprint: str
     dataset: str | None
     best: dict = field(default_factory=dict)  # family -> leaderboard row (pd.Series)
     not_comparable: pd.DataFrame | None = None  # completed runs of the split without validation metrics
+    candidates: dict = field(default_factory=dict)  # family -> how many runs its best was chosen from
+    repeats: dict = field(default_factory=dict)  # family -> test accuracies of the best's seed repeats (or [])
+
+    @property
+    def baseline_leads(self) -> bool:
+        """The best baseline's validation accuracy beats both families' best: say so beside the gap."""
+        base = self.best.get("baseline")
+        families = [self.best[f]["val_acc"] for f in ("cnn", "vit") if self.best.get(f) is not None]
+        return base is not None and bool(families) and all(base["val_acc"] > v for v in families)
 
     @property
     def pretraining_differs(self) -> bool:
@@ -167,38 +172,46 @@ class Verdict:
         return len(kinds) == 2 and None not in kinds and kinds[0] != kinds[1]
 
 
-def verdict(board: pd.DataFrame, split_fingerprint: str) -> Verdict:
-    rows = board[(board["status"] == "completed") & (board["split_fingerprint"] == split_fingerprint)
+def verdict(board: pd.DataFrame, test_fingerprint: str) -> Verdict:
+    rows = board[(board["status"] == "completed") & (board["test_fingerprint"] == test_fingerprint)
                  & board["family"].isin(FAMILIES)]
     rows = rows.sort_values(["created", "id"], ascending=False, na_position="last", kind="stable")
     dataset = rows["dataset"].dropna().iloc[0] if rows["dataset"].notna().any() else None
-    result = Verdict(split_fingerprint, dataset)
+    result = Verdict(test_fingerprint, dataset)
     left_out = []
     for family in FAMILIES:
         best, without = best_by_validation(rows[rows["family"] == family])
         result.best[family] = best
+        result.candidates[family] = int(rows[rows["family"] == family]["val_acc"].notna().sum())
+        result.repeats[family] = _seed_repeats(rows, best)
         left_out.append(without)
     result.not_comparable = pd.concat(left_out) if left_out else rows.iloc[:0]
     return result
 
 
-def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str, n_boot: int = 2000,
-                 seed: int = 0) -> dict | None:
-    """Test accuracy of a minus that of b over the same test images: {diff, low, high, n} with a paired
-    bootstrap 95% interval (poc.analysis.stats.paired_bootstrap_diff). Images are paired as the Compare page pairs them
-    (poc.analysis.compare.align_predictions: by path, else by content). None when a predictions file is missing or the
-    two do not list the same test images (then no paired comparison exists)."""
-    from poc.analysis.compare import align_predictions
-    from poc.analysis.stats import paired_bootstrap_diff
+def _seed_repeats(rows: pd.DataFrame, best: pd.Series | None) -> list[float]:
+    """Test accuracies (final stage) of the runs of the best run's seed study, the best included; [] when the
+    best is a single training run."""
+    if best is None or best.get("study_kind") != "seeds" or not best.get("study_id"):
+        return []
+    study = rows[(rows["study_id"] == best["study_id"]) & (rows["model"].fillna("") == (best["model"] or ""))]
+    accuracies = [r[f"acc_{r['final_stage']}"] for _, r in study.iterrows() if isinstance(r["final_stage"], str)]
+    return [float(a) for a in accuracies if pd.notna(a)]
 
-    a, b = store.read_predictions(rd_a, stage_a), store.read_predictions(rd_b, stage_b)
-    if a is None or b is None or a.empty or not a["path"].is_unique or not b["path"].is_unique:
+
+def accuracy_gap(rd_a: RunDir, stage_a: str, rd_b: RunDir, stage_b: str) -> dict | None:
+    """The verdict's gap: poc.analysis.compare.compare_stages of a's stage against b's, summarised as
+    {diff, low, high, method, p_value, discordant, n, acc_a, acc_b}: the same numbers Compare, `compare` and the
+    report show. None when the two cannot be paired (a predictions file missing, different test images)."""
+    from poc.analysis.compare import compare_stages
+    from poc.errors import UserError
+
+    try:
+        result = compare_stages(rd_a, stage_a, rd_b, stage_b)
+    except UserError:
         return None
-    b = align_predictions(a, b, rd_a, rd_b)  # b's rows in a's order: one pair per image
-    if b is None:
-        return None
-    correct_a = (a["label"] == a["pred"]).to_numpy(bool)
-    correct_b = (b["label"] == b["pred"]).to_numpy(bool)
-    result = paired_bootstrap_diff(correct_a, correct_b, n_boot=n_boot, seed=seed)
-    return {"diff": float(result["diff"]), "low": float(result["low"]), "high": float(result["high"]),
-            "n": int(len(a)), "acc_a": float(np.mean(correct_a)), "acc_b": float(np.mean(correct_b))}
+    diff = result["difference"]
+    return {"diff": diff["diff"], "low": diff["low"], "high": diff["high"], "method": diff["method"],
+            "p_value": result["mcnemar"]["p_value"], "discordant": diff["discordant"], "n": result["n"],
+            "acc_a": result["accuracy_a"]["value"], "acc_b": result["accuracy_b"]["value"],
+            "same_split": result["same_split"]}

@@ -22,6 +22,8 @@ from poc.runs import store
 from poc.analysis import cost
 from poc.analysis.calibration import calibration
 from poc.analysis import report_figures as figures
+from poc.runs.run_info import run_label
+from poc.runs.status import final_stage
 from poc.runs.store import RunDir, StageEval
 from poc.errors import UserError
 
@@ -54,13 +56,11 @@ class _Run:
 
     @property
     def label(self) -> str:
-        name, model = self.info.get("name") or self.rd.id, self.info.get("model")
-        return str(name) if not model or str(model) in str(name) else f"{model} · {name}"
+        return run_label(self.info, self.rd.id)
 
     @property
     def final(self) -> str | None:
-        recorded = self.info.get("final_stage")
-        return recorded if recorded in self.stages else (list(self.stages)[-1] if self.stages else None)
+        return final_stage(self.info.get("final_stage"), list(self.stages))
 
 
 def _load(rd: RunDir) -> _Run:
@@ -203,7 +203,7 @@ def _calibration(runs: list[_Run]) -> str:
                 shown.append(_figure(_note("no probabilities to calibrate"), STAGE_NAMES[stage]))
                 continue
             after = (f"; after temperature scaling (T = {result['temperature']:.2f}) {result['ece_calibrated']:.3f}"
-                     if result["temperature"] else "; no temperature recorded")
+                     if result["temperature"] else f"; {result.get('missing') or 'no temperature'}")
             title = f"{STAGE_NAMES[stage]}: ECE {result['ece']:.3f}{after}"
             shown.append(_figure(_img(figures.reliability_png(result, STAGE_NAMES[stage]), f"reliability, {title}"),
                                  title))
@@ -223,8 +223,8 @@ def _comparison(runs: list[_Run]) -> str:
             parts.append(_note(str(exc)))
             continue
         if not result["paired"]:
-            parts.append(_note("Unpaired: the two runs were tested on different splits, so the interval is an "
-                               "unpaired bootstrap and there is no McNemar test."))
+            parts.append(_note("Unpaired: the two runs were tested on different images, so the interval is "
+                               "Newcombe's unpaired score interval and there is no McNemar test."))
         parts.append(f"<pre>{_e(format_comparison(result))}</pre>")
     for run in runs:
         if set(run.stages) >= {"tl", "ft"}:
@@ -234,7 +234,7 @@ def _comparison(runs: list[_Run]) -> str:
             except UserError as exc:
                 parts.append(_note(str(exc)))
     return "".join(parts) or _note("One run with one stage: nothing to compare. Report two runs for a paired "
-                                   "comparison (McNemar, paired bootstrap interval).")
+                                   "comparison (McNemar, exact paired interval).")
 
 
 def _errors(runs: list[_Run], per_run: int) -> str:

@@ -16,7 +16,6 @@ from scipy import optimize, special, stats
 
 CI_METHODS = {"wilson": "wilson", "exact": "exact", "clopper-pearson": "exact"}
 ECE_BINS = 15
-_EPS = 1e-7  # probabilities are clipped here before a log, as Keras does for cross-entropy
 
 
 # ---------------------------------------------------------------- one accuracy
@@ -31,74 +30,6 @@ def accuracy_interval(k: int, n: int, method: str = "wilson") -> tuple[float, fl
         return (float("nan"), float("nan"))
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method=CI_METHODS[method])
     return float(ci.low), float(ci.high)
-
-
-# ---------------------------------------------------------------- two accuracies
-
-def _as_bool(values) -> np.ndarray:
-    return np.asarray(values, dtype=bool).ravel()
-
-
-def _percentile_interval(samples: np.ndarray) -> tuple[float, float]:
-    low, high = np.percentile(samples, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def paired_bootstrap_diff(correct_a, correct_b, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Accuracy of a minus b on the SAME test images, percentile 95% interval from resampling images (each
-    resample draws one set of images for both models, so their agreement narrows the interval).
-    {diff, low, high}; NaNs when there are no images.
-
-    Superseded by `paired_difference`: on few discordant images this interval can exclude 0 while the exact
-    McNemar test does not reject (4 vs 0 of 40: p = 0.125, interval [+2.5, +20.0] points)."""
-    a, b = _as_bool(correct_a), _as_bool(correct_b)
-    if len(a) != len(b):
-        raise ValueError(f"paired comparison needs one outcome per image for both models ({len(a)} vs {len(b)})")
-    n = len(a)
-    if n == 0:
-        return {"diff": float("nan"), "low": float("nan"), "high": float("nan")}
-    per_image = a.astype(int) - b.astype(int)  # -1, 0 or +1
-    # Resampling n images with replacement only changes how many -1, 0 and +1 are drawn: a multinomial draw
-    # over their shares has exactly that distribution, in O(n_boot) memory instead of O(n_boot * n).
-    shares = np.array([(per_image == v).mean() for v in (-1, 0, 1)])
-    counts = np.random.default_rng(seed).multinomial(n, shares / shares.sum(), size=n_boot)  # (n_boot, 3)
-    low, high = _percentile_interval((counts[:, 2] - counts[:, 0]) / n)
-    return {"diff": float(a.mean() - b.mean()), "low": low, "high": high}
-
-
-def unpaired_bootstrap_diff(correct_a, correct_b, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Accuracy of a minus b on two DIFFERENT test sets, each resampled on its own; percentile 95% interval.
-    {diff, low, high}; NaNs when either set is empty.
-
-    Superseded by `unpaired_difference`, whose interval does not collapse to a point at 0% or 100%."""
-    a, b = _as_bool(correct_a), _as_bool(correct_b)
-    if len(a) == 0 or len(b) == 0:
-        return {"diff": float("nan"), "low": float("nan"), "high": float("nan")}
-    rng = np.random.default_rng(seed)
-    # The number right in a resample of n outcomes is Binomial(n, observed accuracy): same distribution as
-    # drawing the images themselves.
-    samples = rng.binomial(len(a), a.mean(), n_boot) / len(a) - rng.binomial(len(b), b.mean(), n_boot) / len(b)
-    low, high = _percentile_interval(samples)
-    return {"diff": float(a.mean() - b.mean()), "low": low, "high": high}
-
-
-def agreement_table(correct_a, correct_b) -> dict:
-    """The 2x2 counts of two models on the same images: both_right, only_a, only_b, both_wrong."""
-    a, b = _as_bool(correct_a), _as_bool(correct_b)
-    if len(a) != len(b):
-        raise ValueError(f"agreement needs one outcome per image for both models ({len(a)} vs {len(b)})")
-    return {"both_right": int((a & b).sum()), "only_a": int((a & ~b).sum()), "only_b": int((~a & b).sum()),
-            "both_wrong": int((~a & ~b).sum())}
-
-
-def mcnemar_exact(correct_a, correct_b) -> dict:
-    """Exact McNemar test: under "equally accurate", each discordant image is equally likely to favour either
-    model, so only_a ~ Binomial(only_a + only_b, 1/2). The 2x2 counts plus the two-sided `p_value` (1.0 when
-    no image is discordant)."""
-    table = agreement_table(correct_a, correct_b)
-    discordant = table["only_a"] + table["only_b"]
-    p = stats.binomtest(table["only_a"], discordant, 0.5).pvalue if discordant else 1.0
-    return {**table, "p_value": float(p)}
 
 
 # ---------------------------------------------------------------- two accuracies, exact and score intervals
@@ -245,36 +176,11 @@ def expected_calibration_error(probs, y_true, bins: int = ECE_BINS) -> float:
     return float((filled["count"] / total * (filled["accuracy"] - filled["confidence"]).abs()).sum())
 
 
-def apply_temperature(probs, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T): T > 1 softens over-confident probabilities, T < 1 sharpens; argmax unchanged.
-    From logits, prefer `softmax_with_temperature`: probabilities clipped at 1e-7 lose the logits' margins."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    logits = np.log(np.clip(np.asarray(probs, dtype=float), _EPS, 1.0))
-    return special.softmax(logits / temperature, axis=1)
+T_BOUNDS = (0.05, 20.0)  # the temperatures fit_temperature_logits searches
 
 
 def _nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(-special.log_softmax(logits / temperature, axis=1)[np.arange(len(y)), y].mean())
-
-
-def fit_temperature(probs_val, y_val) -> float:
-    """The temperature T > 0 (searched over [0.05, 20]) minimising the NLL of softmax(log(p) / T).
-
-    Contract: fit it on VALIDATION predictions only, then apply it to the test predictions; fitting on the
-    test split would make the test calibration numbers meaningless. From logits, prefer
-    `fit_temperature_logits`: clipping at 1e-7 caps every margin at log(1e7) ~ 16 and biases T low."""
-    probs, y = np.asarray(probs_val, dtype=float), np.asarray(y_val, dtype=int)
-    if len(probs) == 0:
-        raise ValueError("fit_temperature needs at least one validation prediction")
-    logits = np.log(np.clip(probs, _EPS, 1.0))
-    # search log T: the NLL is far better conditioned there than in T itself
-    found = optimize.minimize_scalar(lambda log_t: _nll(logits, y, float(np.exp(log_t))),
-                                     bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(found.x))
-
-
-T_BOUNDS = (0.05, 20.0)  # the temperatures fit_temperature_logits searches
 
 
 def _check_temperature(temperature: float) -> None:
@@ -294,8 +200,8 @@ def fit_temperature_logits(logits_val, y_val) -> float:
     arXiv 1706.04599), with no clipping: log-softmax is computed as logits / T - logsumexp.
 
     The NLL is convex in 1/T (a log-sum-exp of functions linear in 1/T, minus one), so it has one minimum
-    along log T and a bounded Brent search finds it. Contract as for `fit_temperature`: validation
-    predictions only."""
+    along log T and a bounded Brent search finds it. Contract: fit it on VALIDATION logits only, then
+    apply it to the test logits; fitting on the test split would make the test calibration numbers meaningless."""
     logits, y = np.asarray(logits_val, dtype=float), np.asarray(y_val)
     if logits.ndim != 2 or len(logits) == 0:
         raise ValueError(f"fit_temperature_logits needs validation logits of shape (N >= 1, classes), got "

@@ -2,6 +2,8 @@
 
     study_runs(runs)      one row per completed run with a run.json `study` block (RUN_COLUMNS)
     study_summary(runs)   one row per (study, model, cutoff or fraction) over its seeds (SUMMARY_COLUMNS)
+    study_tests(runs, table)  each row of a study against its best row on the same test images, Holm-adjusted
+                          over the study's tests (TEST_COLUMNS)
     summary_text / result_json   what `python -m poc sweep` (and `train --seeds / --train-fraction`) print
 
 The test split never chooses: a study's `best` row has the highest mean VALIDATION accuracy (ties: the lower
@@ -16,7 +18,11 @@ import pandas as pd
 
 from poc.runs import store
 from poc.analysis import leaderboard
+from poc.analysis.compare import compare_stages
+from poc.analysis.stats import holm
+from poc.errors import UserError
 from poc.runs import status as runstatus
+from poc.runs.run_info import best_epochs
 from poc.runs.store import RunDir, RunRecord
 from poc.runs.study import HEAD_ONLY, KINDS, REPEATS
 
@@ -29,6 +35,8 @@ SUMMARY_COLUMNS = ["study", "kind", "model", "family", "value", "cutoff", "train
                    "trainable_params", "train_images", "n_test", "acc_mean", "acc_std", "acc_low", "acc_high",
                    "acc_min", "acc_max", "val_acc_mean", "val_loss_mean", "gap_mean", "gap_std",
                    "train_seconds_mean", "train_seconds_std", "split_fingerprint", "paired", "best", "run_ids"]
+TEST_COLUMNS = ["study", "value", "vs", "seed", "run", "vs_run", "diff", "low", "high", "p_value", "p_holm",
+                "discordant", "n", "reason"]
 
 
 def study_runs(runs: list[RunRecord]) -> pd.DataFrame:
@@ -53,8 +61,8 @@ def _study_row(run: RunRecord) -> dict | None:
     if not isinstance(study, dict) or study.get("kind") not in KINDS or run.status != "completed":
         return None
     role = study.get("role")
-    stage = {"phase1": "tl", "phase2": "ft"}.get(role) or leaderboard.final_stage(info.get("final_stage"),
-                                                                                 runstatus.stages(run.dir))
+    stage = {"phase1": "tl", "phase2": "ft"}.get(role) or runstatus.final_stage(info.get("final_stage"),
+                                                                               runstatus.stages(run.dir))
     metrics, _ = store.read_metrics(run.dir, stage) if stage else (None, [])
     correct, n = _test_counts(run.dir, stage, metrics)
     if n is None:
@@ -100,10 +108,7 @@ def _gap(run: RunRecord, stage: str) -> float:
     if history is None:
         return float("nan")
     rows = history[history["phase"] == stage]
-    best = (run.info.get("best_epoch") or {}).get(stage) if isinstance(run.info.get("best_epoch"), dict) else None
-    at_best = rows[rows["epoch"] == best]
-    if at_best.empty and rows["val_loss"].notna().any():
-        at_best = rows.loc[[rows["val_loss"].idxmin()]]
+    at_best = rows[rows["epoch"] == best_epochs(history, run.info.get("best_epoch")).get(stage)]
     if at_best.empty:
         return float("nan")
     return float(at_best["accuracy"].iloc[0] - at_best["val_accuracy"].iloc[0])
@@ -113,7 +118,8 @@ def study_summary(runs: list[RunRecord]) -> pd.DataFrame:
     """One row per (study, model, cutoff or fraction) over its seeds (SUMMARY_COLUMNS), newest study first, then
     fewest trainable parameters / smallest share first:
       acc_mean, acc_std (over seeds; NaN for one), acc_min / acc_max, and acc_low / acc_high: the Wilson 95%
-      interval of acc_mean on the n_test test images (test-set sampling noise, on top of the seed spread);
+      interval of acc_mean read as round(acc_mean x n_test) right of the n_test test images (test-set sampling
+      noise only; the spread over seeds is acc_std, and the interval does not include it);
       gap_mean / gap_std: training minus validation accuracy at the best epoch; train_seconds_*: each run's own
       time (a sweep's phase-2 runs exclude the shared phase 1); paired: the study used one split;
       best: the highest mean validation accuracy in the study (ties: the lower validation loss), never test."""
@@ -154,6 +160,78 @@ def study_summary(runs: list[RunRecord]) -> pd.DataFrame:
     table = table.sort_values(["study", "trainable_params", "train_fraction"], ascending=[False, True, True],
                               kind="stable")
     return table.reset_index(drop=True)
+
+
+def study_tests(runs: list[RunRecord], table: pd.DataFrame) -> pd.DataFrame:
+    """Within each study of `table` (study_summary rows, any subset of studies), each row against the study's
+    best row (`best`, chosen on validation) on the same test images: one row per (study, non-best row) in
+    TEST_COLUMNS, in the table's order.
+
+    Pairing rule for seeds: a row's run is compared with the best row's run OF THE SAME SEED, the lowest seed
+    both rows have (`seed`; None when neither run recorded one), through poc.analysis.compare.compare_stages on
+    the stages the study measures. One seed, not the per-seed 2x2 counts pooled: every seed scores the same
+    test images, so pooled counts would count each image once per seed and the exact McNemar test, which
+    assumes independent images, would overstate the evidence. The spread over seeds stays in the summary.
+
+    diff, low, high: test accuracy of the row minus the best row's, with its exact per-comparison 95% interval
+    (poc.analysis.stats.paired_difference); p_value: that comparison's exact McNemar p (the interval excludes 0
+    exactly when p_value < 0.05); p_holm: Holm's adjustment over the study's tests, the family being the
+    tested rows of that study (m = how many have a p_value), so that any claimed difference among them is
+    wrong with probability under 5%. A row that cannot be paired (no seed in common, different test images,
+    unreadable predictions) gets a `reason`, NaN numbers, and takes no part in the family. A study without a
+    best row gives every row a reason; a study of one row has no test."""
+    per_run = study_runs(runs).drop_duplicates("id").set_index("id")
+    dirs = {run.id: run.dir for run in runs}
+    rows = []
+    for study, group in table.groupby("study", sort=False):
+        best = group[group["best"].astype(bool)]
+        tested = [_test_row(study, row, best.iloc[0] if len(best) else None, per_run, dirs)
+                  for _, row in group.iterrows() if not row["best"]]
+        p_values = [r["p_value"] for r in tested if r["reason"] is None]
+        adjusted = iter(holm(p_values)) if p_values else iter(())
+        for r in tested:
+            if r["reason"] is None:
+                r["p_holm"] = float(next(adjusted))
+        rows += tested
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+def _test_row(study: str, row: pd.Series, best: pd.Series | None, per_run: pd.DataFrame, dirs: dict) -> dict:
+    """One row of study_tests: `row` minus `best` on the runs of their lowest common seed, or a reason."""
+    out = {"study": study, "value": row["value"], "vs": None if best is None else best["value"], "seed": None,
+           "run": None, "vs_run": None, "diff": np.nan, "low": np.nan, "high": np.nan, "p_value": np.nan,
+           "p_holm": np.nan, "discordant": None, "n": None, "reason": None}
+    if best is None:
+        return {**out, "reason": "the study has no best row (no validation accuracy to choose one by)"}
+    mine, theirs = _runs_by_seed(row, per_run), _runs_by_seed(best, per_run)
+    common = sorted((s for s in mine if s in theirs), key=lambda s: (s is None, s))
+    if not common:
+        return {**out, "reason": f"no seed in common with the best row (seeds {_seed_list(mine)} vs "
+                                 f"{_seed_list(theirs)}): no paired comparison"}
+    seed = common[0]
+    run_a, run_b = mine[seed], theirs[seed]
+    out.update(seed=seed, run=run_a, vs_run=run_b)
+    try:
+        result = compare_stages(dirs[run_a], per_run.at[run_a, "stage"], dirs[run_b], per_run.at[run_b, "stage"])
+    except (UserError, OSError, ValueError, KeyError) as exc:  # different test images, damaged predictions
+        return {**out, "reason": str(exc) or type(exc).__name__}
+    difference = result["difference"]
+    return {**out, "diff": difference["diff"], "low": difference["low"], "high": difference["high"],
+            "p_value": result["mcnemar"]["p_value"], "discordant": difference["discordant"], "n": result["n"]}
+
+
+def _runs_by_seed(row: pd.Series, per_run: pd.DataFrame) -> dict:
+    """{seed (int, or None when not recorded): the row's first run id of that seed} over the row's run_ids."""
+    runs: dict = {}
+    for run_id in str(row["run_ids"]).split(","):
+        if run_id in per_run.index:
+            seed = store.as_number(per_run.at[run_id, "seed"])
+            runs.setdefault(None if seed is None else int(seed), run_id)
+    return runs
+
+
+def _seed_list(runs: dict) -> str:
+    return ",".join("?" if s is None else str(s) for s in sorted(runs, key=lambda s: (s is None, s))) or "none"
 
 
 def _seeds(values: pd.Series) -> str:

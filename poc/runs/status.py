@@ -90,6 +90,21 @@ def effective_status(run) -> str:
     return status
 
 
+def final_stage(recorded, evaluated: list[str]) -> str | None:
+    """The stage whose weights are the run's model, among the `evaluated` stages (training order): run.json's
+    `final_stage` (recorded, the stage with the lower validation loss) when that stage was evaluated; for an
+    older run (nothing recorded), a partial one (tl only) or a recorded stage whose files are gone, the last
+    evaluated stage; None when no stage was evaluated. The one rule every page, command and report follows."""
+    if recorded in evaluated:
+        return recorded
+    return evaluated[-1] if evaluated else None
+
+
+def final_stage_of(rd, info: dict, needs: str = "metrics") -> str | None:
+    """final_stage over the stages of a RunDir that have their eval/<stage>/<needs> file."""
+    return final_stage(info.get("final_stage"), [s for s in STAGES if rd.eval_file(s, needs).exists()])
+
+
 def stages(rd) -> list[str]:
     """The stages of a RunDir ("tl", "ft", in training order) whose eval/<stage>/metrics.json exists."""
     return [s for s in STAGES if rd.eval_file(s, "metrics").exists()]

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ EVAL_FILES = {
     "classification_report": "classification_report.csv",
     "metrics": "metrics.json",
     "explanations": "explanations.npz",
+    "logits": "logits.npz",
 }
 
 
@@ -197,6 +199,12 @@ class RunDir:
         write_csv(self.eval_file(stage, "confusion_matrix"), confusion, index=True)
         write_csv(self.eval_file(stage, "classification_report"), report)
         write_json(self.eval_file(stage, "metrics"), metrics)
+
+    def write_logits(self, stage: str, val: np.ndarray, val_labels: np.ndarray, test: np.ndarray) -> None:
+        """Pre-softmax outputs, float32: `val` (N_val, C) with its integer labels, `test` (N_test, C) in
+        predictions.csv order; the stage's temperature and calibrated ECE are recomputed from them."""
+        write_npz(self.eval_file(stage, "logits"), val=np.asarray(val, np.float32),
+                  val_labels=np.asarray(val_labels, np.int32), test=np.asarray(test, np.float32))
 
     def write_explanations(self, stage: str, maps: np.ndarray, method: str) -> None:
         write_npz(self.eval_file(stage, "explanations"), maps=maps.astype(np.float16),
@@ -459,12 +467,27 @@ def _checked_confusion(cm: pd.DataFrame, stage: str, problems: list[str]) -> pd.
     return numeric
 
 
+def read_logits(rd: RunDir, stage: str) -> dict[str, np.ndarray] | None:
+    """{"val", "val_labels", "test"} of eval/<stage>/logits.npz, or None when missing, damaged or of another
+    shape (the caller says how to write it: python -m poc evaluate RUN)."""
+    try:
+        with np.load(rd.eval_file(stage, "logits"), allow_pickle=False) as z:
+            out = {"val": z["val"].astype(np.float64), "val_labels": z["val_labels"].astype(np.int64),
+                   "test": z["test"].astype(np.float64)}
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if out["val"].ndim != 2 or out["test"].ndim != 2 or out["val"].shape[1] != out["test"].shape[1] \
+            or out["val_labels"].shape != (len(out["val"]),):
+        return None
+    return out
+
+
 def read_explanations(rd: RunDir, stage: str) -> tuple[np.ndarray, str] | None:
     """(maps (N, h, w) float32 aligned with predictions.csv rows, method) or None."""
     path = rd.eval_file(stage, "explanations")
     try:
         with np.load(path, allow_pickle=False) as z:
             return z["maps"].astype(np.float32), str(z["method"])
-    except (OSError, KeyError, ValueError):
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # missing, empty, truncated, not ours
         return None
 

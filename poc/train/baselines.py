@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import platform
 import sys
 import time
@@ -24,6 +23,7 @@ import pandas as pd
 
 from poc.runs import store
 from poc.analysis import evaluation
+from poc.runs.run_info import recorded_split
 from poc.runs.store import RunDir
 from poc.errors import UserError
 
@@ -72,12 +72,6 @@ class Source:
     info: dict = field(default_factory=dict)  # its run.json
 
     @property
-    def fingerprint(self) -> str:
-        from poc.data.split import split_fingerprint
-
-        return split_fingerprint(self.split)
-
-    @property
     def carved(self) -> dict:
         """Splits carved from train/ because their folder was missing (as the source run recorded it)."""
         recorded = (self.info.get("dataset") or {}).get("carved")
@@ -108,14 +102,15 @@ def resolve_source(data: str | Path | None, from_run: str | None, val: float, te
         return _source_from_run(from_run, runs_dir, data)
     if not data:
         raise UserError("baseline needs --data DATA (a dataset folder), or --from-run RUN to reuse a run's split")
-    from poc.data import split as splitting  # looked up at call time: tests may wrap split_dataset
-    from poc.data.scan import scan_dataset
+    from poc.data.split import scan_and_split
 
-    report = scan_dataset(data)
-    if not report.usable:
-        raise UserError(f"dataset {data} is not usable:\n  " + "\n  ".join(report.problems))
-    split = splitting.split_dataset(report, val=val, test=test, seed=seed)
-    return Source(split, list(report.class_names), str(Path(data).resolve()), seed)
+    split = scan_and_split(data, val=val, test=test, seed=seed)
+    return Source(split, split.attrs["class_names"], str(Path(data).resolve()), seed)
+
+
+def _keep_attrs(frame: pd.DataFrame, attrs: dict) -> pd.DataFrame:
+    frame.attrs = dict(attrs)
+    return frame
 
 
 def _source_from_run(ref: str, runs_dir: Path, data) -> Source:
@@ -125,11 +120,11 @@ def _source_from_run(ref: str, runs_dir: Path, data) -> Source:
         raise UserError(f"--from-run {ref}: no such run in {runs_dir}; see python -m poc runs")
     if info.get("family") == "baseline":
         raise UserError(f"--from-run {rd.id} is itself a baseline; name a trained CNN or ViT run")
-    split, names = store.read_split(rd), info.get("class_names")
+    split, names = recorded_split(rd, info), info.get("class_names")
     if split is None or not isinstance(names, list) or not names:
         raise UserError(f"--from-run {rd.id}: split.csv or class names missing (status {info.get('status')!r}); "
                         "pick a run that got past its start, or use --data")
-    split = split.astype({c: str for c in store.SPLIT_COLUMNS})  # a class named "1" stays the text "1"
+    split = split.astype({c: str for c in store.SPLIT_COLUMNS}).pipe(_keep_attrs, split.attrs)  # "1" stays text
     names = [str(n) for n in names]
     unknown = sorted(set(split["label"]) - set(names))
     if unknown:
@@ -149,6 +144,7 @@ def resolve_backbone(source: Source, model: str | None, weights: str, image_size
     """The probe's frozen backbone: the --from-run run's own, with its phase-1 weights (the backbone is frozen
     in phase 1, so those are its starting weights); else --model/--weights; None when neither is given."""
     from poc.models import build, pretraining_kind
+    from poc.runs.run_info import rebuild_model, recorded_image_size
 
     if source.run is None:
         if not model:
@@ -162,12 +158,11 @@ def resolve_backbone(source: Source, model: str | None, weights: str, image_size
     if model and model != info.get("model"):
         log.warning("--model %s is ignored: --from-run %s probes its own %s", model, source.run.id, info.get("model"))
     weights_file = phase1_weights(source.run, info, runs_dir)
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    size = info.get("image_size") or config.get("image_size")
-    if not isinstance(info.get("model"), str) or not isinstance(size, int):
+    size = recorded_image_size(info)
+    if not isinstance(info.get("model"), str) or size is None:
         raise UserError(f"--from-run {source.run.id}: run.json does not say which model and image size it "
                         "trained; use --data with --model/--weights/--image-size instead")
-    classifier = build(info["model"], len(source.class_names), size, "none", dropout=config.get("dropout", 0.2))
+    classifier = rebuild_model(info)
     try:
         classifier.load_weights(weights_file)
     except (ValueError, OSError) as exc:
@@ -240,6 +235,22 @@ def class_probabilities(model, x: np.ndarray, num_classes: int) -> np.ndarray:
     return probs
 
 
+ABSENT_MARGIN = 50.0  # a class absent from training: this far below the row's lowest logit (probability ~e-50)
+
+
+def class_logits(model, x: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, num_classes) pre-softmax outputs whose softmax is predict_proba: the decision function per class (two
+    classes: [0, d], as sklearn's binary probabilities are [1 - sigmoid(d), sigmoid(d)]); a class absent from
+    training sits ABSENT_MARGIN below the row's lowest logit."""
+    decision = np.asarray(model.decision_function(x), dtype=float)
+    if decision.ndim == 1:
+        decision = np.stack([np.zeros_like(decision), decision], axis=1)
+    logits = np.empty((len(x), num_classes))
+    logits[:] = (decision.min(axis=1, keepdims=True) - ABSENT_MARGIN) if len(x) else 0.0
+    logits[:, model.classes_] = decision
+    return logits
+
+
 # ---------------------------------------------------------------- inputs: pixels and frozen features
 
 def pixel_inputs(frame: pd.DataFrame, size: int, progress: Progress | None = None) -> np.ndarray:
@@ -278,7 +289,7 @@ class Result:
     weights: str
     pretraining: str
     choice: Choice
-    test_probs: np.ndarray  # (N_test, C)
+    logits: dict  # "val", "test": (N, C) pre-softmax outputs of the chosen model
     seconds: float
     extra: dict  # baseline-specific facts for run.json's `baseline`
     size_bytes: int
@@ -305,18 +316,18 @@ def run_baselines(data: str | Path | None = None, from_run: str | None = None, m
     return [write_run(runs_dir, source, result, config) for result in results]
 
 
-def _fit(source: Source, inputs: dict[str, np.ndarray]) -> tuple[Choice, np.ndarray]:
+def _fit(source: Source, inputs: dict[str, np.ndarray]) -> tuple[Choice, dict]:
     y = {s: source.labels(source.frame(s)) for s in ("train", "val")}
     choice = choose_logistic(inputs["train"], y["train"], inputs["val"], y["val"], len(source.class_names))
-    return choice, class_probabilities(choice.model, inputs["test"], len(source.class_names))
+    return choice, {s: class_logits(choice.model, inputs[s], len(source.class_names)) for s in ("val", "test")}
 
 
 def _pixel_baseline(source: Source, size: int, progress: Progress | None) -> Result:
     start = time.monotonic()
     inputs = {s: pixel_inputs(source.frame(s), size, progress) for s in ("train", "val", "test")}
-    choice, probs = _fit(source, inputs)
+    choice, logits = _fit(source, inputs)
     head = choice.model[-1]
-    return Result(PIXELS_MODEL, f"pixel logistic regression ({size} px)", size, "none", "none", choice, probs,
+    return Result(PIXELS_MODEL, f"pixel logistic regression ({size} px)", size, "none", "none", choice, logits,
                   time.monotonic() - start, {"pixels_size": size, "inputs": size * size * 3},
                   head.coef_.nbytes + head.intercept_.nbytes)
 
@@ -332,28 +343,33 @@ def _probe_baseline(source: Source, backbone: Backbone, progress: Progress | Non
     extractor = feature_extractor(backbone.classifier)  # one model: traced once for the three splits
     inputs = {s: feature_inputs(extractor, source.frame(s), source.class_names, backbone.image_size, progress)
               for s in ("train", "val", "test")}
-    choice, probs = _fit(source, inputs)
+    choice, logits = _fit(source, inputs)
     head = choice.model[-1]
     frozen = backbone.classifier.get_layer("backbone")
     backbone_bytes = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in frozen.weights)
     return Result(f"{PROBE_PREFIX}{backbone.name}", f"linear probe on frozen {backbone.name} "
                   f"({backbone.image_size} px)", backbone.image_size, backbone.weights, backbone.pretraining, choice,
-                  probs, time.monotonic() - start, {"features": int(inputs["train"].shape[1])},
+                  logits, time.monotonic() - start, {"features": int(inputs["train"].shape[1])},
                   backbone_bytes + head.coef_.nbytes + head.intercept_.nbytes)
 
 
 def write_run(runs_dir: Path, source: Source, result: Result, config: dict) -> RunDir:
     """One baseline as a run directory: run.json, split.csv and eval/tl/ (the test split, evaluated once)."""
+    from scipy.special import softmax
+
+    from poc.analysis.calibration import temperature_metrics
     from poc.analysis.evaluation import evaluate_probabilities
 
     rd = store.run_dir(runs_dir, store.new_run_id(result.model)).create()
-    now = store.utc_now()
-    rd.write_run(_run_info(rd, source, result, config, now))
+    rd.write_run(_run_info(rd, source, result, config))
     try:
         store.write_split(rd.split_csv, source.split)
-        evaluation = evaluate_probabilities(source.frame("test"), result.test_probs, source.class_names,
-                                            seed=source.seed)
-        evaluation["metrics"].update(val_loss=result.choice.val_loss, val_accuracy=result.choice.val_accuracy)
+        y_val, y_test = (source.labels(source.frame(s)) for s in ("val", "test"))
+        evaluation = evaluate_probabilities(source.frame("test"), softmax(result.logits["test"], axis=1),
+                                            source.class_names, seed=source.seed)
+        evaluation["metrics"].update(val_loss=result.choice.val_loss, val_accuracy=result.choice.val_accuracy,
+                                     **temperature_metrics(result.logits["val"], y_val, result.logits["test"], y_test))
+        rd.write_logits("tl", result.logits["val"], y_val, result.logits["test"])
         rd.write_eval("tl", **evaluation)
     except BaseException as exc:
         rd.update_run(status="failed", finished=store.utc_now(), error=f"{type(exc).__name__}: {exc}")
@@ -366,28 +382,23 @@ def write_run(runs_dir: Path, source: Source, result: Result, config: dict) -> R
     return rd
 
 
-def _run_info(rd: RunDir, source: Source, result: Result, config: dict, now: str) -> dict:
+def _run_info(rd: RunDir, source: Source, result: Result, config: dict) -> dict:
+    from poc.runs.run_info import new_run_info
+
     head = result.choice.model[-1]
     params = int(head.coef_.size + head.intercept_.size)
-    counts = source.split["split"].value_counts().to_dict()
-    return {
-        "id": rd.id, "name": result.name, "status": "running", "created": now, "started": now, "finished": None,
-        "config": config, "model": result.model, "family": "baseline", "explanation": None,
-        "weights": result.weights, "pretraining": result.pretraining,
-        "frozen_random": result.model != PIXELS_MODEL and result.pretraining == "none",
-        "from_run": source.run.id if source.run else None,
-        "dataset": {"path": source.data_path, "split_fingerprint": source.fingerprint,
-                    "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
-                    "num_classes": len(source.class_names), "carved": source.carved},
-        "class_names": source.class_names, "image_size": result.image_size,
-        "params": {"total": params, "trainable_tl": params, "trainable_ft": 0,
-                   "size_mb": round(result.size_bytes / 1e6, 2)},
-        "fine_tune_at": None, "final_stage": "tl", "timing": {"tl": round(result.seconds, 2)}, "best_epoch": {},
-        "seed": source.seed, "device": _device(result), "versions": _versions(result), "error": None,
-        "pid": os.getpid(),
-        "baseline": {"C": result.choice.C, "val_accuracy": result.choice.val_accuracy,
-                     "val_loss": result.choice.val_loss, "grid": result.choice.grid, **result.extra},
-    }
+    return new_run_info(
+        rd, name=result.name, status="running", started=True, config=config, model=result.model,
+        family="baseline", weights=result.weights, pretraining=result.pretraining,
+        frozen_random=result.model != PIXELS_MODEL and result.pretraining == "none",
+        from_run=source.run.id if source.run else None, split=source.split, class_names=source.class_names,
+        data_path=source.data_path, carved=source.carved, image_size=result.image_size,
+        params={"total": params, "trainable_tl": params, "trainable_ft": 0,
+                "size_mb": round(result.size_bytes / 1e6, 2)},
+        final_stage="tl", timing={"tl": round(result.seconds, 2)}, seed=source.seed, device=_device(result),
+        versions=_versions(result),
+        baseline={"C": result.choice.C, "val_accuracy": result.choice.val_accuracy,
+                  "val_loss": result.choice.val_loss, "grid": result.choice.grid, **result.extra})
 
 
 def _device(result: Result) -> str:

@@ -203,40 +203,47 @@ def choose_final_stage(val_losses: dict[str, float]) -> str:
 
 
 def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
-    """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json;
-    returns that validation loss (what chooses the final stage)."""
+    """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json and the
+    pre-softmax outputs of both splits (logits.npz, what the temperature is fitted on); returns that validation
+    loss (what chooses the final stage)."""
+    from scipy.special import softmax
+
+    from poc.analysis.calibration import temperature_metrics
     from poc.analysis.evaluation import evaluate_probabilities, loss_and_accuracy
     from poc.explain.maps import explain_images
-    from poc.inference import compile_predict
+    from poc.inference import compile_logits, compile_predict
 
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
                        "metrics": {}, "eta_seconds": None})
     (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
-    predict = compile_predict(p.model, p.image_size)  # the same compiled call as `predict` and Live predict
+    logits = compile_logits(p.model, p.image_size)
     index = {name: i for i, name in enumerate(p.class_names)}
-    y_val, y_test = (np.array([index[c] for c in frame["label"]]) for frame in (val_frame, test_frame))
-    val_probs = _predict_dataset(predict, val_ds, len(p.class_names))
+    y_val, y_test = (np.array([index[c] for c in frame["label"]], dtype=int) for frame in (val_frame, test_frame))
+    val_logits = _predict_dataset(logits, val_ds, len(p.class_names))  # (N_val, C)
+    test_logits = _predict_dataset(logits, test_ds, len(p.class_names))  # (N_test, C), predictions.csv order
+    val_probs, probs = softmax(val_logits, axis=1), softmax(test_logits, axis=1)
     val_loss, val_accuracy = loss_and_accuracy(val_probs, y_val)
-    probs = _predict_dataset(predict, test_ds, len(p.class_names))
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
-    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy, latency_ms=_latency_ms(predict, test_ds),
-                             **_temperature_scaling(val_probs, y_val, probs, y_test))
-    rd.write_eval(stage, **result)
-    log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
-             "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
-             *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
+    latency = _latency_ms(compile_predict(p.model, p.image_size), test_ds)  # the call `predict` and Live predict use
+    result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy, latency_ms=latency,
+                             **temperature_metrics(val_logits, y_val, test_logits, y_test))
     explained = explain_images(p.model, p.spec, test_ds)
     if explained is not None:
         rd.write_explanations(stage, *explained)
+    rd.write_logits(stage, val_logits, y_val, test_logits)
+    rd.write_eval(stage, **result)  # metrics.json last: a resume redoes a stage until it exists (_stage_done)
+    log.info("stage %s: validation loss %.4f, accuracy %.4f; test accuracy %.4f (95%% CI %.3f-%.3f), "
+             "macro-F1 %.4f", stage, val_loss, val_accuracy, result["metrics"]["accuracy"],
+             *result["metrics"]["accuracy_ci95"], result["metrics"]["macro_f1"])
     return val_loss
 
 
-def _predict_dataset(predict, dataset, classes: int) -> np.ndarray:
-    """Probabilities (N, C) of a (pixels, labels) dataset through the compiled call, in dataset order."""
+def _predict_dataset(call, dataset, classes: int) -> np.ndarray:
+    """Outputs (N, C) of a compiled call over a (pixels, labels) dataset, in dataset order, as float64."""
     import tensorflow as tf
 
-    probs = [np.asarray(predict(tf.cast(pixels, tf.float32))) for pixels, _ in dataset]
-    return np.concatenate(probs) if probs else np.zeros((0, classes), np.float32)
+    out = [np.asarray(call(tf.cast(pixels, tf.float32)), np.float64) for pixels, _ in dataset]
+    return np.concatenate(out) if out else np.zeros((0, classes))
 
 
 LATENCY_CALLS = 5
@@ -259,22 +266,10 @@ def _latency_ms(predict, dataset) -> float | None:
     return None
 
 
-def _temperature_scaling(val_probs, y_val: np.ndarray, test_probs, y_test: np.ndarray) -> dict:
-    """Temperature fitted on the validation split only, and the test ECE it gives (reported, not applied to
-    predictions.csv): how much of a model's miscalibration one scalar fixes."""
-    from poc.analysis.stats import apply_temperature, expected_calibration_error, fit_temperature
-
-    if not len(y_val) or not len(y_test):
-        return {}
-    temperature = fit_temperature(val_probs, y_val)
-    return {"temperature": float(temperature),
-            "ece_calibrated": float(expected_calibration_error(apply_temperature(test_probs, temperature), y_test))}
-
-
 def evaluate_run(rd: RunDir) -> list[str]:
     """Recompute every stage's eval files of a finished run from its saved stage weights."""
     from poc.data.pipeline import make_dataset
-    from poc.models import build
+    from poc.runs.run_info import rebuild_model
 
     info = store.read_json(rd.run_json)
     if not info:
@@ -287,7 +282,7 @@ def evaluate_run(rd: RunDir) -> list[str]:
         raise UserError(f"{rd.path}: split.csv missing or unreadable")
     cfg = RunConfig.from_dict(info["config"])
     spec_size = int(info["image_size"])
-    model = build(info["model"], len(info["class_names"]), spec_size, "none", dropout=cfg.dropout)
+    model = rebuild_model(info)
     frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("val", "test")}
     sets = {s: (make_dataset(f, info["class_names"], spec_size, cfg.batch_size), f) for s, f in frames.items()}
     from poc.models import get_spec
