@@ -163,25 +163,31 @@ def _render_calibration(run_id: str) -> None:
     render_calibration(run_id, "ft")
 
 
-def test_a_recorded_temperature_gives_the_ece_after_scaling(fixture_runs, tmp_path, monkeypatch):
-    from scipy.special import softmax
+def test_the_temperature_fitted_on_stored_validation_logits_gives_the_ece_after_scaling(fixture_runs, tmp_path,
+                                                                                      monkeypatch):
+    """Not metrics.json's number, nor probabilities read back from predictions.csv: the page fits T on
+    logits.npz's validation logits (here a grid search written out) and applies it to its test logits."""
+    from scipy.special import log_softmax, softmax
 
     run = tmp_path / "runs" / fixture_runs["cnn"].name
     shutil.copytree(fixture_runs["cnn"], run, ignore=shutil.ignore_patterns("*.h5", "logs"))
     rd = store.RunDir(run)
     metrics = store.read_json(rd.eval_file("ft", "metrics"))
-    store.write_json(rd.eval_file("ft", "metrics"), {**metrics, "temperature": 2.5})  # as if fitted on val
+    store.write_json(rd.eval_file("ft", "metrics"), {**metrics, "temperature": 2.5})  # ignored: logits decide
+    with np.load(rd.eval_file("ft", "logits")) as z:
+        val, val_labels, test = z["val"].astype(float), z["val_labels"], z["test"].astype(float)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 20001))
+    nll = [-log_softmax(val / t, axis=1)[np.arange(len(val_labels)), val_labels].mean() for t in grid]
+    temperature = grid[int(np.argmin(nll))]
     frame = _predictions(run, "ft")
-    probs = frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy()
-    scaled = softmax(np.log(np.clip(probs, 1e-7, 1.0)) / 2.5, axis=1)
-    frame = frame.assign(confidence=scaled.max(axis=1))  # argmax, so `pred`, is unchanged by a temperature
+    frame = frame.assign(confidence=softmax(test / temperature, axis=1).max(axis=1))  # argmax, `pred`, unchanged
     monkeypatch.setenv("VITRINE_RUNS_DIR", str(run.parent))
     at = AppTest.from_function(_render_calibration, args=(run.name,), default_timeout=60).run()
     assert not at.exception
     assert_no_section_failed(at)
     caption = at.caption[0].value
     assert f"**{_ece(run, 'ft'):.3f}**" in caption
-    assert f"after temperature scaling **{_ece_of(frame):.3f}** (T = 2.50" in caption
+    assert f"after temperature scaling **{_ece_of(frame):.3f}** (T = {temperature:.2f}" in caption
     spec = json.dumps(json.loads(at.get("vega_lite_chart")[0].proto.spec))
     assert "after temperature scaling" in spec
 

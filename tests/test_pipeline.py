@@ -145,7 +145,6 @@ SCRIPT = """
 import hashlib, sys
 import pandas as pd
 from poc.data.pipeline import make_dataset
-from fixture_runs import raw_pixels
 frame = pd.read_csv(sys.argv[1])
 ds = make_dataset(frame, sorted(frame["label"].unique()), {size}, 4, training=True,
                   augment=["flip", "rotation", "shift", "brightness", "zoom"], seed=11)
