@@ -29,8 +29,9 @@ PUBLISHED_NO_TOP = {"MobileNetV2": 2_257_984, "ResNet50": 23_587_712, "VGG16": 1
                     "EfficientNetB0": 4_049_571}
 
 
-def test_the_registry_lists_the_five_reference_cnns():
-    assert CNNS == ["mobilenet_v2", "resnet50", "vgg16", "inception_resnet_v2", "efficientnet_b0"]
+def test_the_registry_lists_the_five_reference_cnns_then_todays_keras_applications():
+    assert CNNS == ["mobilenet_v2", "resnet50", "vgg16", "inception_resnet_v2", "efficientnet_b0",
+                    "convnext_tiny", "convnext_small", "efficientnetv2_b0", "efficientnetv2_s"]
 
 
 @pytest.fixture(scope="module", params=CNNS)
@@ -110,10 +111,13 @@ def test_every_offered_cutoff_is_a_clean_cut(built):
 
 
 def tensors_crossing(backbone: keras.Model, index: int) -> set:
-    """The distinct tensors made by layers[:index] and consumed by layers[index:]."""
-    frozen = {id(layer) for layer in backbone.layers[:index]}
+    """The distinct tensors made by layers[:index] and consumed by layers[index:], counting the graph's plain
+    operations (ConvNeXt's residual `x + y`) on the side of the cut where they run."""
+    operations = backbone.operations  # layers and plain operations, in the order they run
+    cut = operations.index(backbone.layers[index])
+    frozen = {id(op) for op in operations[:cut]}
     crossing = set()
-    for layer in backbone.layers[index:]:
+    for layer in operations[cut:]:
         for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
                 history = tensor._keras_history
@@ -128,7 +132,8 @@ def test_gradcam_target_is_the_last_feature_map(built):
     target = backbone.get_layer(spec.last_conv)  # raises if the registry names a missing layer
     assert len(target.output.shape) == 4  # (B, h, w, K)
     after = backbone.layers[backbone.layers.index(target) + 1:]
-    assert not any(layer.weights for layer in after), [layer.name for layer in after if layer.weights]
+    spatial = [layer.name for layer in after if layer.weights and len(layer.output.shape) == 4]
+    assert not spatial  # ConvNeXt's pooled features keep their LayerNorm, after the pooling
 
 
 @pytest.mark.parametrize("value, quoted", [("100000", "100000"), ("no_such_layer", "no_such_layer"),
@@ -137,6 +142,18 @@ def test_invalid_cutoff_is_rejected_naming_it(built, value, quoted):
     spec, model = built
     with pytest.raises(UserError, match=quoted):
         resolve_cutoff(model.get_layer("backbone"), value, spec)
+
+
+# With the 1000-class top (features x 1000 + 1000), in millions as https://keras.io/api/applications/ lists them.
+PUBLISHED_WITH_TOP_M = {"ConvNeXtTiny": 28.6, "ConvNeXtSmall": 50.2, "EfficientNetV2B0": 7.2, "EfficientNetV2S": 21.6}
+
+
+@pytest.mark.parametrize("app", sorted(PUBLISHED_WITH_TOP_M))
+def test_todays_backbones_have_the_published_parameter_count(app):
+    name = next(n for n in CNNS if MODELS[n].app == app)
+    backbone = build(name, CLASSES, 224, "none").get_layer("backbone")
+    features = backbone.output.shape[-1]
+    assert round((backbone.count_params() + features * 1000 + 1000) / 1e6, 1) == PUBLISHED_WITH_TOP_M[app]
 
 
 @pytest.mark.parametrize("app", sorted(PUBLISHED_NO_TOP))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from poc.models.registry import ModelSpec, get_spec
+from poc.models.registry import VIT_BUILDER, ModelSpec, get_spec
 
 
 # Google's published ViT checkpoints: ImageNet-21k pretraining, ImageNet-1k fine-tuning. The fine-tuning size is
@@ -73,19 +73,25 @@ def build(name: str, num_classes: int, image_size: int | None = None, weights: s
     size = resolve_image_size(spec, image_size)
     weights = resolve_weights(spec.name, weights, size)
     backbone_weights = weights
-    if spec.family == "vit" and weights not in ("none",):
+    google_vit = spec.family == "vit" and spec.builder == VIT_BUILDER  # not a KerasHub transformer
+    if google_vit and weights not in ("none",):
         backbone_weights = "none"  # the checkpoint also holds the head: loaded below
     with _download_errors(spec.name, weights):
         backbone = spec.load_builder()(spec, size, backbone_weights)
 
     pixels = keras.Input((size, size, 3), name="pixels")  # (B, S, S, 3) in [0, 255]
-    x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
+    if spec.preprocessing == "keras_hub":  # the preset's own image converter
+        from poc.models.kerashub import build_preprocess
+
+        x = build_preprocess(spec, size)(pixels)
+    else:
+        x = Preprocess(spec.preprocessing, name="preprocess")(pixels)
     features = backbone(x)  # (B, D)
     x = keras.layers.Dropout(dropout, name="dropout")(features)
     probs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)  # (B, C)
     model = keras.Model(pixels, probs, name=f"{spec.name.replace(':', '_').replace('/', '_')}_classifier"[:64])
 
-    if spec.family == "vit" and weights != "none":
+    if google_vit and weights != "none":
         from poc.models.vit_checkpoint import load_vit_checkpoint
 
         source = VIT_IMAGENET_CHECKPOINTS[spec.name] if weights == "imagenet" else weights

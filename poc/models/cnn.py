@@ -15,8 +15,13 @@ def build_application(spec: ModelSpec, image_size: int, weights: str) -> keras.M
     source = None if weights == "none" else weights
     local = source not in (None, "imagenet")
     # A failed ImageNet download becomes a UserError with the offline choices in poc.models.build.
+    # EfficientNetV2 looks its block table up by its own name, so it keeps it; its graph is then wrapped under the
+    # classifier's name for it (same layers and weights).
+    named = {} if spec.app.startswith("EfficientNetV2") else {"name": "backbone"}
     backbone = constructor(include_top=False, weights=None if local else source,
-                           input_shape=(image_size, image_size, 3), pooling="avg", name="backbone")
+                           input_shape=(image_size, image_size, 3), pooling="avg", **named)
+    if backbone.name != "backbone":
+        backbone = keras.Model(backbone.inputs[0], backbone.outputs[0], name="backbone")
     if local:
         try:
             backbone.load_weights(source)

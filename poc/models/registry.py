@@ -1,26 +1,30 @@
 """One registry: model name -> builder, preprocessing, default size, cutoff choices, explanation method.
 
 A new backbone is one entry here. Importing this module does not import TensorFlow (the CLI validates names
-before paying for it); builders import lazily.
+before paying for it); builders import lazily. `keras_hub:<preset>` specs are made from the preset's config
+(poc.models.kerashub_presets); a CNN preset's cutoffs need its layer names, so that one builds it (random weights).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from typing import Callable
 
 from poc.errors import UserError
+from poc.models import kerashub_presets
 from poc.models.vit_variants import VIT_VARIANTS, describe
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     name: str
-    family: str  # "cnn" | "vit" | "hub"
+    family: str  # "cnn" | "vit" | "hub" (a KerasHub preset is "cnn" or "vit")
     description: str
     default_image_size: int
     min_image_size: int
-    preprocessing: str  # a key of poc.models.layers.PREPROCESSING
+    preprocessing: str  # a key of poc.models.layers.PREPROCESSING, or "keras_hub": the preset's image converter
     builder: str  # "module:function" called as f(spec, image_size, weights) -> backbone keras.Model
     default_cutoff: str  # phase-2 cutoff when --fine-tune-at is not given
     cutoff_pattern: str  # regex over backbone layer names: the layers offered as cutoff choices
@@ -37,7 +41,7 @@ class ModelSpec:
 
 
 _APPS = "poc.models.cnn:build_application"
-_VIT = "poc.models.vit_backbones:build_vit"
+VIT_BUILDER = _VIT = "poc.models.vit_backbones:build_vit"  # the project's ViT (Google checkpoints)
 _HUB = "poc.models.hub:build_hub"
 
 MODELS: dict[str, ModelSpec] = {
@@ -62,6 +66,18 @@ MODELS: dict[str, ModelSpec] = {
                   default_image_size=224, min_image_size=32, preprocessing="raw", builder=_APPS,
                   default_cutoff="block6a_expand_conv", cutoff_pattern=r"^block\d+a_(expand_conv|dwconv)$",
                   explanation="gradcam", last_conv="top_activation", app="EfficientNetB0"),
+        *(ModelSpec(name=name, family="cnn", description=f"{app} (Liu et al. 2022) + global average pooling",
+                    default_image_size=224, min_image_size=32, preprocessing="raw", builder=_APPS,
+                    default_cutoff="backbone_downsampling_block_2",  # train the last stage
+                    cutoff_pattern=r"^backbone_(downsampling_block_\d+|stage_\d+_block_\d+_depthwise_conv)$",
+                    explanation="gradcam", last_conv="backbone_stage_3_block_2_identity", app=app)
+          for name, app in [("convnext_tiny", "ConvNeXtTiny"), ("convnext_small", "ConvNeXtSmall")]),
+        *(ModelSpec(name=name, family="cnn", description=f"{app} (Tan & Le 2021) + global average pooling",
+                    default_image_size=224, min_image_size=32, preprocessing="raw", builder=_APPS,
+                    default_cutoff="block6a_expand_conv",  # train the last stage
+                    cutoff_pattern=r"^(block1a_project_conv|block\d+a_expand_conv)$",
+                    explanation="gradcam", last_conv="top_activation", app=app)
+          for name, app in [("efficientnetv2_b0", "EfficientNetV2B0"), ("efficientnetv2_s", "EfficientNetV2S")]),
         *(ModelSpec(name=name, family="vit", description=describe(name, template), default_image_size=224,
                     min_image_size=32, preprocessing="tf", builder=_VIT, default_cutoff="blocks:8",
                     cutoff_pattern=r"^encoderblock_\d+$", explanation="attention_rollout",
@@ -77,6 +93,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 HUB_PREFIX = "hub:"
+KERAS_HUB_PREFIX = kerashub_presets.PREFIX  # "keras_hub:"
 
 
 def hub_spec(name: str) -> ModelSpec:
@@ -86,7 +103,33 @@ def hub_spec(name: str) -> ModelSpec:
                      default_cutoff="0", cutoff_pattern=r"^$", explanation="none")
 
 
+@functools.lru_cache(maxsize=32)
+def keras_hub_spec(name: str) -> ModelSpec:
+    """A KerasHub image-backbone preset: family, sizes and explanation from its config.json; cutoffs `blocks:K`
+    for a transformer (2/3 of its blocks frozen by default), stage starts for a CNN (the last stage trains)."""
+    info = kerashub_presets.describe(name[len(KERAS_HUB_PREFIX):])
+    common = dict(name=name, family=info.family, default_image_size=info.default_image_size,
+                  preprocessing="keras_hub", builder="poc.models.kerashub:build_keras_hub")
+    if info.family == "vit":
+        tokens = "class token" if info.class_token else "average of the patch tokens"
+        return ModelSpec(**common, description=f"KerasHub {info.class_name} ({info.depth} blocks, patch {info.patch}; "
+                                               f"{tokens}) from {info.preset}",
+                         min_image_size=info.patch, patch=info.patch, default_cutoff=f"blocks:{info.depth * 2 // 3}",
+                         cutoff_pattern=r"^encoderblock_\d+$",
+                         explanation="attention_rollout" if info.class_token else "gradcam",
+                         last_conv=None if info.class_token else "patch_grid")
+    from poc.models.kerashub import cnn_cutoffs  # imports TensorFlow: a CNN's stages come from its layer names
+
+    stages = cnn_cutoffs(info)
+    return ModelSpec(**common, description=f"KerasHub {info.class_name} + global average pooling from {info.preset}",
+                     min_image_size=32, default_cutoff=stages[-1] if stages else "0",
+                     cutoff_pattern="^(" + "|".join(re.escape(n) for n in stages) + ")$" if stages else r"^$",
+                     explanation="gradcam", last_conv="feature_map")
+
+
 def get_spec(name: str) -> ModelSpec:
+    if name.startswith(KERAS_HUB_PREFIX):
+        return keras_hub_spec(name.strip())
     if name.startswith(HUB_PREFIX):
         if len(name) == len(HUB_PREFIX):
             raise UserError("--model hub: needs a handle or a local SavedModel path, e.g. hub:/path/to/model")
@@ -94,7 +137,8 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)} or hub:<handle-or-path>") \
+        raise UserError(f"unknown model {name!r}; choose from {', '.join(MODELS)}, hub:<handle-or-path> or "
+                        f"keras_hub:<preset-or-dir>") \
             from None
 
 
