@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--study-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
+    _add_executor_arguments(p)
+    p.add_argument("--detach", action="store_true", help="with --executor ray: return at once, printing the job id "
+                   "of the background process that submits the runs and follows them (python -m poc jobs)")
 
     p = sub.add_parser("evaluate", help="recompute the eval artifacts of a finished run")
     p.add_argument("run")
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--stage", choices=store.STAGES, default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--explain", action="store_true",
+                   help="also each image's explanation map (attention rollout or Grad-CAM) and, for Grad-CAM, "
+                        "the backbone layer it read")
     p.add_argument("--runs-dir", type=Path, default=None)
 
     p = sub.add_parser("runs", help="list runs")
@@ -95,7 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="demo data + one CNN and one ViT run (minutes on a 2-core CPU)")
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--data-dir", type=Path, default=None)
+    _add_executor_arguments(p)
+
+    p = sub.add_parser("jobs", help="background jobs (local queue and cluster): status and progress; --cancel JOB")
+    p.add_argument("--runs-dir", type=Path, default=None)
+    p.add_argument("--cancel", default=None, metavar="JOB", help="stop a job; its run reads cancelled")
+    p.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_executor_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="where runs execute: the local queue (default) or a Ray cluster, one job per run "
+                        "(default: ray when VITRINE_RAY_ADDRESS is set)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="the Ray cluster's job-submission address, e.g. http://HEAD:8265 (default: "
+                        "VITRINE_RAY_ADDRESS)")
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,6 +126,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_seeds_argument(p)
     p.add_argument("--runs-dir", type=Path, default=None)
     p.add_argument("--run-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
+    # Set by poc.launch.remote for a run of a study on a cluster, and for a resume its launcher checked:
+    p.add_argument("--study", type=json.loads, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--split-seed", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--executor-checked", action="store_true", help=argparse.SUPPRESS)
+    _add_executor_arguments(p)
 
 
 def _add_seeds_argument(p: argparse.ArgumentParser) -> None:
@@ -158,12 +184,27 @@ def cmd_split(a) -> int:
     return 0
 
 
+def _executor(a):
+    """The executor `--executor/--cluster` (or VITRINE_RAY_ADDRESS) chooses, a cluster checked to answer first
+    (UserError naming its address, nothing submitted). Imports no Ray on the local path."""
+    from poc.launch.executors import choose
+
+    executor = choose(a.executor, a.cluster)
+    if executor.kind != "local":
+        executor.client()
+    return executor
+
+
 def cmd_train(a) -> int:
     from poc.train.training import resume, train
 
     _console_logging()
+    executor = _executor(a)
+    if executor.kind != "local":
+        return _train_on(executor, a)
     if a.resume:
-        rd = resume(a.resume, a.runs_dir)
+        alive = False if a.executor_checked else _remote_alive(a.resume, a.runs_dir)
+        rd = resume(a.resume, a.runs_dir, executor_alive=alive)
     elif not a.data:
         raise UserError("train needs --data DATA (a dataset folder), or --resume RUN to continue a run")
     elif a.seeds is not None or len(a.train_fraction) > 1:  # a study: one run per seed and fraction
@@ -178,7 +219,7 @@ def cmd_train(a) -> int:
 
         config = config_from_args(a)
         with worker_runs_dir(config.distribute, a.runs_dir) as (runs_dir, writes_the_run):
-            rd = train(config, runs_dir, run_id=a.run_id)
+            rd = train(config, runs_dir, run_id=a.run_id, study=a.study, split_seed=a.split_seed)
         if not writes_the_run:
             print("this worker's share of the training is done; the chief worker writes the run directory",
                   file=sys.stderr)
@@ -187,15 +228,68 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _remote_alive(ref: str, runs_dir) -> bool | None:
+    """A remote run's liveness as its cluster reports it (None for a local-queue run: its pid tells)."""
+    from poc.launch.remote import executor_alive_of
+
+    return executor_alive_of(ref, runs_dir)
+
+
+def _train_on(executor, a) -> int:
+    """`train --executor ray`: each run one cluster job; waits, printing progress, then prints run directories."""
+    from poc.launch import remote
+
+    if a.resume:
+        print(remote.resume_on(executor, a.resume, a.runs_dir).path)
+        return 0
+    if not a.data:
+        raise UserError("train needs --data DATA (a dataset folder), or --resume RUN to continue a run")
+    if a.seeds is not None or len(a.train_fraction) > 1:
+        from poc.train.studies import plan_repeats
+
+        fractions, a.train_fraction = a.train_fraction, a.train_fraction[:1]
+        plan = plan_repeats(config_from_args(a), a.seeds, fractions)
+    else:
+        from poc.train.plan import validate
+
+        plan = remote.single_plan(validate(config_from_args(a), a.runs_dir).config)
+    result, _ = remote.run_plan_on(executor, plan, a.runs_dir)
+    return _print_study(result, a) if plan.kind != "run" else _print_run(result)
+
+
+def _print_run(result) -> int:
+    for failure in result.failed:
+        print(f"error: {failure}", file=sys.stderr)
+    for rd in result.runs:
+        print(rd.path)
+    return 1 if result.failed else 0
+
+
 def cmd_sweep(a) -> int:
     from poc.train.studies import plan_sweep, validate_sweep
 
     _console_logging()
     if len(a.train_fraction) > 1:
         raise UserError("sweep takes one --train-fraction; run one sweep per share")
+    executor = _executor(a)
+    if a.detach and executor.kind == "local":
+        raise UserError("--detach is for --executor ray; the local queue's sweeps run in the foreground "
+                        "(or from the dashboard)")
     # The settings and every cutoff checked before anything trains.
     checked, cutoffs = validate_sweep(config_from_args(a), a.cutoffs, a.runs_dir)
-    return _run_study(plan_sweep(checked.config, cutoffs, a.seeds, study_id=a.study_id), a.runs_dir, a)
+    plan = plan_sweep(checked.config, cutoffs, a.seeds, study_id=a.study_id)
+    if executor.kind == "local":
+        return _run_study(plan, a.runs_dir, a)
+    from poc.launch import remote
+
+    if a.detach:
+        job = remote.detach_sweep(executor, checked.config, [c.value for c in cutoffs], a.seeds, plan, a.runs_dir)
+        print(job.id)
+        print(f"submitting and following the sweep's runs in the background; see: python -m poc jobs "
+              f"--runs-dir {job.argv[job.argv.index('--runs-dir') + 1]}", file=sys.stderr)
+        return 0
+    result, _ = remote.run_plan_on(executor, plan, a.runs_dir)
+    return _print_study(result, a)
 
 
 def _run_study(plan, runs_dir, a) -> int:
@@ -208,10 +302,15 @@ def _run_study(plan, runs_dir, a) -> int:
         raise UserError("--distribute multiworker trains one run at a time: start `train` on every machine once "
                         "per run, or run the sweep / seed list on one machine (--distribute mirrored for its GPUs)")
     from poc.train.studies import run_plan
-    from poc.analysis.study_results import result_json, study_summary, summary_text
 
     with contextlib.redirect_stdout(sys.stderr):
         result = run_plan(plan, runs_dir)
+    return _print_study(result, a)
+
+
+def _print_study(result, a) -> int:
+    from poc.analysis.study_results import result_json, study_summary, summary_text
+
     table = study_summary([store.load_run(rd.path) for rd in result.runs])
     if getattr(a, "json", False):
         print(json.dumps(result_json(result.plan.id, result.plan.kind, result.runs, result.failed, table), indent=2))
@@ -238,7 +337,8 @@ def cmd_predict(a) -> int:
     """Top-k per image in input order; refused files (the Live predict page's rules) keep their place."""
     from poc.inference import load_model, predict_files
 
-    results = predict_files(load_model(_find(a.run, a.runs_dir), a.stage), a.images, k=a.top_k)
+    results = predict_files(load_model(_find(a.run, a.runs_dir), a.stage), a.images, k=a.top_k,
+                            explain_maps=a.explain)
     if a.json:
         print(json.dumps(results, indent=2))
     else:
@@ -247,7 +347,18 @@ def cmd_predict(a) -> int:
                 print(f"{r['image']}: rejected ({r['error']})")
             else:
                 print(f"{r['image']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"]))
+                if "explanation" in r:
+                    print("  explanation: " + _explanation_text(r["explanation"]))
     return 2 if any("error" in r for r in results) else 0
+
+
+def _explanation_text(explanation: dict) -> str:
+    """"gradcam on block_12_add (4x4 map)", or why there is no map."""
+    if "note" in explanation:
+        return f"none ({explanation['note']})"
+    h, w = explanation["grid"]
+    layer = f" on {explanation['layer']}" if explanation.get("layer") else ""
+    return f"{explanation['method']}{layer} ({h}x{w} map)"
 
 
 def cmd_runs(a) -> int:
@@ -298,15 +409,42 @@ def cmd_demo(a) -> int:
     from poc.train.demo import run_demo
 
     _console_logging()
+    executor = _executor(a)
+    if executor.kind != "local":
+        from poc.launch.remote import demo_on
+
+        js = demo_on(executor, a.runs_dir, a.data_dir)
+        if js.status != "completed":
+            raise UserError(f"the demo did not complete on the cluster: {js.status} ({js.message})")
+        return 0
     for rd in run_demo(a.runs_dir, a.data_dir, progress=_progress_printer("demo-data")):
         print(rd.path)
+    return 0
+
+
+def cmd_jobs(a) -> int:
+    from poc.launch import launcher
+
+    if a.cancel:
+        launcher.cancel(a.cancel, a.runs_dir)
+    rows = [{"id": js.id, "kind": js.job.kind, "status": js.status, "name": js.name, "run_id": js.run_id,
+             "executor": (js.job.executor or {}).get("kind", "local"),
+             "cluster_job": (js.job.executor or {}).get("job_id") if js.job.pid == 0 else None,
+             "phase": js.phase, "progress": js.progress, "message": js.message}
+            for js in launcher.list_jobs(a.runs_dir)]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+    for row in [] if a.json else rows:
+        progress = f"{100 * row['progress']:.0f}%" if row["progress"] is not None else "-"
+        print(f"{row['id']}  {row['executor']:<5} {row['status']:<11} {progress:>4}  {row['name']}"
+              + (f"  ({row['message']})" if row["message"] and row["status"] != "completed" else ""))
     return 0
 
 
 COMMANDS = {"demo-data": cmd_demo_data, "scan": cmd_scan, "split": cmd_split, "train": cmd_train,
             "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs, "demo": cmd_demo,
             "baseline": cmd_baseline, "compare": cmd_compare, "report": cmd_report,
-            "sweep": cmd_sweep}
+            "sweep": cmd_sweep, "jobs": cmd_jobs}
 
 
 def main(argv: list[str] | None = None) -> int:

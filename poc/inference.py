@@ -187,20 +187,33 @@ def _amount(n: int, style: str = "%.1f") -> str:
 # ---------------------------------------------------------------- files through a run
 
 def predict_files(run: LoadedRun, paths: Iterable, batch_size: int = PREDICT_BATCH, k: int = 5,
-                  max_bytes: int | None = MAX_UPLOAD_BYTES) -> list[dict]:
+                  max_bytes: int | None = MAX_UPLOAD_BYTES, explain_maps: bool = False) -> list[dict]:
     """One dict per path, in input order: {"image", "top_k": [{"class", "probability"}]} or {"image",
-    "error": reason} for a file the upload rules refuse. Decodes and predicts `batch_size` files at a time."""
+    "error": reason} for a file the upload rules refuse. Decodes and predicts `batch_size` files at a time.
+    With `explain_maps`, each prediction also has "explanation": {"method", "layer" (the backbone layer Grad-CAM
+    read; None for rollout), "grid" [h, w], "map" (h rows of w values in [0, 1])}, or {"note": why there is none}."""
     paths = [str(p) for p in paths]
     results: list[dict] = []
     for start in range(0, len(paths), batch_size):
         chunk = [_result_or_pixels(p, run.image_size, max_bytes) for p in paths[start:start + batch_size]]
         kept = [r for r in chunk if "pixels" in r]
         if kept:
-            probs, _ = predict_arrays(run, np.stack([r.pop("pixels") for r in kept]), batch_size)
+            pixels = np.stack([r.pop("pixels") for r in kept])  # (B, S, S, 3)
+            probs, _ = predict_arrays(run, pixels, batch_size)
             for r, ranked in zip(kept, top_k(probs, run.class_names, k)):
                 r["top_k"] = [{"class": c, "probability": p} for c, p in ranked]
+            if explain_maps:
+                for r, explanation in zip(kept, _explanations(run, pixels)):
+                    r["explanation"] = explanation
         results.extend(chunk)
     return results
+
+
+def _explanations(run: LoadedRun, pixels: np.ndarray) -> list[dict]:
+    maps, method, note, layer = explain(run, pixels)
+    if maps is None:
+        return [{"note": note}] * len(pixels)
+    return [{"method": method, "layer": layer, "grid": list(m.shape), "map": np.round(m, 4).tolist()} for m in maps]
 
 
 def _result_or_pixels(path: str, size: int, max_bytes: int | None) -> dict:
@@ -224,17 +237,18 @@ def model_family(model_name: str) -> str:
         return "unknown"
 
 
-def explain(run: LoadedRun, pixels: np.ndarray) -> tuple[np.ndarray | None, str | None, str | None]:
-    """(maps (N, h, w) in [0, 1], method, None) for raw pixels (N, S, S, 3): attention rollout for a ViT,
-    Grad-CAM for a CNN; (None, None, why) when the family has no method (TF-Hub)."""
+def explain(run: LoadedRun, pixels: np.ndarray) -> tuple[np.ndarray | None, str | None, str | None, str | None]:
+    """(maps (N, h, w) in [0, 1], method, None, layer) for raw pixels (N, S, S, 3): attention rollout for a ViT
+    (layer None), Grad-CAM for a CNN (layer: the backbone layer it read, poc.explain.gradcam.gradcam_layer);
+    (None, None, why, None) when the family has no method (TF-Hub)."""
     from poc.explain.maps import explain_images
 
     if run.spec.explanation == "none":
-        return None, None, NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}")
+        return None, None, NO_EXPLANATION.get(run.spec.family, f"no explanation method for {run.spec.name}"), None
     explained = explain_images(run.model, run.spec, np.asarray(pixels, np.float32))
     if explained is None:
-        return None, None, f"no explanation method for {run.spec.name}"
-    return explained[0], explained[1], None
+        return None, None, f"no explanation method for {run.spec.name}", None
+    return explained.maps, explained.method, None, explained.layer
 
 
 def layer_attention(run: LoadedRun, pixels: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 from PIL import Image
 
 from poc.data.demo import generate_demo_dataset
+
+# The in-process AppTests run page after page over many runs folders: no background warming there (ui.warm). The
+# dashboards the browser tests serve warm their caches as a real one does (tests/dashboard_server.py).
+os.environ["VITRINE_WARM_CACHES"] = "0"
 
 
 def make_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (16, 16), color=0, **save_kwargs) -> Path:
@@ -29,8 +34,8 @@ def make_class_folders(root: Path, counts: dict[str, int], size: tuple[int, int]
 
 
 def settled(at, timeout_s: float = 180):
-    """An AppTest of the Live predict page rerun until no run's model is still loading in the background
-    (the page shows itself first and predicts once the models are built)."""
+    """An AppTest of the Live predict (or Attention maps) page rerun until no run's model is still loading in the
+    background (the page shows itself first and predicts once the models are built)."""
     deadline = time.monotonic() + timeout_s
     while any("Loading this run's model" in c.value for c in at.caption):
         assert time.monotonic() < deadline, "the models were not ready in time"

@@ -53,7 +53,7 @@ def start_dashboard(runs_dir: Path, data_root: Path, log_path: Path, repo: Path 
     the checkout whose dashboard.py to serve (this one by default; a benchmark serves an older commit's)."""
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "VITRINE_DATA_ROOT": str(data_root),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "VITRINE_WARM_CACHES": "1"}  # warmed as a dashboard is (ui.warm)
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard.py", "--server.port", url.rsplit(":", 1)[1],
            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     with open(log_path, "wb") as log:

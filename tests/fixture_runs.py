@@ -11,7 +11,7 @@ Keys (ids are the directory names, ordered newest first as listed here):
                   history with tl + one ft epoch, eval tl only (synthetic probabilities)
     vit           completed vit_ti16 at 32 px, stages tl + ft, REAL weights (model.weights.h5 and
                   weights_tl / weights_ft), predictions from that model, attention_rollout maps (N, 2, 2)
-    cnn           completed mobilenet_v2 at 32 px, same as vit with gradcam maps (N, 2, 2)
+    cnn           completed mobilenet_v2 at 32 px, same as vit with gradcam maps (N, 4, 4) of block_5_add
     failed        status failed with an `error`, two tl history rows, no eval, no weights
     no_ft         completed mobilenet_v2 with stage tl only (ft_epochs 0), real weights
     many_classes  completed efficientnet_b0, 120 synthetic classes over the demo images (reused), stage ft
@@ -222,13 +222,13 @@ def _real_run(rd: RunDir, model_name: str, split, test, class_names, hour: int, 
         validation = _loss_and_accuracy(val_probs, labels[is_val])
         val_losses[stage] = validation[0]
         _write_eval(rd, stage, test, probs, class_names, validation, (val_logits, labels[is_val], test_logits))
-        if spec.explanation == "attention_rollout":
-            from poc.explain.attention import rollout_maps
+        from poc.explain.maps import explain_images
 
-            maps = rollout_maps(model, pixels[is_test])  # (N, 2, 2): the real rollout over the patch grid
-        else:  # Grad-CAM of mobilenet_v2 at 32 px is 1 x 1; a 2 x 2 map exercises the overlay code better
-            maps = rng.random((len(test), 2, 2)).astype(np.float32)  # (N, 2, 2)
-        rd.write_explanations(stage, maps, spec.explanation)
+        # The real maps: rollout over the 2 x 2 patch grid (ViT); Grad-CAM of mobilenet_v2, whose last feature map
+        # is 1 x 1 at 32 px, on the last block with a 4 x 4 grid (block_5_add), recorded as its `layer`.
+        rd.write_explanations(stage, *explain_images(model, spec, pixels[is_test]))
+        if spec.explanation == "gradcam":
+            rng.random((len(test), 2, 2))  # the draw its former random maps took: the later stage's noise stays
         model.save_weights(rd.stage_weights(stage))
     final = min(reversed(stages), key=val_losses.get)  # the lower validation loss; a tie goes to the later stage
     shutil.copyfile(rd.stage_weights(final), rd.weights)

@@ -165,6 +165,100 @@ def test_live_predict_says_what_it_measured_and_whether_the_model_was_right():
     assert "Measured while another run's model was loading" in latency_caption(result)
 
 
+def test_a_run_is_marked_only_against_a_class_it_was_trained_on():
+    from ui.explain_view import LivePrediction
+    from ui.live_predict import unknown_label_note, verdict_line
+
+    result = LivePrediction([("cat", 0.91), ("dog", 0.09)], latency_ms=1.0, class_names=["cat", "dog"])
+    assert verdict_line(result, "dog") == "Top-1: **cat** (91.0%) ✗ (true: dog)"
+    assert verdict_line(result, "animal") == "Top-1: **cat** (91.0%)"  # neither ✓ nor ✗
+    assert unknown_label_note(["cat", "dog"], "animal") == (
+        "This run was not trained on class **animal**, so its prediction is neither right nor wrong.")
+    assert unknown_label_note(["cat", "dog"], "dog") is None and unknown_label_note(["cat"], None) is None
+
+
+def test_class_lists_are_shown_only_when_the_chosen_runs_differ():
+    from ui.live_predict import class_list_caption, differing_class_sets
+
+    assert not differing_class_sets({"a": ["cat", "dog"], "b": ["dog", "cat"], "c": None})
+    assert differing_class_sets({"a": ["cat", "dog"], "b": ["animal", "plant"]})
+    assert class_list_caption(["animal", "plant"]) == "Trained on 2 classes: animal, plant"
+    assert class_list_caption([f"c{i}" for i in range(14)], limit=3) == "Trained on 14 classes: c0, c1, c2, … 11 more"
+
+
+def test_the_first_selection_is_the_users_then_homes_pair_then_one_test_set():
+    from ui.live_predict import default_runs
+
+    ids = ["new-b", "vit-a", "cnn-a", "old-b"]  # newest first
+    weights = {"new-b": True, "vit-a": True, "cnn-a": True, "old-b": True}
+    sets = {"new-b": "B", "vit-a": "A", "cnn-a": "A", "old-b": "B"}
+    assert default_runs(ids, weights, ["vit-a", "new-b"], ["cnn-a", "vit-a"], sets) == ["vit-a", "new-b"]
+    assert default_runs(ids, weights, None, ["cnn-a", "vit-a"], sets) == ["cnn-a", "vit-a"]
+    assert default_runs(ids, {**weights, "cnn-a": False}, None, ["cnn-a", "vit-a"], sets) == ["vit-a"]
+    # No pair to compare (no validation metrics): the newest run and one more of ITS test set, never another's.
+    assert default_runs(ids, weights, None, [], sets) == ["new-b", "old-b"]
+    assert default_runs(ids, {**weights, "old-b": False}, None, [], sets) == ["new-b"]
+
+
+OTHER_RUN = "20250101-160000-mobilenet-v2-0th3"  # newer than every fixture run
+
+
+def _other_classes_run(fixture_runs, root: Path) -> list[str]:
+    """A copy of the fixture CNN as a run of another dataset: the same weights, its 10 classes renamed
+    ("bird" -> "x-bird"...), another test set, finished last; returns its class names."""
+    rd = root / OTHER_RUN
+    shutil.copytree(fixture_runs["cnn"], rd)
+    info = json.loads((rd / "run.json").read_text())
+    rename = {c: f"x-{c}" for c in info["class_names"]}
+    info.update(id=OTHER_RUN, name="other dataset CNN", class_names=[rename[c] for c in info["class_names"]],
+                created="2025-01-01T16:00:00+00:00", finished="2025-01-01T16:20:00+00:00")
+    info["dataset"].update(path="/data/other", split_fingerprint="b" * 64, test_fingerprint="b" * 64)
+    (rd / "run.json").write_text(json.dumps(info))
+    for csv in [rd / "split.csv", *rd.glob("eval/*/predictions.csv")]:
+        frame = pd.read_csv(csv)
+        frame = frame.rename(columns={f"prob_{c}": f"prob_{n}" for c, n in rename.items()})
+        for column in ("label", "pred"):
+            if column in frame:
+                frame[column] = frame[column].map(rename)
+        frame.to_csv(csv, index=False)
+    return info["class_names"]
+
+
+def test_live_predict_defaults_to_one_test_set_and_marks_only_known_classes(fixture_runs, tmp_path, monkeypatch):
+    root = _run_subset(fixture_runs, tmp_path, ["cnn", "vit"])
+    other_classes = _other_classes_run(fixture_runs, root)
+    at = settled(_page(LIVE, root, monkeypatch))
+    assert not at.exception and not at.error
+    # Home compares the test set of the most recent completed run: the other dataset's, with its CNN alone (the
+    # most recent CNN and the most recent ViT would pair two datasets).
+    assert at.multiselect(key="live.runs").value == [OTHER_RUN]
+    assert at.selectbox(key="live.test_run").value == OTHER_RUN
+    top1 = [t for t in _texts(at) if t.startswith("Top-1:")]
+    assert len(top1) == 1 and top1[0].endswith(("✓", ")")) and ("✓" in top1[0] or "✗ (true: x-" in top1[0])
+
+    vit = fixture_runs["vit"].name
+    at = settled(at.multiselect(key="live.runs").set_value([OTHER_RUN, vit]).run())
+    assert not at.exception and not at.error
+    texts = _texts(at)
+    label = at.selectbox(key="live.test_row").format_func(at.selectbox(key="live.test_row").value)
+    true_label = label.rsplit("(true: ", 1)[1].rstrip(")")
+    assert true_label in other_classes
+    assert any("trained on different class sets" in i.value for i in at.info)
+    assert f"Trained on 10 classes: {', '.join(other_classes)}" in texts
+    vit_classes = json.loads((fixture_runs["vit"] / "run.json").read_text())["class_names"]
+    assert f"Trained on 10 classes: {', '.join(vit_classes)}" in texts
+    assert [t for t in texts if t.startswith("This run was not trained on class")] == [
+        f"This run was not trained on class **{true_label}**, so its prediction is neither right nor wrong."]
+    top1 = [t for t in texts if t.startswith("Top-1:")]
+    assert len(top1) == 2 and not any(mark in top1[1] for mark in ("✓", "✗"))  # the ViT: never marked
+    assert any(mark in top1[0] for mark in ("✓", "✗"))  # the run that knows the class is
+
+    # A test image of the ViT's own split: now the other dataset's CNN is the one that cannot be marked.
+    at = settled(at.selectbox(key="live.test_run").set_value(vit).run())
+    top1 = [t for t in _texts(at) if t.startswith("Top-1:")]
+    assert not any(mark in top1[0] for mark in ("✓", "✗")) and any(mark in top1[1] for mark in ("✓", "✗"))
+
+
 def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixture_runs, monkeypatch):
     at = settled(_page(LIVE, fixture_runs["cnn"].parent, monkeypatch))
     assert not at.exception
@@ -185,8 +279,9 @@ def test_live_predict_shows_both_runs_predictions_for_a_picked_test_image(fixtur
     latency = [t for t in texts if "Inference latency" in t]
     assert len(latency) == 2 and all("one compiled call after the model's warm-up" in t for t in latency)
     captions = _image_captions(at)
-    assert any(c.startswith("Grad-CAM") for c in captions)
-    assert any(c.startswith("attention rollout (2×2 map)") for c in captions)
+    # mobilenet_v2's last feature map is 1 x 1 at 32 px: Grad-CAM reads the last block with a 4 x 4 grid, named
+    assert "Grad-CAM on block_5_add (4×4 map)" in captions
+    assert "attention rollout (2×2 map)" in captions
 
 
 def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
@@ -204,7 +299,7 @@ def test_live_predict_says_when_a_run_has_no_weights(fixture_runs, monkeypatch):
 # ---------------------------------------------------------------- attention maps page
 
 def test_attention_page_shows_the_grid_mean_map_and_cnn_beside_it(fixture_runs, monkeypatch):
-    at = _page(ATTENTION, fixture_runs["cnn"].parent, monkeypatch)
+    at = settled(_page(ATTENTION, fixture_runs["cnn"].parent, monkeypatch))  # per-layer maps once the model is built
     assert not at.exception and not at.error and not at.warning
     assert_no_section_failed(at)
     assert at.selectbox(key="attn.run").value == fixture_runs["vit"].name
@@ -213,7 +308,7 @@ def test_attention_page_shows_the_grid_mean_map_and_cnn_beside_it(fixture_runs, 
     assert subheaders[:2] == ["Mean map · all classes", "Test images · 12 of 20"]
     captions = _image_captions(at)
     assert "ViT mean attention rollout · all classes · 20 images" in captions
-    assert "CNN mean Grad-CAM · all classes · 20 images" in captions
+    assert "CNN mean Grad-CAM on block_5_add (4×4 map) · all classes · 20 images" in captions
     grid = [c for c in captions if " · ViT: " in c]
     assert len(grid) == 12 and all(" · CNN: " in c for c in grid)
     assert sum(c.startswith("layer 12, head") for c in captions) == 3  # vit_ti16: 12 blocks x 3 heads

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -193,3 +194,35 @@ def test_a_refused_resume_says_why(roots, fake_spawn):
     assert [e.value for e in at.sidebar.error] == [
         f"Could not resume {rd.id}: run {rd.id} cannot be resumed: it is completed; only interrupted runs and "
         "failed runs with a checkpoint resume"]
+
+
+
+def test_a_local_keras_hub_preset_gets_its_cutoffs_and_command(roots, tmp_path):
+    import keras_hub
+
+    keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+                                 mlp_dim=32).save_to_preset(str(tmp_path / "vit"))
+    at = open_launcher(roots)
+    at.text_input(key="launcher_keras_hub").input(str(tmp_path / "vit")).run(timeout=TIMEOUT)
+    assert not at.exception and not at.sidebar.error
+    assert_no_section_failed(at)
+    assert at.radio(key="launcher_weights_preset").value == "imagenet"  # the preset's own weights
+    cutoff = at.selectbox(key=f"launcher_cutoff_keras_hub:{tmp_path / 'vit'}_64")
+    assert cutoff.value == "blocks:1"  # 2/3 of the 2 blocks frozen
+    assert [o.split(" · ")[0] for o in cutoff.options][:3] == ["blocks:0", "blocks:1", "blocks:2"]
+    assert f"--model keras_hub:{tmp_path / 'vit'}" in at.sidebar.code[0].value
+
+
+@pytest.mark.parametrize("preset, says", [("no spaces!", "is not a preset name"),
+                                          ("dinov2_small", "preset dinov2_small could not be downloaded (offline?): "
+                                                           "give a local preset directory")])
+def test_a_keras_hub_preset_that_cannot_be_used_is_explained_within_30_seconds(roots, monkeypatch, preset, says):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # offline: every connection is refused
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    at = open_launcher(roots)
+    begin = time.monotonic()
+    at.text_input(key="launcher_keras_hub").input(preset).run(timeout=TIMEOUT)
+    assert time.monotonic() - begin < 30
+    assert not at.exception
+    assert [says in e.value for e in at.sidebar.error] == [True]
+    assert "launcher_launch" not in [b.key for b in at.button]  # nothing to launch

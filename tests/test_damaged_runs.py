@@ -225,7 +225,7 @@ def test_live_predict_says_which_run_cannot_load_its_weights(damaged, fixture_ru
 
 def test_attention_maps_of_a_vit_with_damaged_weights_keep_the_stored_maps(damaged, monkeypatch):
     run_id = damaged["ids"]["vit-truncated-weights"]
-    at = _page(ROOT / "pages" / "4_Attention_maps.py", damaged, monkeypatch, **{FOCUS_KEY: run_id})
+    at = settled(_page(ROOT / "pages" / "4_Attention_maps.py", damaged, monkeypatch, **{FOCUS_KEY: run_id}))
     _rendered(at, "attention maps")
     assert at.selectbox(key="attn.run").value == run_id
     assert any(h.value.startswith("Mean map") for h in at.subheader)  # stored maps need no weights

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from poc.explain.maps import explain_images
-from poc.explain.gradcam import gradcam_maps
+from poc.explain.gradcam import gradcam_layer, gradcam_maps
 from poc.models import MODELS, build
 from poc.models.layers import Preprocess
+from poc.runs import store
 
 CLASSES = 4
 
@@ -38,9 +41,65 @@ def test_maps_have_the_last_feature_map_shape_and_lie_in_unit_range(mobilenet):
 
 def test_explain_images_uses_gradcam_for_cnns_batch_by_batch(mobilenet):
     images = pixels(5, 128, seed=2)
-    maps, method = explain_images(mobilenet, MODELS["mobilenet_v2"], images)
-    assert method == "gradcam"
+    maps, method, layer = explain_images(mobilenet, MODELS["mobilenet_v2"], images)
+    assert method == "gradcam" and layer == "out_relu"  # 4 x 4 at 128 px: the last feature map is fine enough
     np.testing.assert_allclose(maps, gradcam_maps(mobilenet, "out_relu", images), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the layer at low resolution
+
+@pytest.fixture(scope="module")
+def mobilenet_64():
+    """MobileNetV2 at 64 px, the demo's size: its last feature map (out_relu) is 2 x 2."""
+    keras.utils.set_random_seed(0)
+    return build("mobilenet_v2", CLASSES, 64, "none")
+
+
+def last_block_output_with_grid(backbone: keras.Model, at_least: int) -> tuple[str, tuple[int, int]]:
+    """Independently of poc.explain.gradcam: the last MobileNetV2 block output (`block_N_add`, or
+    `block_N_project_BN` for a block without a residual) whose output shape, as built, is at least `at_least`
+    cells a side; blocks ordered by N."""
+    found = {}
+    for layer in backbone.layers:
+        match = re.fullmatch(r"block_(\d+)_(add|project_BN)", layer.name)
+        if match:
+            h, w = layer.output.shape[1:3]
+            if min(h, w) >= at_least:
+                block = int(match[1])
+                if match[2] == "add" or block not in found:  # a residual block ends at its add
+                    found[block] = (layer.name, (h, w))
+    return found[max(found)]
+
+
+def test_at_64_px_gradcam_reads_the_last_block_whose_native_grid_is_at_least_4x4(mobilenet_64):
+    backbone = mobilenet_64.get_layer("backbone")
+    spec = MODELS["mobilenet_v2"]
+    assert tuple(backbone.get_layer(spec.last_conv).output.shape[1:3]) == (2, 2)  # too coarse to read
+    expected, grid = last_block_output_with_grid(backbone, 4)
+    assert gradcam_layer(backbone, spec) == expected == "block_12_add" and grid == (4, 4)
+    images = pixels(3, 64, seed=5)
+    maps, method, layer = explain_images(mobilenet_64, spec, images)
+    assert (method, layer) == ("gradcam", expected)
+    assert maps.shape == (3, *grid)  # the layer's native grid: nothing was upsampled
+    np.testing.assert_allclose(maps, gradcam_maps(mobilenet_64, expected, images), atol=1e-6)
+
+
+def test_a_feature_map_of_at_least_4x4_is_kept(mobilenet):
+    assert gradcam_layer(mobilenet.get_layer("backbone"), MODELS["mobilenet_v2"]) == "out_relu"
+
+
+def test_explanations_npz_records_the_layer_and_old_files_read_without_it(tmp_path):
+    rd = store.RunDir(tmp_path / "run")
+    maps = np.random.default_rng(0).random((3, 4, 4)).astype(np.float32)
+    rd.write_explanations("ft", maps, "gradcam", "block_12_add")
+    assert store.read_explanation_layer(rd, "ft") == "block_12_add"
+    read_maps, method = store.read_explanations(rd, "ft")
+    assert method == "gradcam" and read_maps.shape == (3, 4, 4)
+    rd.write_explanations("tl", maps, "attention_rollout")
+    assert store.read_explanation_layer(rd, "tl") is None
+    np.savez(rd.eval_file("tl", "explanations"), maps=maps.astype(np.float16), rows=np.arange(3), method="gradcam")
+    assert store.read_explanations(rd, "tl")[1] == "gradcam"  # a file written before the layer was recorded
+    assert store.read_explanation_layer(rd, "tl") is None
 
 
 def test_empty_input_gives_no_maps(mobilenet):

@@ -117,6 +117,21 @@ def test_predict_command_answers_in_input_order_and_exits_2_on_a_refused_file(cn
     assert answers[1]["top_k"] == inference.predict_files(cnn, [good], k=2)[0]["top_k"]
 
 
+def test_predict_command_with_explain_records_the_grad_cam_layer_and_its_map(cnn, tmp_path, capsys, monkeypatch):
+    good = _noisy(tmp_path / "good.png")
+    result = call_cli(capsys, monkeypatch, "predict", cnn.rd.path, good, "--json", "--explain")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    explanation = answer["explanation"]
+    maps, method, _, layer = inference.explain(cnn, inference.resize_pixels(open_image(good), SIZE)[None])
+    assert (explanation["method"], explanation["layer"]) == ("gradcam", layer)
+    assert explanation["grid"] == list(maps.shape[1:]) == list(
+        cnn.model.get_layer("backbone").get_layer(layer).output.shape[1:3])  # the layer's native grid
+    np.testing.assert_allclose(explanation["map"], maps[0], atol=1e-4)
+    text = call_cli(capsys, monkeypatch, "predict", cnn.rd.path, good, "--explain")
+    assert f"  explanation: gradcam on {layer} ({maps.shape[1]}x{maps.shape[2]} map)" in text.stdout.splitlines()
+
+
 def test_predict_command_refuses_files_over_the_upload_limit(cnn, tmp_path, capsys, monkeypatch):
     big = tmp_path / "big.png"
     big.write_bytes(_noisy(tmp_path / "small.png").read_bytes() + b"\0" * (inference.MAX_UPLOAD_BYTES + 1))
@@ -220,8 +235,9 @@ def test_explain_gives_rollout_for_a_vit_equal_to_all_layers_at_once(vit):
     from poc.models.vit import attention_model
 
     pixels = _pixels(3, seed=1)
-    maps, method, note = inference.explain(vit, pixels)
-    assert method == "attention_rollout" and note is None and maps.shape == (3, 2, 2)  # 32 px / patch 16
+    maps, method, note, layer = inference.explain(vit, pixels)
+    assert method == "attention_rollout" and note is None and layer is None
+    assert maps.shape == (3, 2, 2)  # 32 px / patch 16
     outputs = attention_model(vit.model.get_layer("backbone"))(vit.model.get_layer("preprocess")(pixels))
     attentions = [np.asarray(a, np.float64) for a in outputs[1:]]  # every layer at once, float64
     np.testing.assert_allclose(maps, attention_rollout(attentions), rtol=1e-4, atol=1e-5)
@@ -231,6 +247,7 @@ def test_explain_gives_rollout_for_a_vit_equal_to_all_layers_at_once(vit):
 
 
 def test_explain_gives_gradcam_for_a_cnn(cnn):
-    maps, method, note = inference.explain(cnn, _pixels(2))
+    maps, method, note, layer = inference.explain(cnn, _pixels(2))
     assert method == "gradcam" and note is None and maps.shape[0] == 2
+    assert maps.shape[1:] == tuple(cnn.model.get_layer("backbone").get_layer(layer).output.shape[1:3])
     assert maps.min() >= 0 and maps.max() <= 1

@@ -148,8 +148,8 @@ def test_the_serving_process_predicts_and_explains_like_poc_inference(server, fi
     pixels = _pixels(model.image_size)
     served = server.predict(model, pixels)
     np.testing.assert_allclose(served.probs, inference.predict_arrays(reference, pixels)[0], atol=1e-5)
-    maps, method, _ = inference.explain(reference, pixels)
-    assert served.method == method and served.note is None
+    maps, method, _, layer = inference.explain(reference, pixels)
+    assert served.method == method and served.note is None and served.layer == layer
     np.testing.assert_allclose(served.maps, maps, atol=1e-4)
     assert served.seconds > 0
 

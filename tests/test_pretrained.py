@@ -1,6 +1,12 @@
-"""The demo backbones: the shapes pretraining task, `--weights demo`, and why it exists (non-constant features)."""
+"""The demo backbones: the shapes pretraining task, `--weights demo`, and why it exists (non-constant features);
+their committed heads, `--evaluate`, and the distillation that pretraining can add."""
 
 from __future__ import annotations
+
+import argparse
+import csv
+import re
+import shutil
 
 import keras
 import numpy as np
@@ -10,11 +16,12 @@ from poc.data.demo import CLASS_NAMES, render_image
 from poc.data.shapes import SHAPE_CLASSES, make_shapes, shape_image
 from poc.errors import UserError
 from poc.models import build
-from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, demo_weights_path
+from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, demo_weights_path, head_path, load_head
 from poc.models.vit import attention_model, build_vit_backbone, intermediates_model
 from poc.models.vit_variants import VIT_VARIANTS
 from poc.models.vit_checkpoint import checkpoint_key_table, load_vit_checkpoint
-from poc.models.pretrain import parse_args
+from poc.models import pretrain
+from poc.models.pretrain import compile_stage, distillation_trainer, parse_args
 
 SIZE = DEMO_IMAGE_SIZE
 
@@ -69,6 +76,18 @@ def test_staged_recipe_ends_at_the_demo_size_and_refuses_another():
         parse_args(["--model", "vit_ti8", "--image-size", "96"])
 
 
+def test_staged_only_options_are_refused_for_an_epoch_recipe():
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "vit_ti16", "--distill", "mobilenet_v2"])
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "mobilenet_v2", "--init", "demo"])
+
+
+def test_distill_init_demo_continues_from_the_committed_backbone():
+    args = parse_args(["--model", "vit_ti8", "--distill", "mobilenet_v2", "--init", "demo"])
+    assert args.distill == "mobilenet_v2" and args.init == str(DEMO_WEIGHTS["vit_ti8"])
+
+
 # --- demo weight files --------------------------------------------------------------------------------
 
 
@@ -89,6 +108,24 @@ def test_committed_demo_weight_files_exist_and_are_small(name):
     path = demo_weights_path(name, SIZE)
     assert path == DEMO_WEIGHTS[name]
     assert 0 < path.stat().st_size < 25 * 1024**2
+
+
+def test_head_file_sits_beside_its_backbone_file(tmp_path):
+    assert head_path(tmp_path / "demo_mobilenet_v2_64.weights.h5") == tmp_path / "demo_mobilenet_v2_64.head.npz"
+    assert head_path(tmp_path / "demo_vit_ti8_64.npz") == tmp_path / "demo_vit_ti8_64.head.npz"
+
+
+def test_a_missing_head_names_the_command_that_fits_it(tmp_path):
+    with pytest.raises(UserError, match="--fit-head"):
+        load_head(tmp_path / "demo_vit_ti8_64.npz")
+
+
+@pytest.mark.parametrize("name", sorted(DEMO_WEIGHTS))
+def test_committed_head_is_small_and_fits_its_backbone_features(demo_models, name):
+    kernel, bias = load_head(DEMO_WEIGHTS[name])
+    features = demo_models[name].get_layer("backbone").output.shape[-1]
+    assert kernel.shape == (features, len(SHAPE_CLASSES)) and bias.shape == (len(SHAPE_CLASSES),)
+    assert head_path(DEMO_WEIGHTS[name]).stat().st_size < 200 * 1024
 
 
 # --- building with weights="demo" ----------------------------------------------------------------------
@@ -202,3 +239,136 @@ def test_backbone_built_with_attention_holds_the_same_layers_and_loads_the_demo_
                                keras.ops.convert_to_numpy(backbone(scaled)), atol=1e-5)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs["attention"][-1]),
                                keras.ops.convert_to_numpy(listed[-1]), atol=1e-5)
+
+
+# --- the committed heads: --evaluate, --fit-head ---------------------------------------------------------------
+
+
+def _held_out_line(out: str) -> float:
+    lines = [line for line in out.splitlines() if line.startswith("held-out accuracy")]
+    assert len(lines) == 1 and re.fullmatch(r"held-out accuracy: [01]\.\d{4}", lines[0]), out
+    return float(lines[0].split(": ")[1])
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "vit_ti8"])
+def test_evaluate_prints_the_committed_backbone_and_head_accuracy(demo_models, name, capsys):
+    # Recomputed apart from --evaluate: the backbone's features times the head file's kernel, in numpy.
+    assert pretrain.main(["--model", name, "--evaluate", "--val-images", "56"]) == 0
+    printed = _held_out_line(capsys.readouterr().out)
+    images, labels = make_shapes(56, SIZE, seed=1)
+    model = demo_models[name]
+    scaled = model.get_layer("preprocess")(images.astype(np.float32))
+    features = keras.ops.convert_to_numpy(model.get_layer("backbone")(scaled, training=False))  # (N, D)
+    kernel, bias = load_head(DEMO_WEIGHTS[name])
+    expected = np.mean(np.argmax(features @ kernel + bias, axis=1) == labels)
+    assert printed == pytest.approx(expected, abs=1 / 56 + 1e-4)  # float ties aside, the same images right
+    assert printed > 5 / len(SHAPE_CLASSES)  # far above chance: the head belongs to this backbone
+
+
+def test_fit_head_writes_a_head_that_the_evaluation_uses(tmp_path, capsys):
+    out = tmp_path / "demo_vit_ti16_64.npz"
+    shutil.copy(DEMO_WEIGHTS["vit_ti16"], out)
+    argv = ["--model", "vit_ti16", "--out", str(out), "--train-images", "112", "--val-images", "56"]
+    assert pretrain.main(argv + ["--fit-head"]) == 0
+    kernel, bias = load_head(out)
+    assert kernel.shape == (VIT_VARIANTS["vit_ti16"].width, len(SHAPE_CLASSES)) and bias.shape == (len(SHAPE_CLASSES),)
+    fitted = _held_out_line(capsys.readouterr().out)
+    assert pretrain.main(argv + ["--evaluate"]) == 0
+    assert _held_out_line(capsys.readouterr().out) == fitted > 2 / len(SHAPE_CLASSES)
+
+
+def test_evaluate_without_a_head_file_says_how_to_make_one(tmp_path, capsys):
+    out = tmp_path / "demo_vit_ti8_64.npz"
+    shutil.copy(DEMO_WEIGHTS["vit_ti8"], out)
+    assert pretrain.main(["--model", "vit_ti8", "--evaluate", "--out", str(out), "--val-images", "28"]) == 2
+    assert "--fit-head" in capsys.readouterr().err
+
+
+# --- DeiT-style hard-label distillation -------------------------------------------------------------------------
+
+
+def _stage_args(**changes) -> argparse.Namespace:
+    values = dict(warmup_steps=0, weight_decay=0.0, jit_compile=False, batch_size=4, seed=0, init=None, curve=None,
+                  distill=None)
+    return argparse.Namespace(**(values | changes))
+
+
+def test_distillation_loss_is_half_true_labels_half_teacher_labels():
+    keras.utils.set_random_seed(0)
+    model = build("vit_ti8", len(SHAPE_CLASSES), 32, "none")
+    trainer = distillation_trainer(model, len(SHAPE_CLASSES))
+    compile_stage(trainer, _stage_args(), 10, 1e-4, distilled=True)
+    images, labels = make_shapes(8, 32, seed=3)
+    taught = (labels + 1) % len(SHAPE_CLASSES)  # a teacher that disagrees everywhere
+    probs, probs_taught = (keras.ops.convert_to_numpy(p) for p in trainer(images.astype(np.float32)))  # (B, C) x 2
+
+    def ce(p, y):
+        return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+    loss = trainer.compute_loss(y=(labels, taught), y_pred=(probs, probs_taught))
+    assert float(loss) == pytest.approx(0.5 * ce(probs, labels) + 0.5 * ce(probs_taught, taught), rel=1e-5)
+
+
+class _BrightnessTeacher:
+    """A stand-in teacher: class = mean brightness bucket; records the image sizes it was shown."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def predict_on_batch(self, images):
+        self.sizes.append(images.shape[1])
+        return np.eye(len(SHAPE_CLASSES))[(images.mean(axis=(1, 2, 3)) // 10).astype(int) % len(SHAPE_CLASSES)]
+
+
+def test_distillation_stream_pairs_true_labels_with_the_teachers_labels_of_the_same_images():
+    teacher = _BrightnessTeacher()
+    stream = pretrain.fresh_stream(_stage_args(), 32, 2, start=5, teacher=teacher)
+    batches = [(x.numpy(), y.numpy(), t.numpy()) for x, (y, t) in stream]
+    images, labels = make_shapes(8, 32, seed=0, start=5)
+    seen, _ = make_shapes(8, SIZE, seed=0, start=5)  # the same draws at the teacher's size
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), images)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), labels)
+    np.testing.assert_array_equal(np.concatenate([b[2] for b in batches]),
+                                  np.argmax(teacher.predict_on_batch(seen), axis=1))
+    assert set(teacher.sizes) == {SIZE}
+
+
+def test_a_distilled_model_saves_a_standard_vit_backbone_and_its_true_label_head(tmp_path):
+    model = build("vit_ti8", len(SHAPE_CLASSES), SIZE, "none")
+    distillation_trainer(model, len(SHAPE_CLASSES))
+    out = pretrain.save_backbone(model, "vit_ti8", tmp_path / "demo_vit_ti8_64.npz")
+    with np.load(out) as npz:  # the keys of a standard ViT-Ti/8: no distillation head, no extra token
+        assert set(npz.files) == set(checkpoint_key_table(build("vit_ti8", 2, SIZE).get_layer("backbone")))
+    kernel, bias = load_head(out)
+    np.testing.assert_array_equal(kernel, keras.ops.convert_to_numpy(model.get_layer("head").kernel))
+    np.testing.assert_array_equal(bias, keras.ops.convert_to_numpy(model.get_layer("head").bias))
+
+
+class _Classifier:
+    """A stand-in classifier that gets the first `right` held-out images right."""
+
+    def __init__(self, right: int):
+        self.right = right
+
+    def predict(self, images, batch_size, verbose):
+        labels = np.arange(len(images)) % len(SHAPE_CLASSES)
+        labels[self.right:] += 1
+        return np.eye(len(SHAPE_CLASSES) + 1)[labels]
+
+
+def test_curve_rows_count_steps_and_images_across_stages(tmp_path):
+    args = _stage_args(curve=tmp_path / "curve.csv", init="demo.npz", distill="mobilenet_v2")
+    progress = {"steps": 0, "eval_seconds": 0.0, "started": 0.0}
+    held_out = make_shapes(10, 32, seed=1)
+    for stage, right in ((1, 5), (2, 8)):
+        callback = pretrain.StreamProgress(_Classifier(right), held_out, 2, stage, args, progress)
+        callback.params = {"steps": 3}
+        callback.on_train_begin()
+        for batch in range(3):
+            callback.on_train_batch_end(batch, {"loss": 1.0})
+        callback.on_train_end({"loss": 0.5})
+    rows = list(csv.DictReader((tmp_path / "curve.csv").open()))
+    assert [(r["stage"], r["step"], r["images"], r["held_out_accuracy"]) for r in rows] == [
+        ("1", "0", "0", "0.5000"), ("1", "2", "8", "0.5000"), ("1", "3", "12", "0.5000"),
+        ("2", "5", "20", "0.8000"), ("2", "6", "24", "0.8000")]
+    assert {r["run"] for r in rows} == {"distill_mobilenet_v2"}

@@ -106,6 +106,18 @@ def test_sample_errors_show_the_most_confident_mistakes_with_their_images(one_ru
     assert f"true {top['label']} → {top['pred']}" in section
 
 
+def test_explanation_maps_name_the_grad_cam_layer_and_the_rollout_grid(two_runs, fixture_runs):
+    section = _section_html(two_runs, "explanations")
+    cnn = store.RunDir(fixture_runs["cnn"])
+    stage = store.read_json(cnn.run_json)["final_stage"]
+    layer = store.read_explanation_layer(cnn, stage)
+    h, w = store.read_explanations(cnn, stage)[0].shape[1:]
+    assert layer == "block_5_add" and (h, w) == (4, 4)  # mobilenet_v2 at 32 px: its out_relu is 1 x 1
+    assert f"mean Grad-CAM on {layer} ({h}×{w} map) over 20 test images" in section
+    assert "mean attention rollout (2×2 map) over 20 test images" in section
+    assert section.count("<img") == 2
+
+
 def test_two_runs_get_a_paired_comparison(two_runs):
     comparison = _parse(two_runs).section_text["comparison"]
     assert "McNemar exact p" in comparison and "paired over the same 20 test images" in comparison

@@ -296,6 +296,16 @@ def test_the_summary_gives_mean_spread_and_wilson_interval_over_seeds(tmp_path):
     assert row["paired"] and row["best"]
 
 
+def test_a_sweep_row_that_trained_its_own_phase_1_counts_its_fine_tuning_time_alone(tmp_path):
+    """The demo's CNN is a point of its own sweep: its phase 1 is the shared one, so its row's time is its ft."""
+    rd = write_study_run(tmp_path, "20250101-000000-sweep-cnn-own", {"kind": "sweep", "id": "s", "role": "phase2",
+                                                                    "cutoff": "block_10_expand", "seed": 0,
+                                                                    "split_seed": 0, "train_fraction": 1.0},
+                         correct=8, val_acc=0.5, seconds=12.0)
+    rd.update_run(timing={"features_tl": 3.0, "tl": 5.0, "ft": 12.0})
+    assert _summary(tmp_path).iloc[0]["train_seconds_mean"] == pytest.approx(12.0)
+
+
 def test_runs_on_different_splits_are_not_paired(tmp_path):
     for i, fingerprint in enumerate(("fp-1", "fp-2")):
         write_study_run(tmp_path, f"r{i}", {"kind": "seeds", "id": "s", "role": "run", "seed": i,

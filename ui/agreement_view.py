@@ -43,13 +43,19 @@ def _per_class_chart(per_class: pd.DataFrame) -> alt.Chart:
     ).properties(height=alt.Step(16 if len(per_class) <= 30 else 8))
 
 
-def render_agreement(run_a: str, run_b: str, stage_a: str | None = None, stage_b: str | None = None) -> None:
-    """Per-class agreement of the Grad-CAM run and the rollout run among `run_a`, `run_b` (either order); each
-    run at `stage` (default: its final stage). Says why when the pair cannot be compared."""
+def load_agreement(run_a: str, run_b: str, stage_a: str | None = None,
+                   stage_b: str | None = None) -> tuple[dict | None, str | None]:
+    """(poc.analysis.agreement.explanation_agreement of the pair, None) or (None, why not), cached on its files."""
     rds = [data.run_dir(i) for i in (run_a, run_b)]
     signature = tuple(data.stamp(rd.eval_file(stage, kind)) for rd in rds for stage in store.STAGES
                       for kind in ("predictions", "explanations")) + tuple(data.stamp(rd.run_json) for rd in rds)
-    result, error = _cached_agreement(str(rds[0].path), str(rds[1].path), stage_a, stage_b, signature)
+    return _cached_agreement(str(rds[0].path), str(rds[1].path), stage_a, stage_b, signature)
+
+
+def render_agreement(run_a: str, run_b: str, stage_a: str | None = None, stage_b: str | None = None) -> None:
+    """Per-class agreement of the Grad-CAM run and the rollout run among `run_a`, `run_b` (either order); each
+    run at `stage` (default: its final stage). Says why when the pair cannot be compared."""
+    result, error = load_agreement(run_a, run_b, stage_a, stage_b)
     if result is None:
         st.info(f"No explanation agreement for these runs: {error}")
         return

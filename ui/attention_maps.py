@@ -2,13 +2,14 @@
 per layer and head, and a CNN's Grad-CAM beside it.
 
 Pure (no Streamlit calls, unit-tested on their own): group_by_family, correct_mark, selection_text,
-no_rows_message, cnn_stage, path_index, matched_rows, tile_caption. Rendering: runs_by_family, choose_vit,
-load_maps, filtered_rows, show_stored (mean maps and image grid) and show_layers.
+no_rows_message, cnn_method, cnn_stage, path_index, matched_rows, tile_caption. Rendering: runs_by_family,
+choose_vit, load_maps, filtered_rows, show_stored (mean maps and image grid) and show_layers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import streamlit as st
 
 from ui import data, state
 from ui import explain_view as ev
+from ui.chart_cache import shared
 from ui.overlay import heatmap_image, normalise, overlay, thumbnail, tile_grid
 
 STAGE_LABELS = {"tl": "tl (after transfer learning)", "ft": "ft (after fine-tuning)"}
@@ -65,6 +67,13 @@ def path_index(predictions: pd.DataFrame) -> dict[str, int]:
 def matched_rows(paths, cnn_rows: dict[str, int]) -> list[int]:
     """The CNN rows of the `paths` that are in its test split, in `paths` order."""
     return [cnn_rows[p] for p in map(str, paths) if p in cnn_rows]
+
+
+def cnn_method(cnn: ev.StoredMaps) -> str:
+    """"Grad-CAM on block_12_add (4×4 map)": the CNN's stored maps, the layer they were read from (when recorded)
+    and their native grid."""
+    shape = tuple(cnn.maps.shape[1:]) if cnn.maps is not None and cnn.maps.ndim == 3 else None
+    return ev.method_caption(cnn.method or "gradcam", cnn.layer, shape)
 
 
 def tile_caption(path: str, row, cnn_row=None, has_cnn: bool = False) -> str:
@@ -171,7 +180,12 @@ def filtered_rows(vit: ev.StoredMaps, stage: str) -> Shown:
 # ---------------------------------------------------------------- stored maps
 
 def tile(path: str, heat: np.ndarray | None, opacity: float):
-    """The test image with `heat` over it at TILE px, or None when the image file is gone."""
+    """The test image with `heat` over it at TILE px, or None when the image file is gone; drawn once per image,
+    map and opacity (ui.chart_cache.shared), then shared by every rerun and session."""
+    return shared(_tile, path, data.stamp(Path(path)), heat, opacity)
+
+
+def _tile(path: str, signature: tuple, heat: np.ndarray | None, opacity: float):
     image = data.load_image(path, max_side=TILE)
     if image is None:
         return None
@@ -209,7 +223,7 @@ def _mean_maps(rows: pd.DataFrame, maps: Maps, what: str) -> None:
             cols[1].info("The CNN's test split has none of these images (different dataset or split).")
         else:
             cols[1].image(heatmap_image(normalise(cnn_mean), (TILE, TILE)), width=MEAN_WIDTH,
-                          caption=f"CNN mean Grad-CAM · {what} · {len(matched)} images")
+                          caption=f"CNN mean {cnn_method(maps.cnn)} · {what} · {len(matched)} images")
     cols[2].markdown(
         "The mean map averages the per-image maps (each scaled to max 1) and is rescaled to [0, 1]. "
         "A ViT that looks at the object gives a centred blob on a class whose objects are centred; "
@@ -225,7 +239,8 @@ def show_stored(shown: Shown, maps: Maps) -> None:
     _mean_maps(shown.rows, maps, shown.what)
     st.subheader(f"Test images · {min(shown.limit, len(shown.rows))} of {len(shown.rows)}")
     if maps.cnn is not None:
-        st.caption("Each tile: ViT attention rollout (left) and CNN Grad-CAM (right) on the same image.")
+        st.caption(f"Each tile: ViT attention rollout (left) and CNN {cnn_method(maps.cnn)} (right) on the same "
+                   "image.")
     _grid(shown.rows.head(shown.limit), maps, shown.opacity, per_row=4 if maps.cnn is not None else 6)
 
 
@@ -243,6 +258,14 @@ def _layer_heads(image, layers: np.ndarray, run_id: str, opacity: float) -> None
             col.image(heads[h], caption=f"layer {layer}, head {h + 1}", width="stretch")
 
 
+@st.fragment(run_every=1)
+def _rerun_when_ready(run_id: str, stage: str) -> None:
+    """Checks every second (a fragment's own rerun, the page stays as drawn) and reruns the page once the model
+    per-layer attention needs is built."""
+    if ev.per_layer_model_ready(run_id, stage):
+        st.rerun()
+
+
 def show_layers(run_id: str, stage: str, shown: Shown, maps: Maps) -> None:
     """Raw class-token attention of every layer and head of one chosen image, computed live."""
     st.subheader("Layer by layer")
@@ -258,6 +281,11 @@ def show_layers(run_id: str, stage: str, shown: Shown, maps: Maps) -> None:
                         format_func=lambda r: f"{ev.short_name(by_row.at[r, 'path'])} "
                                               f"(true {by_row.at[r, 'label']}, ViT {by_row.at[r, 'pred']})")
     path = str(by_row.at[pick, "path"])
+    if not ev.per_layer_model_ready(run_id, stage):  # the page never waits for a model: it shows them when ready
+        st.caption("⏳ Loading this run's model for the attention of every layer: the first use since the "
+                   "dashboard started loads TensorFlow and builds it (seconds); the maps appear here when it is ready.")
+        _rerun_when_ready(run_id, stage)
+        return
     try:
         with st.spinner("Computing the attention of every layer..."):
             layers = ev.per_layer_attention(run_id, stage, path)  # (L, H, g, g)
@@ -270,8 +298,8 @@ def show_layers(run_id: str, stage: str, shown: Shown, maps: Maps) -> None:
         left.image(tile(path, maps.vit.maps[pick], opacity=shown.opacity), caption="stored attention rollout",
                    width="stretch")
     if maps.cnn is not None and path in maps.cnn_rows:
-        left.image(tile(path, maps.cnn.maps[maps.cnn_rows[path]], shown.opacity), caption="CNN Grad-CAM",
-                   width="stretch")
+        left.image(tile(path, maps.cnn.maps[maps.cnn_rows[path]], shown.opacity),
+                   caption=f"CNN {cnn_method(maps.cnn)}", width="stretch")
     image = data.load_image(path, max_side=TILE)
     if image is None:
         st.warning(f"{ev.short_name(path)} cannot be opened any more; per-layer maps are not drawn.")
@@ -279,7 +307,12 @@ def show_layers(run_id: str, stage: str, shown: Shown, maps: Maps) -> None:
     with right:
         _layer_heads(image, layers, run_id, shown.opacity)
     with st.expander(f"All {n_layers} layers × {n_heads} heads"):
-        small = thumbnail(image, 64)
-        grid = tile_grid([[overlay(small, normalise(layers[l, h]), shown.opacity) for h in range(n_heads)]
-                          for l in range(n_layers)], gap=2)
+        grid = shared(_all_heads, path, data.stamp(Path(path)), layers, shown.opacity)
         st.image(grid, caption=f"rows: layers 1-{n_layers} (top to bottom) · columns: heads 1-{n_heads}")
+
+
+def _all_heads(path: str, signature: tuple, layers: np.ndarray, opacity: float):
+    """Every layer (rows) and head (columns) over a 64 px thumbnail of the image, as one picture."""
+    small = thumbnail(data.load_image(path, max_side=TILE), 64)
+    return tile_grid([[overlay(small, normalise(layers[l, h]), opacity) for h in range(layers.shape[1])]
+                      for l in range(layers.shape[0])], gap=2)

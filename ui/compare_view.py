@@ -21,7 +21,6 @@ import streamlit as st
 
 from poc.runs import status as runstatus
 from poc.runs import store
-from poc.analysis import leaderboard
 from poc.analysis.compare import compare_runs, scope_text, stage_change as run_stage_change
 from poc.analysis.report import build_report
 from poc.errors import UserError
@@ -62,11 +61,9 @@ def _cached_stage_change(path: str, signature: tuple) -> tuple[dict | None, str 
 def default_pair(board: pd.DataFrame) -> tuple[str | None, str | None]:
     """The best CNN and best ViT (poc.analysis.leaderboard.SELECTION_RULE) of the most recent split holding both; else
     the most recent completed CNN and ViT (state.default_selection), topped up with the newest completed runs."""
-    groups = leaderboard.comparison_groups(board)
-    for fingerprint in groups["test_fingerprint"]:
-        best = leaderboard.verdict(board, fingerprint).best
-        if best.get("cnn") is not None and best.get("vit") is not None:
-            return best["cnn"]["id"], best["vit"]["id"]
+    for best in state.verdict_bests(board).values():  # cached: every page and session shares it
+        if "cnn" in best and "vit" in best:
+            return best["cnn"], best["vit"]
     picks = list(dict.fromkeys(state.default_selection(board) + state.completed_runs()))
     return (picks[0] if picks else None), (picks[1] if len(picks) > 1 else None)
 
@@ -172,8 +169,14 @@ def _headline(result: dict) -> None:
         st.caption(":orange[The interval includes 0: this test set does not establish which run is better.]")
 
 
+def load_comparison(run_a: str, run_b: str, stage: str | None) -> tuple[dict | None, str | None]:
+    """(poc.analysis.compare.compare_runs of the two runs, None) or (None, why not), cached on their files."""
+    return _cached_compare(str(data.run_dir(run_a).path), str(data.run_dir(run_b).path), stage,
+                           _signature([run_a, run_b]))
+
+
 def render_comparison(run_a: str, run_b: str, stage: str | None) -> None:
-    result, error = _cached_compare(str(data.run_dir(run_a).path), str(data.run_dir(run_b).path), stage, _signature([run_a, run_b]))
+    result, error = load_comparison(run_a, run_b, stage)
     if result is None:
         st.warning(f"These two runs cannot be compared: {error}")
         return

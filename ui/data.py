@@ -17,6 +17,7 @@ Public API (stable; other pages import it):
                                                     metrics; missing or malformed parts are None + `problems`
     run_stages(run_id) -> list[str]                 stages ("tl", "ft") whose metrics.json exists
     load_explanations(run_id, stage) -> (maps (N, h, w) float32, method) | None
+    load_explanation_layer(run_id, stage) -> str | None   the layer Grad-CAM read (explanations.npz `layer`)
     load_image(path, max_side=256) -> PIL.Image | None   an RGB thumbnail of a dataset image (None: missing)
     model_server() -> ModelServer                   the model-serving process (ui.live_predict_serving): builds
                                                     models, predicts, explains; one per dashboard process
@@ -161,6 +162,17 @@ def load_explanations(run_id: str, stage: str):
     """(maps (N, h, w) float32 aligned with predictions.csv rows, method) or None."""
     rd = run_dir(run_id)
     return _cached_explanations(str(rd.path), stage, (stamp(rd.eval_file(stage, "explanations")),))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_explanation_layer(path: str, stage: str, signature: Signature) -> str | None:
+    return store.read_explanation_layer(RunDir(Path(path)), stage)
+
+
+def load_explanation_layer(run_id: str, stage: str) -> str | None:
+    """The backbone layer the stage's Grad-CAM maps were read from (None: rollout, or not recorded)."""
+    rd = run_dir(run_id)
+    return _cached_explanation_layer(str(rd.path), stage, (stamp(rd.eval_file(stage, "explanations")),))
 
 
 # ---------------------------------------------------------------- images and models

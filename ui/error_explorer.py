@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import charts, compare_view, data, state
+from ui.chart_cache import shared
 from ui.safe import safely
 
 STAGE_TITLES = {"tl": "After transfer learning (tl)", "ft": "After fine-tuning (ft)"}
@@ -168,7 +169,7 @@ def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     if cm is None:
         st.caption("No confusion matrix to show (see the warning above).")
         return
-    chart = charts.confusion_heatmap(cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
+    chart = shared(charts.confusion_heatmap, cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
     event = st.altair_chart(chart, key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
                             selection_mode="cell", width="content")
     _apply_click(run_id, stage, clicked_cell(event))
@@ -259,7 +260,7 @@ def render_per_class(stages: list[str], evals: dict) -> None:
     table = per_class_table(reports)
     st.dataframe(table, hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c not in ("class", "support")})
-    st.altair_chart(charts.per_class_bars(per_class_long(reports)), width="content")
+    st.altair_chart(shared(charts.per_class_bars, per_class_long(reports)), width="content")
 
 
 def render_class_galleries(stages: list[str], evals: dict) -> None:

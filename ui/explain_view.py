@@ -27,6 +27,13 @@ from ui import data
 METHOD_LABELS = {"attention_rollout": "attention rollout", "gradcam": "Grad-CAM"}
 
 
+def method_caption(method: str | None, layer: str | None, shape: tuple | None = None) -> str:
+    """"Grad-CAM on block_12_add (4×4 map)", "attention rollout (8×8 map)": the method, the backbone layer it
+    read when recorded (Grad-CAM), and the map's native grid."""
+    text = METHOD_LABELS.get(method, method or "explanation") + (f" on {layer}" if layer else "")
+    return text + (f" ({shape[0]}×{shape[1]} map)" if shape is not None and len(shape) == 2 else "")
+
+
 # ---------------------------------------------------------------- uploads (pure)
 
 @dataclass
@@ -112,6 +119,7 @@ class LivePrediction:
     heatmap: np.ndarray | None = None  # (h, w) in [0, 1]
     method: str | None = None
     note: str | None = None  # why there is no heatmap
+    layer: str | None = None  # the backbone layer Grad-CAM read (None for attention rollout)
     class_names: list[str] = field(default_factory=list)
     input_size: int = 0  # px, the run's square input
     contended: bool = False  # the latency was measured while another model was being built
@@ -135,16 +143,28 @@ def _cached_predict(root: str, run_id: str, stamp, digest: str, k: int, contende
     served = data.model_server().predict(model, pixels)
     top = inference.top_k(served.probs, model.class_names, k=min(k, len(model.class_names)))[0]
     return LivePrediction(top, served.seconds * 1000.0, heatmap=None if served.maps is None else served.maps[0],
-                          method=served.method, note=served.note, class_names=model.class_names,
+                          method=served.method, note=served.note, layer=served.layer,
+                          class_names=model.class_names,
                           input_size=model.image_size, contended=contended or served.contended)
 
 
 # ---------------------------------------------------------------- per-layer attention of one image
 
+def _layer_stage(run_id: str, stage: str | None) -> str | None:
+    """The weights per-layer attention uses: the stage's, else (None) the run's final weights."""
+    return stage if stage and weights_stamp(run_id, stage) else None
+
+
+def per_layer_model_ready(run_id: str, stage: str | None) -> bool:
+    """Whether the model per_layer_attention needs is built in the serving process (asking starts its build), so
+    that a page can show itself first and the per-layer maps when the model is ready, never waiting for it."""
+    return data.model_job(run_id, _layer_stage(run_id, stage)).done()
+
+
 def per_layer_attention(run_id: str, stage: str | None, image_path: str) -> np.ndarray:
     """(L, H, g, g) class-token attention per layer and head of one image, computed live with the stage's
     weights (final weights when the stage has none). Raises UserError / ImageRejected with a message."""
-    use_stage = stage if stage and weights_stamp(run_id, stage) else None
+    use_stage = _layer_stage(run_id, stage)
     try:
         image_stamp = os.stat(image_path).st_mtime_ns
     except OSError:
@@ -171,6 +191,7 @@ class StoredMaps:
     maps: np.ndarray | None = None  # (N, h, w)
     method: str | None = None
     problem: str | None = None  # what is missing and why; set when maps or predictions are None
+    layer: str | None = None  # the backbone layer Grad-CAM read, when explanations.npz records it
 
 
 def stored_maps(run_id: str, stage: str, family: str) -> StoredMaps:
@@ -195,7 +216,7 @@ def stored_maps(run_id: str, stage: str, family: str) -> StoredMaps:
                                   f"{tuple(maps.shape[1:])} but predictions.csv has {len(preds)} rows; the "
                                   f"files are from different evaluations. Recompute with "
                                   f"`python -m poc evaluate {run_id}`.")
-    return StoredMaps(preds, maps, method)
+    return StoredMaps(preds, maps, method, layer=data.load_explanation_layer(run_id, stage))
 
 
 def filter_rows(preds: pd.DataFrame, label: str | None, outcome: str) -> pd.DataFrame:

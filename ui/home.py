@@ -65,7 +65,8 @@ def empty_state() -> None:
         "folder in two phases (transfer learning on a frozen backbone, then fine-tuning), evaluates both on "
         "the same held-out test images, and shows where each one fails: learning curves, confusion "
         "matrices with the misclassified images, per-class F1, Grad-CAM and attention maps.")
-    st.markdown("Try it on a generated cartoon dataset (one CNN and one ViT run, a few minutes on a CPU):")
+    st.markdown("Try it on a generated cartoon dataset (one CNN and one ViT run, two baselines and a cutoff sweep "
+                "of the CNN that shares its phase 1; a few minutes on a CPU):")
     if st.button("Generate demo runs", type="primary", key="home.demo_button"):
         st.session_state.pop(DEMO_ERROR_KEY, None)
         _start_demo()

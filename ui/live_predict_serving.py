@@ -58,6 +58,7 @@ class Prediction:
     maps: np.ndarray | None = None  # (N, h, w) in [0, 1]: attention rollout or Grad-CAM
     method: str | None = None
     note: str | None = None  # why there is no map
+    layer: str | None = None  # the backbone layer Grad-CAM read (None for attention rollout)
     contended: bool = False  # a build ran in the serving process while the call was timed
 
 
@@ -276,7 +277,7 @@ def _predict(models: _Models, key: Key, pixels: np.ndarray, explain: bool) -> Pr
     result = Prediction(probs, seconds, contended=busy or models.busy())
     if explain:
         try:
-            result.maps, result.method, result.note = inference.explain(run, pixels)
+            result.maps, result.method, result.note, result.layer = inference.explain(run, pixels)
         except Exception as exc:  # noqa: BLE001 - the prediction stands even when its explanation fails
             result.note = f"explanation failed: {exc}"
     return result

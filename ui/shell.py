@@ -17,6 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import warm
 from ui.sidebar import render_sidebar
 
 APP_DIR = Path(__file__).resolve().parents[1]  # where dashboard.py and pages/ are
@@ -39,7 +40,9 @@ def navigation():
 
 
 def frame() -> None:
-    """Page config, navigation and sidebar: the first call of every page, however the page was reached."""
+    """Page config, navigation and sidebar: the first call of every page, however the page was reached. The first
+    script run also starts warming the caches of the pages not visited yet (ui.warm)."""
     st.set_page_config(page_title="ViTrine", layout="wide")
     navigation()
+    warm.start()
     render_sidebar()

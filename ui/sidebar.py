@@ -18,13 +18,21 @@ from poc.runs import status as runstatus
 from poc.runs.run_info import run_label
 from poc.config import AUGMENTATIONS, RunConfig
 from poc.errors import UserError
-from poc.models.registry import get_spec, model_names
+from poc.models import kerashub_presets
+from poc.models.registry import KERAS_HUB_PREFIX, get_spec, model_names
+from ui.executor_view import chosen as chosen_executor
+from ui.executor_view import executor_panel
 from ui.text import duration
 
 LEARNING_RATES = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6]
 BATCH_SIZES = [8, 16, 32, 64, 128]
 WEIGHTS = {"imagenet": "imagenet (needs internet)", "demo": "demo (ViTrine's offline shape pretraining, 64 px)",
            "none": "none (random start)", "path": "checkpoint file…"}
+PRESET_WEIGHTS = {"imagenet": "the preset's own weights (downloaded with it)", "none": "none (random start)"}
+KERAS_HUB_HELP = ("Any KerasHub image backbone instead of the model above: a preset name, downloaded once by "
+                  "KerasHub (needs internet), e.g. " + ", ".join(kerashub_presets.EXAMPLES) + "; or a local preset "
+                  "directory written by Backbone.save_to_preset. Accepted backbones: "
+                  + kerashub_presets.accepted_classes() + ".")
 FROZEN_RANDOM = ("Phase 1 will freeze a randomly initialised backbone: a frozen random backbone gives near-constant "
                  "features, so expect near-chance accuracy until fine-tuning. For transfer learning start from "
                  "imagenet (needs internet) or demo (offline, 64 px).")
@@ -58,6 +66,7 @@ def _cutoffs(model: str, image_size: int) -> list:
 # ---------------------------------------------------------------- the launcher
 
 def _launcher() -> None:
+    executor_panel()
     device = _device()
     if not device["gpu"]:
         st.info(f"No GPU here ({device['text']}): training is slow. For a first run try image size 64, "
@@ -95,7 +104,7 @@ def _sweep_launcher(config: RunConfig) -> None:
     if st.button("Launch sweep", key="launcher_sweep", icon=":material/tune:"):
         try:
             with st.spinner("Checking the settings and cutoffs…"):
-                job = launcher.launch_sweep(config, cutoffs)
+                job = launcher.launch_sweep(config, cutoffs, executor=chosen_executor())
         except UserError as exc:
             st.error(str(exc))
         except Exception as exc:  # noqa: BLE001 - the user gets a sentence, never a traceback
@@ -122,8 +131,17 @@ def _new_run_settings(gpu: bool) -> dict | None:
     model = st.selectbox("Model", models, key="launcher_model",
                          index=models.index("mobilenet_v2" if not gpu else "vit_b16"),
                          format_func=lambda m: f"{m} · {get_spec(m).description}")
-    spec = get_spec(model)
-    weights = st.radio("Starting weights", list(WEIGHTS), format_func=WEIGHTS.get, key="launcher_weights")
+    preset = st.text_input("…or a KerasHub preset", key="launcher_keras_hub", placeholder="dinov2_small or /path",
+                           help=KERAS_HUB_HELP).strip()
+    if preset:
+        model = KERAS_HUB_PREFIX + preset
+        spec = _preset_spec(model)
+        if spec is None:
+            return None
+        choices, key = PRESET_WEIGHTS, "launcher_weights_preset"
+    else:
+        spec, choices, key = get_spec(model), WEIGHTS, "launcher_weights"
+    weights = st.radio("Starting weights", list(choices), format_func=choices.get, key=key)
     if weights == "none":  # an explicit choice, never a default: phase 1 would train on constant features
         st.warning(FROZEN_RANDOM)
     if weights == "path":
@@ -139,6 +157,29 @@ def _new_run_settings(gpu: bool) -> dict | None:
                              format_func="{:.0e}".format, key="launcher_lr_tl")
     return {"data": str(data), "model": model, "weights": weights, "image_size": int(image_size),
             "tl_epochs": int(tl_epochs), "lr_tl": lr_tl}
+
+
+def _preset_spec(model: str):
+    """The registry's spec of a `keras_hub:` model, or None with the reason shown (a bad format, a preset that is
+    not an image backbone, or a name that could not be downloaded: said within DOWNLOAD_TIMEOUT seconds)."""
+    problem = kerashub_presets.format_problem(model[len(KERAS_HUB_PREFIX):])
+    if problem is None:
+        with st.spinner("Reading the preset's config (a preset name is downloaded once)…"):
+            spec, problem = _preset_lookup(model)
+        if spec is not None:
+            st.caption(spec.description)
+            return spec
+    st.error(problem)
+    return None
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def _preset_lookup(model: str) -> tuple:
+    """(spec, None) or (None, why): failures are kept too, so a rerun does not wait for the download again."""
+    try:
+        return get_spec(model), None
+    except UserError as exc:
+        return None, str(exc)
 
 
 def _from_run_settings() -> dict | None:
@@ -195,7 +236,7 @@ def _relative(path: Path, root: Path) -> str:
 def _launch(config: RunConfig) -> None:
     try:
         with st.spinner("Checking the settings…"):
-            job = launcher.launch_training(config)
+            job = launcher.launch_training(config, executor=chosen_executor())
     except UserError as exc:
         st.error(str(exc))
     except Exception as exc:  # noqa: BLE001 - the user gets a sentence, never a traceback
@@ -206,14 +247,19 @@ def _launch(config: RunConfig) -> None:
 
 # ---------------------------------------------------------------- jobs
 
+JOBS_READ = "sidebar.jobs_read"  # the job list the page run read, handed to its fragment's first run
+
 def _jobs_section() -> None:
-    active = any(j.active for j in launcher.list_jobs())
+    jobs = launcher.list_jobs()  # read once per page run: its fragment's first run below takes it as it is
+    active = any(j.active for j in jobs)
+    st.session_state[JOBS_READ] = jobs
     # Refresh every 2 s only while something runs; the fragment reruns alone, not the page.
     st.fragment(run_every=2 if active else None)(_jobs)(active)
 
 
 def _jobs(was_active: bool) -> None:
-    jobs = launcher.list_jobs()
+    jobs = st.session_state.pop(JOBS_READ, None)  # the page run's list; the fragment's own reruns read it anew
+    jobs = launcher.list_jobs() if jobs is None else jobs
     active = [j for j in jobs if j.active]
     if was_active and not active:
         st.rerun()  # a job just finished: refresh the whole page (runs table) and stop the timer
@@ -238,7 +284,8 @@ def _jobs(was_active: bool) -> None:
 
 
 def _active_job(job: launcher.JobStatus) -> None:
-    st.markdown(f"{STATUS_ICONS.get(job.status, '')} **{job.name}** · {job.status}")
+    where = " · on the cluster" if (job.job.executor or {}).get("kind", "local") != "local" else ""
+    st.markdown(f"{STATUS_ICONS.get(job.status, '')} **{job.name}** · {job.status}{where}")
     parts = [launcher.PHASE_WORDS.get(job.phase, job.phase or job.status)]
     if job.epoch and job.epochs:
         parts.append(f"epoch {job.epoch}/{job.epochs}")
@@ -270,7 +317,7 @@ def _resumable_runs() -> None:
 
 def _resume(run_id: str) -> None:
     try:
-        job = launcher.launch_resume(run_id)
+        job = launcher.launch_resume(run_id, executor=chosen_executor())
     except Exception as exc:  # noqa: BLE001 - UserError says why; anything else is still a sentence
         st.session_state["jobs_error"] = f"Could not resume {run_id}: {exc}"
     else:

@@ -7,8 +7,15 @@ Public API (stable; other pages import it):
     selected_runs() -> list[str]          run ids to compare (chosen on Home). Until the user chooses, the
                                           default: the most recent completed CNN + the most recent completed ViT
                                           (or the newest completed run). Ids whose directory vanished are dropped.
+    chosen_runs() -> list[str] | None     the runs the user picked on Home; None until they pick
     set_selected_runs(ids) -> None        store a selection (order kept, duplicates dropped)
     default_selection(board) -> list[str] the default above, from a leaderboard frame
+    compared_test_set(board) -> str|None  the test set Home's verdict compares ("Compare the runs of"): the one
+                                          the user chose while it has completed runs, else the test set of the
+                                          most recent completed run
+    compared_pair(board) -> list[str]     the runs Home's verdict compares: the best CNN and the best ViT of
+                                          compared_test_set, chosen on validation (poc.analysis.leaderboard.verdict)
+    verdict_bests(board) -> dict          {test fingerprint: {family: best run id}}, cached on the board
     completed_runs() -> list[str]         ids of completed runs, newest first
     focused_run() / set_focused_run(id)   the single run last looked at on a one-run page (error explorer,
                                           live predict, attention maps), so switching pages keeps it
@@ -23,10 +30,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from poc.analysis import leaderboard
 from ui import data
 
 SELECTED_KEY = "vitrine.selected_runs"
 FOCUS_KEY = "vitrine.focus_run"
+SPLIT_KEY = "home.split"  # Home's "Compare the runs of" selectbox
+SPLIT_CHOSEN_KEY = "home.split_chosen"  # set once the user picks a test set; until then the default follows new runs
 
 
 def _created_order(board: pd.DataFrame) -> pd.DataFrame:
@@ -63,6 +73,42 @@ def selected_runs() -> list[str]:
     if SELECTED_KEY not in st.session_state:
         return default_selection(board)
     return [i for i in st.session_state[SELECTED_KEY] if i in known]
+
+
+def chosen_runs() -> list[str] | None:
+    """The runs the user picked on Home ("Runs to compare on the other pages"); None until they pick."""
+    return list(st.session_state[SELECTED_KEY]) if SELECTED_KEY in st.session_state else None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def verdict_bests(board: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """{test fingerprint: {family: id of its best run}} for every test set holding a completed run, in
+    poc.analysis.leaderboard.comparison_groups' order (the most recent first); each best chosen by
+    leaderboard.verdict. Cached on the board's content: every page and session shares one computation."""
+    groups = leaderboard.comparison_groups(board) if not board.empty else pd.DataFrame()
+    out = {}
+    for fingerprint in groups.get("test_fingerprint", []):
+        best = leaderboard.verdict(board, fingerprint).best
+        out[str(fingerprint)] = {f: str(row["id"]) for f, row in best.items() if row is not None}
+    return out
+
+
+def compared_test_set(board: pd.DataFrame) -> str | None:
+    """The test set Home's verdict compares: the user's choice while it still has completed runs, else the test
+    set of the most recent completed run (poc.analysis.leaderboard.comparison_groups' first); None without one."""
+    options = list(verdict_bests(board))
+    if not options:
+        return None
+    chosen = st.session_state.get(SPLIT_KEY)
+    return chosen if chosen in options and st.session_state.get(SPLIT_CHOSEN_KEY) else options[0]
+
+
+def compared_pair(board: pd.DataFrame) -> list[str]:
+    """The runs Home's verdict compares: the best CNN and the best ViT of compared_test_set (chosen on validation,
+    poc.analysis.leaderboard.verdict), those that exist; [] when neither does."""
+    fingerprint = compared_test_set(board)
+    best = verdict_bests(board).get(fingerprint, {}) if fingerprint is not None else {}
+    return [best[f] for f in ("cnn", "vit") if f in best]
 
 
 def set_selected_runs(ids) -> None:

@@ -12,10 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from poc.analysis import leaderboard
-from ui import data, text
+from ui import data, state, text
 
-SPLIT_KEY = "home.split"
-CHOSEN_KEY = "home.split_chosen"  # set once the user picks a split; until then the default follows new runs
+SPLIT_KEY, CHOSEN_KEY = state.SPLIT_KEY, state.SPLIT_CHOSEN_KEY  # the test set chosen here: state.compared_test_set
 
 
 def _short(fingerprint: str) -> str:
@@ -26,13 +25,12 @@ def _dataset_name(path) -> str:
     return str(path).rstrip("/").rsplit("/", 1)[-1] if isinstance(path, str) and path else "unknown dataset"
 
 
-def _pick_split(groups: pd.DataFrame) -> str:
+def _pick_split(board: pd.DataFrame, groups: pd.DataFrame) -> str:
     options = groups["test_fingerprint"].tolist()
     labels = {g.test_fingerprint: f"{_dataset_name(g.dataset)} · test set {_short(g.test_fingerprint)} · "
                                   f"{g.runs} completed run{'s' if g.runs != 1 else ''}"
               for g in groups.itertuples()}
-    if st.session_state.get(SPLIT_KEY) not in options or not st.session_state.get(CHOSEN_KEY):
-        st.session_state[SPLIT_KEY] = options[0]  # the default, or the chosen split's runs are gone
+    st.session_state[SPLIT_KEY] = state.compared_test_set(board)  # the choice, else the default (or its runs are gone)
     return st.selectbox("Compare the runs of", options, key=SPLIT_KEY, format_func=labels.get,
                         on_change=lambda: st.session_state.update({CHOSEN_KEY: True}),
                         help="Only runs tested on the same test images are compared (their train/val parts may "
@@ -125,7 +123,7 @@ def render_verdict(board: pd.DataFrame) -> None:
     if groups.empty:
         st.caption("The ViT-vs-CNN verdict appears once a run has completed.")
         return
-    fingerprint = _pick_split(groups)
+    fingerprint = _pick_split(board, groups)
     v = leaderboard.verdict(board, fingerprint)
     st.caption(f"Each family's best is {leaderboard.SELECTION_RULE}.")
     cols = st.columns(4)

@@ -4,8 +4,8 @@ Self-contained: every chart is a PNG drawn with matplotlib and every test image 
 base64 data URIs; the styles sit in one <style> element; there is no script, no link and nothing to fetch, so
 the file opens offline and can be mailed. Sections (SECTIONS): configuration, model cost, learning curves,
 confusion matrices, per-class metrics, calibration, comparison statistics (every pair of runs, and each run's
-fine-tuning against its transfer learning) and sample errors with their images. A missing artifact is said in
-its section, never fatal. Pure reading: RunDirs in, one HTML string out.
+fine-tuning against its transfer learning), sample errors with their images, and each run's mean explanation
+map (Grad-CAM names the layer it read). A missing artifact is said in its section, never fatal. Pure reading: RunDirs in, one HTML string out.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from poc.errors import UserError
 
 SECTIONS = {"config": "Configuration", "cost": "Model cost", "curves": "Learning curves",
             "confusion": "Confusion matrices", "per_class": "Per-class metrics", "calibration": "Calibration",
-            "comparison": "Comparison statistics", "errors": "Sample errors"}
+            "comparison": "Comparison statistics", "errors": "Sample errors", "explanations": "Explanation maps"}
+METHOD_NAMES = {"attention_rollout": "attention rollout", "gradcam": "Grad-CAM"}
 SAMPLE_ERRORS = 12  # per run: the most confident mistakes of its final stage
 STAGE_NAMES = {"tl": "after transfer learning (tl)", "ft": "after fine-tuning (ft)"}
 CONFIG_FIELDS = ["id", "name", "status", "model", "family", "pretraining", "weights", "image_size", "fine_tune_at",
@@ -259,6 +260,31 @@ def _errors(runs: list[_Run], per_run: int) -> str:
     return "".join(parts)
 
 
+def explanation_caption(method: str, layer: str | None, shape: tuple) -> str:
+    """"Grad-CAM on block_12_add (4×4 map)": the method, the backbone layer it read (when recorded), the grid."""
+    return (METHOD_NAMES.get(method, method) + (f" on {layer}" if layer else "")
+            + (f" ({shape[0]}×{shape[1]} map)" if len(shape) == 2 else ""))
+
+
+def _explanations(runs: list[_Run]) -> str:
+    parts = []
+    for run in runs:
+        stage = run.final
+        stored = store.read_explanations(run.rd, stage) if stage else None
+        if stored is None:
+            parts.append(_note(f"{run.label}: no stored explanation maps (TF-Hub backbone, or eval/<stage>/"
+                               "explanations.npz missing)"))
+            continue
+        maps, method = stored
+        if maps.ndim != 3 or not len(maps):
+            parts.append(_note(f"{run.label}: explanations.npz holds no maps"))
+            continue
+        what = explanation_caption(method, store.read_explanation_layer(run.rd, stage), maps.shape[1:])
+        caption = f"{run.label}: mean {what} over {len(maps)} test images {STAGE_NAMES[stage]}"
+        parts.append(_figure(_img(figures.heatmap_png(maps.mean(axis=0), what), caption), caption))
+    return _row(parts)
+
+
 # ---------------------------------------------------------------- the report
 
 def build_report(rds: list[RunDir], sample_errors: int = SAMPLE_ERRORS) -> str:
@@ -268,7 +294,7 @@ def build_report(rds: list[RunDir], sample_errors: int = SAMPLE_ERRORS) -> str:
     runs = [_load(rd) for rd in rds]
     bodies = {"config": _config(runs), "cost": _cost(runs), "curves": _curves(runs), "confusion": _confusion(runs),
               "per_class": _per_class(runs), "calibration": _calibration(runs), "comparison": _comparison(runs),
-              "errors": _errors(runs, sample_errors)}
+              "errors": _errors(runs, sample_errors), "explanations": _explanations(runs)}
     toc = " · ".join(f'<a href="#{key}">{title}</a>' for key, title in SECTIONS.items())
     sections = "".join(f'<section id="{key}"><h2>{title}</h2>{bodies[key]}</section>'
                        for key, title in SECTIONS.items())

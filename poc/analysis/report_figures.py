@@ -1,5 +1,5 @@
-"""The report's pictures as base64 PNG data URIs: learning curves, confusion matrices, reliability diagrams and
-test-image thumbnails. matplotlib on its Agg backend (no display); every figure is closed after it is encoded.
+"""The report's pictures as base64 PNG data URIs: learning curves, confusion matrices, reliability diagrams, mean
+explanation maps and test-image thumbnails. matplotlib on its Agg backend (no display); every figure is closed after it is encoded.
 """
 
 from __future__ import annotations
@@ -99,6 +99,19 @@ def reliability_png(result: dict, title: str) -> str:
     ax.set_ylabel("accuracy")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7, loc="upper left")
+    return _encode(fig)
+
+
+def heatmap_png(mean_map: np.ndarray, title: str) -> str:
+    """A mean explanation map (h, w) at its native grid, one square per cell, scaled to its own peak."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3.2, 3.0))
+    peak = float(np.max(mean_map)) or 1.0
+    image = ax.imshow(mean_map / peak, cmap="jet", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
     return _encode(fig)
 
 

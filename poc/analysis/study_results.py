@@ -86,7 +86,15 @@ def _study_row(run: RunRecord) -> dict | None:
             "correct": correct, "n_test": n, "acc": correct / n if n else np.nan,
             "val_acc": (metrics or {}).get("val_accuracy"), "val_loss": (metrics or {}).get("val_loss"),
             "gap": _gap(run, stage),
-            "train_seconds": sum(v for v in map(store.as_number, timing.values()) if v is not None)}
+            "train_seconds": _own_seconds(timing, role)}
+
+
+def _own_seconds(timing: dict, role: str | None) -> float:
+    """The seconds a study row's run trained: a sweep's phase-2 row counts its fine-tuning alone (the shared
+    phase 1 is its phase-1 row's, also when the run trained that phase 1 itself, as the demo's CNN does)."""
+    if role == "phase2":
+        timing = {k: v for k, v in timing.items() if k == "ft"}
+    return sum(v for v in map(store.as_number, timing.values()) if v is not None)
 
 
 def _test_counts(rd: RunDir, stage: str | None, metrics: dict | None) -> tuple[int | None, int | None]:

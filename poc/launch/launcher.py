@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from poc.launch import executors
 from poc.runs import store
 from poc.runs import status as runstatus
 from poc.runs.jobs import Job, JobStatus, jobs_dir, load_job  # the job records (JobStatus: what list_jobs returns)
@@ -55,39 +57,57 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 # ---------------------------------------------------------------- launching
 
-def launch_training(config: RunConfig, runs_dir: Path | str | None = None) -> Job:
-    """Validate `config` (UserError with the reason, nothing started), then start training in the background."""
+def launch_training(config: RunConfig, runs_dir: Path | str | None = None, executor: str | None = None) -> Job:
+    """Validate `config` (UserError with the reason, nothing started), then start training in the background:
+    on the local queue, or as a job on the cluster `executor` names ("local" / "ray"; None: VITRINE_RAY_ADDRESS
+    decides, poc.launch.executors.choose). An unreachable cluster or unshared storage: UserError, nothing started."""
     runs_dir = _runs_dir(runs_dir)
     config = validate_launch(config, runs_dir)
+    where = executors.choose(executor)
     with _launch_lock(runs_dir):  # two sessions launching at one instant get distinct run ids
         run_id = _free_run_id(config.model, runs_dir)
         argv = [sys.executable, "-m", "poc", "train", *config_to_argv(config), "--runs-dir", str(runs_dir),
                 "--run-id", run_id]
-        return _start("train", argv, runs_dir, run_id=run_id, config=config.to_dict())
+        return _start("train", argv, runs_dir, run_id=run_id, config=config.to_dict(), executor=where)
 
 
-def launch_resume(run_id: str, runs_dir: Path | str | None = None) -> Job:
+def launch_resume(run_id: str, runs_dir: Path | str | None = None, executor: str | None = None) -> Job:
     """`python -m poc train --resume RUN` in the background for a run `resume_refusal` accepts (UserError with
-    the reason otherwise, nothing started). The job follows the run like a launched one, and can be cancelled."""
+    the reason otherwise, nothing started), on any executor (a run started on a cluster may continue locally and
+    the other way round). The job follows the run like a launched one, and can be cancelled."""
     runs_dir = _runs_dir(runs_dir)
     rd = store.find_run(run_id, runs_dir)
     if rd is None:
         raise UserError(f"no run {run_id!r} in {runs_dir}")
+    where = executors.choose(executor)
     with _launch_lock(runs_dir):  # a second click, or another session, then finds this job and is refused
         run = store.RunRecord(rd, store.read_json(rd.run_json) or {})
-        reason = runstatus.resume_refusal(run, _busy_runs(runs_dir))
+        reason = runstatus.resume_refusal(run, _busy_runs(runs_dir), run_executor_alive(run.info))
         if reason:
             raise UserError(f"run {rd.id} cannot be resumed: {reason}")
-        argv = [sys.executable, "-m", "poc", "train", "--resume", rd.id, "--runs-dir", str(runs_dir)]
-        return _start("resume", argv, runs_dir, run_id=rd.id, config=run.info.get("config"))
+        # --executor-checked: the run's own executor was asked just now (a remote run's heartbeat may look fresh)
+        argv = [sys.executable, "-m", "poc", "train", "--resume", rd.id, "--runs-dir", str(runs_dir),
+                *(["--executor-checked"] if runstatus.is_remote(run.info) else [])]
+        return _start("resume", argv, runs_dir, run_id=rd.id, config=run.info.get("config"), executor=where)
 
 
 def resumable_runs(runs_dir: Path | str | None = None) -> list[store.RunRecord]:
-    """The runs `launch_resume` accepts, newest first. Reads run.json only: cheap enough for every refresh."""
+    """The runs `launch_resume` accepts, newest first. Reads run.json only (and asks a cluster about its runs
+    still marked active): cheap enough for every refresh."""
     runs_dir = _runs_dir(runs_dir)
     busy = _busy_runs(runs_dir)
     runs = [store.RunRecord(rd, store.read_json(rd.run_json) or {}) for rd in store.run_dirs(runs_dir)]
-    return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy) is None]
+    return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy, run_executor_alive(r.info)) is None]
+
+
+def run_executor_alive(info: dict) -> bool | None:
+    """Whether the cluster job that trains the run `info` (run.json) is still pending or running, as its executor
+    says (False when the cluster does not answer: nothing trains the run for sure); None for a local-queue run
+    or a run no longer marked active (its pid, or its final status, tells)."""
+    if not runstatus.is_remote(info) or not runstatus.is_active(info.get("status")):
+        return None
+    record = info["executor"]
+    return executors.for_record(record).alive(record.get("job_id"))
 
 
 @contextlib.contextmanager
@@ -116,18 +136,30 @@ def _free_run_id(model: str, runs_dir: Path) -> str:
 def _busy_runs(runs_dir: Path) -> set[str]:
     """Runs that a live train or resume job is training."""
     live = _live_groups()
-    return {job.run_id for job in _jobs_on_disk(runs_dir) if job.kind in TRAIN_KINDS and job.pid in live}
+    return {job.run_id for job in _jobs_on_disk(runs_dir) if job.kind in TRAIN_KINDS and _job_alive(job, live)}
 
 
-def launch_demo(runs_dir: Path | str | None = None) -> Job:
-    """`python -m poc demo` in the background: demo data plus one CNN and one ViT run."""
+def launch_demo(runs_dir: Path | str | None = None, executor: str | None = None) -> Job:
+    """`python -m poc demo` in the background: demo data plus one CNN and one ViT run. On a cluster, a local
+    process follows one cluster job that makes the demo (poc.launch.remote)."""
     runs_dir = _runs_dir(runs_dir)
     data_dir = data_root().resolve() / "demo"
-    argv = [sys.executable, "-m", "poc", "demo", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-m", "poc", "demo", "--runs-dir", str(runs_dir), "--data-dir", str(data_dir),
+            *_executor_flags(executors.choose(executor), runs_dir)]
     return _start("demo", argv, runs_dir)
 
 
-def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = None) -> Job:
+def _executor_flags(where, runs_dir: Path) -> list[str]:
+    """`--executor ray --cluster ADDRESS` for a command that a local process runs against a cluster (a sweep, the
+    demo), after checking the cluster answers and sees the runs directory (UserError, nothing started)."""
+    if where.kind == "local":
+        return []
+    where.probe_storage(runs_dir)
+    return ["--executor", where.kind, "--cluster", where.address]
+
+
+def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = None,
+                 executor: str | None = None) -> Job:
     """`python -m poc sweep` in the background: one phase 1 (none when config.from_run names a run: its phase 1
     is reused), then one fine-tuning run per cutoff, `cutoffs` being "auto" or a comma list in --fine-tune-at
     syntax. The config and every cutoff are checked first (UserError with the reason, nothing started), and
@@ -142,7 +174,7 @@ def launch_sweep(config: RunConfig, cutoffs: str, runs_dir: Path | str | None = 
     study_id = studies.new_study_id("sweep", config.model)
     values = [c.value for c in resolved]
     argv = [sys.executable, "-m", "poc", "sweep", *config_to_argv(config), "--cutoffs", ",".join(values),
-            "--runs-dir", str(runs_dir), "--study-id", study_id]
+            "--runs-dir", str(runs_dir), "--study-id", study_id, *_executor_flags(executors.choose(executor), runs_dir)]
     study = {"id": study_id, "cutoffs": values, "planned": len(values) + (0 if config.from_run else 1)}
     return _start("sweep", argv, runs_dir, config={**config.to_dict(), "study": study})
 
@@ -200,20 +232,49 @@ def _check_data_folder(data: str) -> Path:
 
 
 def _start(kind: str, argv: list[str], runs_dir: Path, run_id: str | None = None,
-           config: dict | None = None) -> Job:
+           config: dict | None = None, executor=None) -> Job:
+    """Start `argv` (`python -m poc ...`) as a job: a process group here, or one job on a cluster."""
     job_id = _new_job_id(kind)
     folder = jobs_dir(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = _job_file(runs_dir, job_id, ".log")
+    if executor is not None and executor.kind != "local":
+        return _submit(executor, job_id, kind, argv, runs_dir, run_id, config, log_path)
     exit_path = _job_file(runs_dir, job_id, ".exit.json")
     wrapper = [sys.executable, "-m", "poc.launch.launcher", "run-job", str(exit_path), "--", *argv]
-    env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1"}
+    record = executors.LOCAL.record(job_id)
+    env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1",
+           "VITRINE_EXECUTOR": json.dumps(record)}
     with open(log_path, "ab") as log:
         proc = _spawn(wrapper, env, log)
     _CHILDREN[proc.pid] = proc
-    job = Job(job_id, kind, argv, proc.pid, store.utc_now(), str(log_path), run_id, config)
+    job = Job(job_id, kind, argv, proc.pid, store.utc_now(), str(log_path), run_id, config, executor=record)
     _save(job, runs_dir)
     return job
+
+
+def _submit(executor, job_id: str, kind: str, argv: list[str], runs_dir: Path, run_id: str | None,
+            config: dict | None, log_path: Path) -> Job:
+    """One cluster job running the same `python -m poc ...` command line; the runs directory is probed first.
+    The job record is written before the submit, so the job is listed (and cancellable) from the first moment;
+    a refused submit removes it again."""
+    executor.probe_storage(runs_dir)
+    submission_id = f"vitrine-{job_id}"
+    job = Job(job_id, kind, argv, 0, store.utc_now(), str(log_path), run_id, config,
+              executor=executor.record(submission_id))
+    _save(job, runs_dir)
+    try:
+        executor.submit(argv[3:], runs_dir, submission_id)  # argv[:3]: this machine's `python -m poc`
+    except BaseException:
+        _job_file(runs_dir, job_id).unlink(missing_ok=True)
+        raise
+    return job
+
+
+def submit_command(argv: list[str], kind: str, runs_dir: Path | str | None, executor, run_id: str | None = None,
+                   config: dict | None = None) -> Job:
+    """`python -m poc ARGV...` as a job on `executor` (the CLI's runs on a cluster, poc.launch.remote)."""
+    return _start(kind, [sys.executable, "-m", "poc", *argv], _runs_dir(runs_dir), run_id, config, executor)
 
 
 def _spawn(wrapper: list[str], env: dict, log) -> subprocess.Popen:
@@ -231,6 +292,28 @@ def list_jobs(runs_dir: Path | str | None = None) -> list[JobStatus]:
     return [job_status(j, runs_dir, live) for j in _jobs_on_disk(runs_dir)]
 
 
+def _is_remote(job: Job) -> bool:
+    return isinstance(job.executor, dict) and job.executor.get("kind") not in (None, "local")
+
+
+def _job_alive(job: Job, live: set[int]) -> bool:
+    """A local job by its process group; a cluster job by its executor (pending or running; False when the
+    cluster does not answer)."""
+    if _is_remote(job):
+        return bool(executors.for_record(job.executor).alive(job.executor.get("job_id")))
+    return job.pid in live
+
+
+def _exit_info(job: Job, runs_dir: Path) -> dict | None:
+    """The job's exit record: the wrapper's .exit.json here; a cluster job's final state (None while it runs,
+    and when the cluster does not answer: then its runs read interrupted)."""
+    if not _is_remote(job):
+        return store.read_json(_job_file(runs_dir, job.id, ".exit.json"))
+    state = executors.for_record(job.executor).state_of(job.executor.get("job_id"))
+    codes = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": -int(signal.SIGTERM)}
+    return {"returncode": codes[state], "state": state} if state in codes else None
+
+
 def find_job(job_id: str, runs_dir: Path | str | None = None) -> JobStatus | None:
     """One job's status (None when there is no such job), e.g. the demo job the Home page follows."""
     job = load_job(job_id, runs_dir)
@@ -239,12 +322,12 @@ def find_job(job_id: str, runs_dir: Path | str | None = None) -> JobStatus | Non
 
 def job_status(job: Job, runs_dir: Path | str | None = None, live: set[int] | None = None) -> JobStatus:
     runs_dir = _runs_dir(runs_dir)
-    alive = job.pid in (live if live is not None else _live_groups())
-    exit_info = store.read_json(_job_file(runs_dir, job.id, ".exit.json"))
+    alive = _job_alive(job, live if live is not None else _live_groups())
+    exit_info = None if alive else _exit_info(job, runs_dir)
     if job.kind in TRAIN_KINDS:
         return _train_status(job, runs_dir, alive, exit_info)
     sweep = job.kind == "sweep"
-    name = _sweep_name(job) if sweep else "demo (data + CNN + ViT runs)"
+    name = _sweep_name(job) if sweep else "demo (data, CNN + ViT runs, cutoff sweep)"
     if alive:
         return (_sweep_progress if sweep else _demo_progress)(JobStatus(job, "running", name), runs_dir)
     if exit_info and exit_info.get("returncode") == 0:
@@ -271,7 +354,10 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
     progress = store.read_progress(rd) or {}
     if job.kind == "resume":
         name = f"{name} (resume)"
-        taken_over = runstatus.is_active(status) and runstatus.pid_alive(info.get("pid"))
+        if _is_remote(job):  # the resumed process has written its own executor block (its job id) once it trains
+            taken_over = runstatus.is_active(status) and (info.get("executor") or {}) == job.executor
+        else:
+            taken_over = runstatus.is_active(status) and runstatus.pid_alive(info.get("pid"))
         if alive and status != "completed" and not taken_over:  # still loading, or waiting for the device
             return JobStatus(job, "queued", name, phase="resuming", progress=runstatus.run_fraction(progress, config))
     if runstatus.is_active(status) and not alive:
@@ -294,20 +380,26 @@ def _train_status(job: Job, runs_dir: Path, alive: bool, exit_info: dict | None)
 
 def _demo_progress(js: JobStatus, runs_dir: Path) -> JobStatus:
     """A running demo's progress from the runs it has created so far (each started after the job)."""
-    from poc.train.demo import DEMO_SETTINGS
+    from poc.train.demo import planned_runs
 
     mine = [r for r in store.list_runs(runs_dir)
             if str(r.info.get("created") or "") >= js.job.created and not _is_baseline(r.info)]
-    return _plan_progress(js, mine, len(DEMO_SETTINGS["runs"]), "generating demo data")
+    return _plan_progress(js, mine, planned_runs(), "generating demo data")
 
 
 def _is_baseline(info: dict) -> bool:
-    """A baseline run (poc.train.baselines) the demo adds after its CNN: not one of DEMO_SETTINGS["runs"]."""
+    """A baseline run (poc.train.baselines) the demo adds after its CNN: not one of its planned runs."""
     return info.get("family") == "baseline" or str(info.get("model") or "").startswith("baseline")
 
 
 def _log_message(job: Job) -> str:
-    """The CLI's one-line error (`error: ...`) from the end of the job log, else its last line."""
+    """The CLI's one-line error (`error: ...`) from the end of the job log, else its last line. A cluster job's
+    log is fetched from the cluster once it has ended, and kept beside the job record."""
+    if _is_remote(job) and not os.path.exists(job.log):
+        text = executors.for_record(job.executor).logs(job.executor.get("job_id"))
+        if text:
+            with contextlib.suppress(OSError):
+                Path(job.log).write_text(text)
     try:
         with open(job.log, "rb") as f:
             f.seek(max(0, os.path.getsize(job.log) - 8192))
@@ -335,6 +427,8 @@ def cancel(job_id: str, runs_dir: Path | str | None = None, grace_s: float = 10)
     job = load_job(job_id, runs_dir)
     if job is None:
         raise UserError(f"no job {job_id!r} in {jobs_dir(runs_dir)}")
+    if _is_remote(job):
+        return _cancel_remote(job, runs_dir, grace_s)
     if job.pid <= 1 or job.pid == os.getpgrp() or job.pid not in _live_groups():
         return
     job.cancelled = store.utc_now()
@@ -351,6 +445,23 @@ def cancel(job_id: str, runs_dir: Path | str | None = None, grace_s: float = 10)
     # Training writes its own run.json, also on SIGTERM once it trains. Killed while starting or waiting for
     # the device (or by SIGKILL) it cannot, so the run would read "queued" forever: the process is gone, no
     # one else writes this run.json any more, and this is the one place outside training that does.
+    rd = store.run_dir(runs_dir, job.run_id)
+    info = store.read_json(rd.run_json)
+    if info and runstatus.is_active(info.get("status")):
+        rd.update_run(status="cancelled", finished=store.utc_now(), error="cancelled by the user")
+
+
+def _cancel_remote(job: Job, runs_dir: Path, grace_s: float) -> None:
+    """Stop a cluster job. Ray's stop_job sends SIGTERM, later SIGKILL: the intent is recorded first, so a run
+    killed before it could write its own status reads cancelled, not interrupted."""
+    where = executors.for_record(job.executor)
+    if not where.alive(job.executor.get("job_id")):
+        return
+    job.cancelled = store.utc_now()
+    _save(job, runs_dir)
+    state = where.stop(job.executor["job_id"], timeout_s=grace_s + 20)
+    if job.kind != "train" or state not in ("STOPPED", "FAILED", "SUCCEEDED"):
+        return  # still running (or the cluster stopped answering), or a resume: its run stays resumable
     rd = store.run_dir(runs_dir, job.run_id)
     info = store.read_json(rd.run_json)
     if info and runstatus.is_active(info.get("status")):
@@ -381,6 +492,21 @@ def describe_cutoffs(model_name: str, image_size: int | None = None) -> list:
     size = resolve_image_size(spec, image_size)
     with _probe_lock:  # cutoff_choices toggles trainable flags on the shared probe model
         return cutoff_choices(probe(model_name, size), spec)
+
+
+def executor_summary(executor: str | None = None) -> dict:
+    """Which executor launches runs, for the sidebar: {"kind", "address", "cluster" (VITRINE_RAY_ADDRESS or
+    None: a switch is offered when set), "cpus", "cpus_free", "gpus", "gpus_free", "error"}. Never raises: an
+    unreachable cluster is an `error` sentence."""
+    address = executors.cluster_address()
+    out = {"kind": "local", "address": None, "cluster": address, "error": None}
+    try:
+        where = executors.choose(executor)
+        out.update(kind=where.kind, address=where.address)
+        out.update(where.resources())
+    except UserError as exc:
+        out["error"] = str(exc)
+    return out
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""`python -m poc pretrain`: pretrain a demo backbone on the generated shapes task and save only the backbone.
+"""`python -m poc pretrain`: pretrain a demo backbone on the generated shapes task; save the backbone and its head.
 
 Why: offline, the demo can only start from `--weights none`, and a frozen random backbone gives near-constant
 features (MobileNetV2 at 64 px: every image gets the same prediction). So the project pretrains its small demo
@@ -10,22 +10,30 @@ The classifier is `poc.models.build(name, 28, size, "none")`, trained end to end
 BatchNorm in training mode) with AdamW, linear warmup then cosine decay. Two recipes: epochs over one generated
 set with light shift/zoom augmentation (`pretrain_epochs`: the CNN, ViT-Ti/16), or stages over a stream of
 fresh images, low resolution first (`pretrain_stages`: the demo ViT-Ti/8). Held-out accuracy is measured on a
-disjoint seed and printed; the head is discarded:
+disjoint seed and printed. The backbone file holds no head; the 28-class head goes beside it (`.head.npz`):
   mobilenet_v2 -> `backbone.save_weights(...)`       poc/pretrained/demo_mobilenet_v2_64.weights.h5
   vit_ti16     -> Google-layout .npz without head    poc/pretrained/demo_vit_ti16_64.npz (float16)
   vit_ti8      -> Google-layout .npz without head    poc/pretrained/demo_vit_ti8_64.npz (float16)
+
+Beside training: `--evaluate` prints the held-out accuracy of a backbone with its head (default: the committed
+files), `--fit-head` trains the head on the frozen backbone (a linear probe), and `--distill TEACHER` adds
+DeiT-style hard-label distillation from a committed demo classifier to the staged recipe.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
+
+from poc.errors import UserError
+from poc.models.pretrained import DEMO_IMAGE_SIZE, DEMO_WEIGHTS, PRETRAINED_DIR, demo_weights_path, load_head, save_head
 
 # Per model: what reproduces the committed files on a 2-core CPU (see poc/pretrained/README.md).
 # XLA helps the ViT on CPU (+25%) but slows MobileNetV2's depthwise convolutions by an order of magnitude.
@@ -44,6 +52,8 @@ RECIPES = {
                 "warmup_steps": 100, "jit_compile": True, "epochs": None, "train_images": None, "lr": None},
 }
 VAL_IMAGES = 1400  # 50 per class, from a different seed than the training images
+HEAD_IMAGES, HEAD_EPOCHS = 5600, 100  # --fit-head: features of 200 training images per class, Adam epochs
+DISTILL_TEACHERS = ("mobilenet_v2",)  # committed demo classifiers (backbone + head) that can teach
 BN_REFRESH_BATCHES = 40
 
 
@@ -73,12 +83,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-augment", action="store_true", help="skip the light shift/zoom augmentation")
     p.add_argument("--seed", type=int, default=0, help="training images use this seed, held-out ones seed + 1")
     p.add_argument("--out", type=Path, default=None, help="default: the path poc.models.pretrained expects")
+    p.add_argument("--evaluate", action="store_true",
+                   help="no training: print the held-out accuracy of --out (default: the committed backbone) "
+                        "with the head beside it")
+    p.add_argument("--fit-head", action="store_true",
+                   help="no training: fit the 28-class head on the frozen --out backbone (the features of "
+                        "--train-images images, default 5600) and write it beside the backbone")
+    p.add_argument("--distill", choices=sorted(DISTILL_TEACHERS), default=None,
+                   help="staged recipes: hard-label distillation from this committed demo classifier (DeiT)")
+    p.add_argument("--init", default=None,
+                   help="staged recipes: start from a backbone file and the head beside it ('demo': the "
+                        "committed one) instead of from scratch")
+    p.add_argument("--start-image", type=int, default=0,
+                   help="staged recipes: index of the stream's first training image (continuing a run: past "
+                        "the images it saw)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="staged recipes: held-out accuracy every N steps (default: 5 times a stage)")
+    p.add_argument("--curve", type=Path, default=None,
+                   help="staged recipes: append the held-out accuracy curve to this CSV")
     args = p.parse_args(argv)
     recipe = RECIPES[args.model]
+    args.head_images = args.train_images or HEAD_IMAGES
     for key in ("epochs", "train_images", "batch_size", "lr", "weight_decay", "stages"):
         if getattr(args, key) is None:
             setattr(args, key, recipe.get(key))
     args.jit_compile = recipe["jit_compile"]
+    staged_only = [flag for flag, value in (("--distill", args.distill), ("--init", args.init),
+                                            ("--start-image", args.start_image), ("--eval-every", args.eval_every),
+                                            ("--curve", args.curve)) if value]
+    if staged_only and not args.stages:
+        p.error(f"{', '.join(staged_only)}: only the staged recipe (vit_ti8, or --stages) takes these")
+    if args.distill == args.model:
+        p.error(f"--distill {args.distill}: a model cannot be its own teacher")
     if args.stages:
         final = args.stages[-1][0]
         if args.image_size not in (None, final):
@@ -90,10 +126,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.val_every = recipe["val_every"]
         args.warmup_epochs = min(recipe["warmup_epochs"], max(args.epochs - 1, 0))
     if args.out is None:
-        from poc.models.pretrained import DEMO_WEIGHTS, PRETRAINED_DIR
-
         name = DEMO_WEIGHTS[args.model].name.replace("_64", f"_{args.image_size}")
         args.out = PRETRAINED_DIR / name
+    if args.init == "demo":
+        args.init = str(demo_weights_path(args.model, DEMO_IMAGE_SIZE))
     return args
 
 
@@ -187,7 +223,8 @@ def refresh_batchnorm(model, images: np.ndarray, batch_size: int) -> int:
 
 
 def save_backbone(model, name: str, out: Path) -> Path:
-    """Writes only the backbone: Keras weights for CNNs, a head-less Google .npz (float16) for ViTs."""
+    """Writes the backbone (Keras weights for CNNs, a head-less Google .npz (float16) for ViTs) and, beside it,
+    the classifier's head (`.head.npz`, float32)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     backbone = model.get_layer("backbone")
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp" + "".join(out.suffixes))
@@ -206,79 +243,169 @@ def save_backbone(model, name: str, out: Path) -> Path:
         backbone.save_weights(tmp)
     os.chmod(tmp, 0o644)  # mkstemp creates 0600
     os.replace(tmp, out)
+    save_head(out, *(keras.ops.convert_to_numpy(w) for w in model.get_layer("head").weights))
     return out
 
 
 # --- staged training on a stream of fresh images (the demo ViT) ---------------------------------------------
 
 CHUNK_BATCHES = 16  # batches generated per call of the shapes generator
+CURVE_COLUMNS = ("run", "stage", "image_size", "step", "images", "held_out_accuracy", "train_loss", "seconds",
+                 "eval_seconds")
 
 
-def fresh_stream(args, size: int, steps: int, start: int):
+def demo_classifier(name: str, backbone: str | Path, num_classes: int, size: int = DEMO_IMAGE_SIZE):
+    """`build(name, C, size, backbone)` with the head saved beside the backbone file (`load_head`)."""
+    from poc.models.builders import build
+
+    model = build(name, num_classes, size, str(backbone))
+    model.get_layer("head").set_weights(list(load_head(backbone)))
+    return model
+
+
+def held_out_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> float:
+    """Share of `images` (N, S, S, 3) whose argmax class is the label; batches of 256, inference mode."""
+    probs = classifier.predict(images.astype(np.float32), batch_size=256, verbose=0)  # (N, C)
+    return float(np.mean(np.argmax(probs, axis=-1) == labels))
+
+
+def teacher_labels(teacher, images: np.ndarray) -> np.ndarray:
+    """The teacher's argmax class for each image (N, S, S, 3): (N,) int32."""
+    probs = [teacher.predict_on_batch(images[i:i + 256].astype(np.float32)) for i in range(0, len(images), 256)]
+    return np.argmax(np.concatenate(probs), axis=-1).astype(np.int32)
+
+
+def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
     """tf.data of `steps` batches (pixels (B, S, S, 3) float32 in [0, 255], labels (B,)): training images
-    `start` .. of the seed's endless sequence, so no image repeats across steps or stages."""
+    `start` .. of the seed's endless sequence, so no image repeats across steps or stages. With a teacher the
+    labels are a pair (true (B,), the teacher's argmax (B,)); the teacher sees the same images, drawn from the
+    same random draws at its own size (64 px)."""
     import tensorflow as tf
 
     from poc.data.shapes import make_shapes
 
     def batches():
         for first in range(0, steps, CHUNK_BATCHES):
-            count = min(CHUNK_BATCHES, steps - first) * args.batch_size
-            images, labels = make_shapes(count, size, seed=args.seed, start=start + first * args.batch_size)
+            count, index = min(CHUNK_BATCHES, steps - first) * args.batch_size, start + first * args.batch_size
+            images, labels = make_shapes(count, size, seed=args.seed, start=index)
+            if teacher is not None:
+                seen = images if size == DEMO_IMAGE_SIZE else make_shapes(count, DEMO_IMAGE_SIZE, args.seed, index)[0]
+                taught = teacher_labels(teacher, seen)
             for b in range(count // args.batch_size):
                 part = slice(b * args.batch_size, (b + 1) * args.batch_size)
-                yield images[part].astype(np.float32), labels[part]
+                pixels = images[part].astype(np.float32)
+                yield (pixels, (labels[part], taught[part])) if teacher is not None else (pixels, labels[part])
 
-    signature = (tf.TensorSpec((args.batch_size, size, size, 3), tf.float32),
-                 tf.TensorSpec((args.batch_size,), tf.int32))
+    pixels = tf.TensorSpec((args.batch_size, size, size, 3), tf.float32)
+    labels = tf.TensorSpec((args.batch_size,), tf.int32)
+    signature = (pixels, (labels, labels) if teacher is not None else labels)
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 
 
-class StreamProgress(keras.callbacks.Callback):
-    """Prints training loss/accuracy and held-out accuracy every `every` steps of a one-pass stream."""
+def distillation_trainer(model, num_classes: int) -> keras.Model:
+    """DeiT's hard-label distillation (Touvron et al., arXiv 2012.12877), with a second head in place of the
+    distillation token: `model` plus a softmax head `head_distill` on the same class-token features, which learns
+    the teacher's argmax while `head` learns the true labels (loss 0.5 CE(true) + 0.5 CE(teacher)). Used only
+    while pretraining: what is saved is `model`'s backbone and head, a standard ViT."""
+    features = model.get_layer("dropout").output  # (B, D)
+    taught = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_distill")(features)
+    return keras.Model(model.input, [model.output, taught], name="distillation_trainer")  # (B, C), (B, C)
 
-    def __init__(self, held_out, every: int, stage: int):
+
+def compile_stage(trainer, args, steps: int, lr: float, distilled: bool) -> int:
+    """AdamW warming up then decaying to zero over the stage, clipped gradients; returns the warmup steps."""
+    warmup = min(args.warmup_steps, steps // 5)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=lr,
+                                                      warmup_steps=warmup)
+    scce = keras.losses.SparseCategoricalCrossentropy()
+    loss, weights, metrics = (([scce, scce], [0.5, 0.5], [["accuracy"], ["accuracy"]]) if distilled
+                              else (scce, None, ["accuracy"]))
+    trainer.compile(keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=1.0), loss,
+                    loss_weights=weights, metrics=metrics, jit_compile=args.jit_compile)
+    return warmup
+
+
+class StreamProgress(keras.callbacks.Callback):
+    """Every `every` steps of a one-pass stream and at its end: the classifier's accuracy on the held-out
+    images, printed and (with `--curve`) appended to the curve CSV; `progress` carries the count across stages."""
+
+    def __init__(self, classifier, held_out, every: int, stage: int, args, progress: dict):
         super().__init__()
-        self.held_out, self.every, self.stage, self.start = held_out, every, stage, time.time()
+        self.classifier, self.held_out, self.every, self.stage = classifier, held_out, every, stage
+        self.args, self.progress, self.accuracy, self.last = args, progress, None, 0
+
+    def on_train_begin(self, logs=None):
+        if self.stage == 1 and self.args.init:  # the curve starts from the weights it continues
+            self.record(0, None)
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.every == 0:
-            _, accuracy = self.model.evaluate(*self.held_out, batch_size=256, verbose=0)
-            print(f"  stage {self.stage} step {batch + 1}: loss {logs['loss']:.3f} train accuracy "
-                  f"{logs['accuracy']:.3f} held-out ({len(self.held_out[1])} images) {accuracy:.4f} "
-                  f"[{time.time() - self.start:.0f} s]", flush=True)
+            self.record(batch + 1, (logs or {}).get("loss"))
+
+    def on_train_end(self, logs=None):
+        if self.last != self.params["steps"]:
+            self.record(self.params["steps"], (logs or {}).get("loss"))
+        self.progress["steps"] += self.params["steps"]
+
+    def record(self, step: int, loss) -> None:
+        started = time.time()
+        self.accuracy, self.last = held_out_accuracy(self.classifier, *self.held_out), step
+        self.progress["eval_seconds"] += time.time() - started
+        total, seconds = self.progress["steps"] + step, time.time() - self.progress["started"]
+        size = self.held_out[0].shape[1]
+        print(f"  stage {self.stage} step {step} ({size} px): loss {'-' if loss is None else f'{loss:.3f}'} "
+              f"held-out ({len(self.held_out[1])} images) {self.accuracy:.4f} [{seconds:.0f} s, of which "
+              f"evaluation {self.progress['eval_seconds']:.0f} s]", flush=True)
+        if self.args.curve:
+            self.args.curve.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.args.curve.exists()
+            run = f"distill_{self.args.distill}" if self.args.distill else "no_distill"
+            row = (run, self.stage, size, total, total * self.args.batch_size, f"{self.accuracy:.4f}",
+                   "" if loss is None else f"{loss:.4f}", f"{seconds:.0f}", f"{self.progress['eval_seconds']:.0f}")
+            with open(self.args.curve, "a") as f:
+                f.write((",".join(CURVE_COLUMNS) + "\n" if new else "") + ",".join(map(str, row)) + "\n")
 
 
 def pretrain_stages(args, num_classes: int):
-    """Trains `args.model` stage by stage; each stage starts from the previous one's weights (backbone and
-    head, position embedding resized to the new grid). Returns (classifier at the last size, held-out accuracy,
-    fit seconds)."""
+    """Trains `args.model` stage by stage, from scratch or from `--init`; each stage starts from the previous
+    one's weights (backbone and head, position embedding resized to the new grid). With `--distill`, a frozen
+    teacher labels every training image as well. Returns (classifier at the last size, held-out accuracy, fit
+    seconds)."""
     from poc.data.shapes import make_shapes
     from poc.models.builders import build
     from poc.models.vit_checkpoint import export_vit_checkpoint
 
-    model, accuracy, fit_seconds, start, carry = None, 0.0, 0.0, 0, None
+    teacher = None
+    if args.distill:
+        teacher = demo_classifier(args.distill, DEMO_WEIGHTS[args.distill], num_classes)
+        teacher.trainable = False
+        teacher.compile(jit_compile=False)  # inference mode; XLA slows MobileNetV2 (see RECIPES)
+        print(f"teacher: the committed {args.distill} with its head, frozen, at {DEMO_IMAGE_SIZE} px "
+              f"(hard labels, DeiT)", flush=True)
+    progress = {"steps": 0, "eval_seconds": 0.0, "started": time.time()}
+    model, accuracy, fit_seconds, start, carry = None, 0.0, 0.0, args.start_image, None
     with tempfile.TemporaryDirectory() as tmp:
         for k, (size, steps, lr) in enumerate(args.stages):
-            model = build(args.model, num_classes, size, carry or "none")
+            if k == 0 and args.init:
+                model = demo_classifier(args.model, args.init, num_classes, size)
+            else:
+                model = build(args.model, num_classes, size, carry or "none")
             model.trainable = True
-            warmup = min(args.warmup_steps, steps // 5)
-            schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=lr,
-                                                              warmup_steps=warmup)
-            model.compile(keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=1.0),
-                          keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
-                          jit_compile=args.jit_compile)
+            trainer = distillation_trainer(model, num_classes) if teacher else model
+            warmup = compile_stage(trainer, args, steps, lr, distilled=teacher is not None)
             held_out = make_shapes(args.val_images, size, seed=args.seed + 1)
-            probe = (held_out[0][:560].astype(np.float32), held_out[1][:560])
+            source = "from the previous stage" if carry else f"from {args.init}" if args.init else "from scratch"
             print(f"stage {k + 1}/{len(args.stages)}: {steps} steps x batch {args.batch_size} of fresh images "
-                  f"at {size} px, AdamW peak lr {lr:g} (warmup {warmup} steps, cosine), weight decay "
-                  f"{args.weight_decay:g}{', from the previous stage' if carry else ', from scratch'}", flush=True)
+                  f"{start}.. at {size} px, AdamW peak lr {lr:g} (warmup {warmup} steps, cosine), weight decay "
+                  f"{args.weight_decay:g}, {source}{', distilled' if teacher else ''}", flush=True)
+            progress_callback = StreamProgress(model, held_out, args.eval_every or max(steps // 5, 1), k + 1, args,
+                                               progress)
             fit_start = time.time()
-            model.fit(fresh_stream(args, size, steps, start), epochs=1, steps_per_epoch=steps, verbose=0,
-                      callbacks=[StreamProgress(probe, max(steps // 5, 1), k + 1)])
+            trainer.fit(fresh_stream(args, size, steps, start, teacher), epochs=1, steps_per_epoch=steps, verbose=0,
+                        callbacks=[progress_callback])
             fit_seconds += time.time() - fit_start
             start += steps * args.batch_size
-            _, accuracy = model.evaluate(held_out[0].astype(np.float32), held_out[1], batch_size=256, verbose=0)
+            accuracy = progress_callback.accuracy
             print(f"held-out accuracy after stage {k + 1} at {size} px: {accuracy:.4f}", flush=True)
             carry = str(Path(tmp) / f"stage{k}.npz")
             export_vit_checkpoint(model.get_layer("backbone"), carry, head=model.get_layer("head"))
@@ -313,11 +440,60 @@ def pretrain_epochs(args, num_classes: int):
     return model, accuracy, fit_seconds
 
 
+# --- the committed weights: their head and their held-out accuracy --------------------------------------------
+
+
+def evaluate(args) -> float:
+    """Held-out accuracy of the backbone file `args.out` with the head beside it: the first `--val-images` images
+    of seed + 1 (the held-out set the pretraining measures) at `args.image_size`."""
+    from poc.data.shapes import SHAPE_CLASSES, make_shapes
+
+    images, labels = make_shapes(args.val_images, args.image_size, seed=args.seed + 1)
+    model = demo_classifier(args.model, args.out, len(SHAPE_CLASSES), args.image_size)
+    print(f"{args.model}: {args.out} with its head, {len(labels)} held-out images (seed {args.seed + 1}) at "
+          f"{args.image_size} px", flush=True)
+    return held_out_accuracy(model, images, labels)
+
+
+def fit_head(args) -> Path:
+    """Trains the 28-class head on the frozen backbone file `args.out`, as the pretraining trains it (Dense after
+    the classifier's dropout, softmax cross-entropy), on the features of `args.head_images` training images, and
+    writes it beside the backbone. Dropout matters: a head fitted without it (a plain logistic regression) reads
+    the same accuracy but is so sensitive to dropped features that continuing the pretraining from it first
+    loses ten points."""
+    from poc.data.shapes import SHAPE_CLASSES, make_shapes
+    from poc.models.builders import DROPOUT, build
+
+    model = build(args.model, len(SHAPE_CLASSES), args.image_size, str(args.out))
+    features_model = keras.Model(model.input, model.get_layer("dropout").input)  # pixels -> (B, D)
+    images, labels = make_shapes(args.head_images, args.image_size, seed=args.seed)
+    features = features_model.predict(images.astype(np.float32), batch_size=256, verbose=0)  # (N, D)
+    head = keras.Sequential([keras.Input(features.shape[1:]), keras.layers.Dropout(DROPOUT),
+                             keras.layers.Dense(len(SHAPE_CLASSES), name="head")])  # logits (B, C)
+    steps = HEAD_EPOCHS * max(len(labels) // 64, 1)
+    head.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    head.fit(features, labels, epochs=HEAD_EPOCHS, batch_size=64, verbose=0)
+    path = save_head(args.out, *(keras.ops.convert_to_numpy(w) for w in head.get_layer("head").weights))
+    print(f"head trained on {len(labels)} training images' frozen features ({HEAD_EPOCHS} epochs); written to "
+          f"{path}", flush=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keras.utils.set_random_seed(args.seed)
+    try:
+        if args.fit_head:
+            fit_head(args)
+        if args.evaluate or args.fit_head:
+            print(f"held-out accuracy: {evaluate(args):.4f}", flush=True)
+            return 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from poc.data.shapes import SHAPE_CLASSES
 
-    keras.utils.set_random_seed(args.seed)
     started = time.time()
     if args.stages:
         model, accuracy, fit_seconds = pretrain_stages(args, len(SHAPE_CLASSES))

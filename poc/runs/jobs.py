@@ -19,12 +19,13 @@ class Job:
     id: str
     kind: str  # "train" | "resume" | "demo" | "sweep"
     argv: list[str]  # the command the job runs (without the wrapper)
-    pid: int  # the wrapper's pid, also the job's process group id
+    pid: int  # the wrapper's pid, also the job's process group id (0 for a job on a cluster)
     created: str
     log: str
     run_id: str | None = None
     config: dict | None = None
     cancelled: str | None = None  # when cancel() was asked
+    executor: dict | None = None  # {kind, address, job_id}: where it runs (None: the local queue, older records)
 
 
 @dataclass

@@ -5,13 +5,16 @@
     best_epochs     each phase's best epoch: the recorded one, else the epoch with the lowest val_loss
     rebuild_model   the classifier a run.json describes, with random weights (the caller loads the saved ones)
     recorded_image_size  the input size a run trained at
+    executor_record the executor block (local queue or a Ray cluster) of the process writing run.json
 
 TensorFlow-free at import (the dashboard reads labels and best epochs); only `rebuild_model` builds a model.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 from collections.abc import Mapping
 
 import pandas as pd
@@ -65,8 +68,21 @@ def new_run_info(rd: RunDir, *, model: str, family: str, config: dict, split: pd
         "best_epoch": {},
         "error": None,
         "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "executor": executor_record(),
         **extra,
     }
+
+
+def executor_record() -> dict:
+    """run.json's `executor` block: {kind, address, job_id} from VITRINE_EXECUTOR, which the launcher sets for
+    the process it starts (poc.launch.executors); a run started by hand is {"kind": "local", ...}."""
+    try:
+        record = json.loads(os.environ.get("VITRINE_EXECUTOR") or "{}")
+    except ValueError:
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    return {"kind": record.get("kind") or "local", "address": record.get("address"), "job_id": record.get("job_id")}
 
 
 def recorded_split(rd: RunDir, info: Mapping) -> pd.DataFrame | None:

@@ -7,10 +7,12 @@ holds (run.json's status and pid, progress.json, eval/<stage>/metrics.json) plus
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import socket
 from pathlib import Path
 
-from poc.runs.store import STAGES, WRITTEN
+from poc.runs.store import STAGES, WRITTEN, read_progress
 
 # What readers derive: a run marked active whose process is gone, a run directory whose run.json is unusable.
 DERIVED = ("interrupted", "unreadable")
@@ -78,16 +80,51 @@ def _signal_probe(send, target: int) -> bool:
 
 # ---------------------------------------------------------------- status
 
-def effective_status(run) -> str:
+def effective_status(run, executor_alive: bool | None = None) -> str:
     """A RunRecord's status as the dashboard shows it: "unreadable" without a usable run.json, "interrupted"
-    when it is marked queued or running but its training process is gone (killed), else run.json's status."""
+    when it is marked queued or running but nothing trains it any more, else run.json's status.
+
+    Who judges "nothing trains it": a run of the local queue by its process (run.json's pid); a run started by a
+    cluster executor (run.json's `executor`) by that executor when the caller asked it (`executor_alive`: the
+    launcher asks Ray), else by its heartbeat (`remote_alive`). A remote run's pid is another machine's, so a
+    local process that reuses it proves nothing."""
     if not run.readable:
         return "unreadable"
     status = run.status
+    if status not in ACTIVE:
+        return status
+    if is_remote(run.info):
+        alive = executor_alive if executor_alive is not None else remote_alive(run)
+        return status if alive else "interrupted"
     pid = run.info.get("pid")
-    if status in ACTIVE and isinstance(pid, int) and not pid_alive(pid):
+    if isinstance(pid, int) and not pid_alive(pid):
         return "interrupted"
     return status
+
+
+HEARTBEAT_STALE_S = 600  # a remote run whose progress.json has not moved for this long is no longer trained
+
+
+def is_remote(info: dict) -> bool:
+    """Whether a cluster executor (not the local queue) started the run that run.json `info` describes."""
+    executor = info.get("executor")
+    return isinstance(executor, dict) and executor.get("kind") not in (None, "local")
+
+
+def remote_alive(run, now: float | None = None) -> bool:
+    """A remote run's liveness without asking its executor: on this very machine its pid answers (dead -> not
+    alive; alive proves nothing, the pid may be reused); otherwise its heartbeat, progress.json's `updated` (or
+    run.json's `started`), must be younger than HEARTBEAT_STALE_S."""
+    info = run.info
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) and not pid_alive(info["pid"]):
+        return False
+    beat = (read_progress(run.dir) or {}).get("updated") or info.get("started") or info.get("created")
+    try:
+        when = dt.datetime.fromisoformat(str(beat))
+    except ValueError:
+        return False
+    now = now if now is not None else dt.datetime.now(dt.timezone.utc).timestamp()
+    return now - when.timestamp() < HEARTBEAT_STALE_S
 
 
 def final_stage(recorded, evaluated: list[str]) -> str | None:
@@ -151,10 +188,11 @@ def runs_fraction(runs: list[tuple[str, dict | None, dict | None]], planned: int
 
 # ---------------------------------------------------------------- resuming
 
-def resume_refusal(run, busy: set[str] = frozenset()) -> str | None:
+def resume_refusal(run, busy: set[str] = frozenset(), executor_alive: bool | None = None) -> str | None:
     """Why `run` cannot be resumed, or None: it must be interrupted (marked running, its process gone) or failed
-    with a checkpoint, have its split written, and have no live job (in `busy`) training it already."""
-    status = effective_status(run)
+    with a checkpoint, have its split written, and have no live job (in `busy`) training it already.
+    `executor_alive`: a remote run's liveness as its executor reports it (see effective_status)."""
+    status = effective_status(run, executor_alive)
     if run.id in busy:
         return "a job is already training it"
     if status != "interrupted" and not (status == "failed" and (run.dir.path / CHECKPOINT_DIR).is_dir()):

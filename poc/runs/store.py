@@ -206,9 +206,10 @@ class RunDir:
         write_npz(self.eval_file(stage, "logits"), val=np.asarray(val, np.float32),
                   val_labels=np.asarray(val_labels, np.int32), test=np.asarray(test, np.float32))
 
-    def write_explanations(self, stage: str, maps: np.ndarray, method: str) -> None:
+    def write_explanations(self, stage: str, maps: np.ndarray, method: str, layer: str | None = None) -> None:
+        """`layer`: the backbone layer Grad-CAM read (the `layer` array; "" for attention rollout)."""
         write_npz(self.eval_file(stage, "explanations"), maps=maps.astype(np.float16),
-                  rows=np.arange(len(maps), dtype=np.int32), method=np.array(method))
+                  rows=np.arange(len(maps), dtype=np.int32), method=np.array(method), layer=np.array(layer or ""))
 
 
 def run_dir(runs_dir: Path | str, run_id: str) -> RunDir:
@@ -489,5 +490,16 @@ def read_explanations(rd: RunDir, stage: str) -> tuple[np.ndarray, str] | None:
         with np.load(path, allow_pickle=False) as z:
             return z["maps"].astype(np.float32), str(z["method"])
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):  # missing, empty, truncated, not ours
+        return None
+
+
+def read_explanation_layer(rd: RunDir, stage: str) -> str | None:
+    """The backbone layer the stage's Grad-CAM maps were taken from (explanations.npz's `layer`); None for
+    attention rollout, for a file written before the layer was recorded, and for a missing or damaged file."""
+    path = rd.eval_file(stage, "explanations")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return (str(z["layer"]) or None) if "layer" in z.files else None
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile):
         return None
 

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from poc.runs import store
+from poc.runs.run_info import executor_record
 from poc.runs.store import RunDir
 from poc.errors import Cancelled, UserError
 
@@ -207,7 +208,13 @@ def cancel_on_sigterm():
 @contextlib.contextmanager
 def device_slot(runs_dir: Path, rd: RunDir):
     """One training at a time per machine (one GPU, or 2 CPU cores): a file lock; the run waits 'queued'.
-    The kernel drops a flock when its process dies, so a killed training never blocks the next one."""
+    The kernel drops a flock when its process dies, so a killed training never blocks the next one.
+    Under a cluster executor (run.json's `executor`, from VITRINE_EXECUTOR) there is no lock: the lock file lives
+    in the runs directory, which on shared storage would queue every node's runs one by one, and the cluster's
+    resources already keep each node's jobs within its CPUs and GPUs."""
+    if executor_record()["kind"] != "local":
+        yield
+        return
     runs_dir.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / ".device.lock", "a+") as lock:
         try:

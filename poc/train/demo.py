@@ -1,11 +1,22 @@
-"""`python -m poc demo`: demo data plus one CNN and one ViT run, sized for a 2-core CPU."""
+"""`python -m poc demo`: demo data, one CNN and one ViT run, the CNN's baselines and a small cutoff sweep of the CNN,
+sized for a 2-core CPU.
+
+The sweep shares the CNN run's phase 1: the CNN run itself is one point of the study (its own cutoff), and each
+other cutoff of DEMO_SETTINGS["sweep"] is a phase-2 run started from the CNN run's phase-1 weights (the --from-run
+path of `python -m poc sweep --from-run`), with the same phase-2 settings. So the Cutoff sweep page has a chart as
+soon as the demo ends, for the price of one fine-tuning phase per extra cutoff.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
 from poc.runs import store
 from poc.config import RunConfig, default_data_root
+
+log = logging.getLogger("poc.train.demo")
 
 DEMO_SETTINGS = {
     # Small enough for a 2-core CPU in a few minutes: 64 px, few epochs, and the project's own shape-pretrained
@@ -21,7 +32,35 @@ DEMO_SETTINGS = {
         {"model": "vit_ti8", "weights": "demo", "image_size": 64, "tl_epochs": 8, "ft_epochs": 6,
          "lr_ft": 1e-4, "fine_tune_at": "blocks:8", "batch_size": 32, "name": "demo ViT-Ti/8"},
     ],
+    # The other cutoffs of the first CNN run's sweep (its own cutoff is one point already): only the last 1x1
+    # convolution, the registry's default (blocks 13-16), and most of the backbone (blocks 6-16). [] skips it.
+    "sweep": ["Conv_1", "block_13_expand", "block_6_expand"],
 }
+
+
+def planned_runs(settings: dict | None = None) -> int:
+    """How many training runs the demo makes (DEMO_SETTINGS["runs"] and the sweep's extra cutoffs), not counting
+    the baselines: what the launcher's progress bar counts."""
+    settings = settings or DEMO_SETTINGS
+    at = _sweep_index(settings)
+    return len(settings["runs"]) + (len(_other_cutoffs(settings, at)) if at is not None else 0)
+
+
+def _sweep_index(settings: dict) -> int | None:
+    """The run of settings["runs"] the sweep belongs to: the first CNN that fine-tunes; None when there is none.
+    (The registry alone: no TensorFlow, the dashboard's launcher asks.)"""
+    from poc.models.registry import get_spec
+
+    if not settings.get("sweep"):
+        return None
+    return next((i for i, run in enumerate(settings["runs"])
+                 if get_spec(run["model"]).family == "cnn" and run.get("ft_epochs", 1) > 0), None)
+
+
+def _other_cutoffs(settings: dict, at: int) -> list[str]:
+    """The sweep's cutoffs other than the CNN run's own."""
+    own = settings["runs"][at].get("fine_tune_at")
+    return [c for c in settings["sweep"] if c != own]
 
 
 def ensure_demo_data(data_dir: Path | None = None, progress=None) -> Path:
@@ -38,20 +77,56 @@ def ensure_demo_data(data_dir: Path | None = None, progress=None) -> Path:
 
 
 def run_demo(runs_dir: Path | None = None, data_dir: Path | None = None, progress=None):
-    """Yields each finished demo run directory: after the first CNN run, its baselines on the same split (a
-    pixel logistic regression and a linear probe on that CNN's frozen backbone), so that the leaderboard shows
-    what the deep models gain over something simple."""
+    """Yields each finished demo run directory, in order: the runs of DEMO_SETTINGS["runs"]; after the first CNN
+    run, its baselines on the same split (a pixel logistic regression and a linear probe on that CNN's frozen
+    backbone), so that the leaderboard shows what the deep models gain over something simple; last, the sweep's
+    phase-2 runs from that CNN's phase 1. Every cutoff is checked before anything trains."""
+    from poc.models.registry import get_spec
     from poc.train.baselines import run_baselines
-    from poc.models import get_spec
     from poc.train.training import train
 
     runs_dir = Path(runs_dir) if runs_dir else store.default_runs_dir()
     data = ensure_demo_data(data_dir, progress)
-    baselines_done = False
-    for settings in DEMO_SETTINGS["runs"]:
-        config = RunConfig(data=str(data), patience=3, **settings)
-        rd = train(config, runs_dir)
+    configs = [RunConfig(data=str(data), patience=3, **settings) for settings in DEMO_SETTINGS["runs"]]
+    sweep_at = _sweep_index(DEMO_SETTINGS)
+    sweep = (_plan_sweep(configs[sweep_at], _other_cutoffs(DEMO_SETTINGS, sweep_at), runs_dir)
+             if sweep_at is not None else None)
+    baselines_done, sweep_source = False, None
+    for i, config in enumerate(configs):
+        rd = train(config, runs_dir, study=sweep["own"] if i == sweep_at else None)
         yield rd
+        if i == sweep_at:
+            sweep_source = rd
         if not baselines_done and get_spec(config.model).family == "cnn":
             baselines_done = True
             yield from run_baselines(from_run=str(rd.path), runs_dir=runs_dir)
+    if sweep is not None:
+        yield from _run_sweep(sweep, sweep_source, runs_dir)
+
+
+def _plan_sweep(config: RunConfig, others: list[str], runs_dir: Path) -> dict:
+    """The sweep around `config` (a CNN run that fine-tunes at its own cutoff) and the `others` cutoffs, every
+    cutoff checked before anything trains: {"own": the CNN run's study block, "config": the phase-2 runs'
+    settings, "cutoffs": the other cutoffs resolved, "id": the study id}."""
+    from poc.models.registry import get_spec
+    from poc.train.studies import new_study_id, validate_sweep
+
+    own = config.fine_tune_at or get_spec(config.model).default_cutoff
+    checked, cutoffs = validate_sweep(dataclasses.replace(config, fine_tune_at=None), ",".join([own, *others]),
+                                      runs_dir)
+    study_id = new_study_id("sweep", config.model)
+    block = {"kind": "sweep", "id": study_id, "role": "phase2", "seed": config.seed, "split_seed": config.seed,
+             "train_fraction": config.train_fraction, "cutoff": cutoffs[0].value, "cutoff_index": cutoffs[0].index}
+    return {"own": block, "config": dataclasses.replace(checked.config, fine_tune_at=None), "cutoffs": cutoffs[1:],
+            "id": study_id}
+
+
+def _run_sweep(sweep: dict, source: store.RunDir, runs_dir: Path):
+    """The sweep's phase-2 runs, each from `source`'s phase-1 weights; a failed one is logged and the demo goes on."""
+    from poc.train.studies import plan_sweep, run_plan
+
+    config = dataclasses.replace(sweep["config"], from_run=source.id)
+    result = run_plan(plan_sweep(config, sweep["cutoffs"], study_id=sweep["id"]), runs_dir)
+    for failure in result.failed:
+        log.error("demo sweep: %s", failure)
+    yield from result.runs

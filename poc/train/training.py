@@ -10,13 +10,14 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from poc.runs import store
-from poc.runs.run_info import recorded_split
+from poc.runs.run_info import executor_record, recorded_split
 from poc.runs.store import RunDir
 from poc.config import RunConfig
 from poc.errors import Cancelled, UserError
@@ -152,7 +153,7 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
     return _execute(prepared, rd, runs_dir, speedups, resume=False)
 
 
-def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
+def resume(ref: str, runs_dir: Path | str | None = None, executor_alive: bool | None = None) -> RunDir:
     """Continue an interrupted (killed, failed or cancelled) run from its last completed epoch, in its own
     directory: finished phases are kept, the phase in progress restarts from its checkpoint."""
     from poc.device import configure
@@ -163,7 +164,7 @@ def resume(ref: str, runs_dir: Path | str | None = None) -> RunDir:
     info = store.read_json(rd.run_json) if rd else None
     if not info or not isinstance(info.get("config"), dict):
         raise UserError(f"--resume {ref}: no such run in {runs_dir} (or its run.json is unreadable)")
-    status = effective_status(store.load_run(rd.path))
+    status = effective_status(store.load_run(rd.path), executor_alive)  # a remote run: its executor's word
     if status == "completed":
         raise UserError(f"run {rd.id} already completed; there is nothing to resume")
     if status in ("running", "queued"):
@@ -202,7 +203,9 @@ def _execute(prepared: Prepared, rd: RunDir, runs_dir: Path, speedups: dict, res
     handler = attach_log(rd)
     try:
         with device_slot(runs_dir, rd), cancel_on_sigterm():
-            rd.update_run(status="running", pid=os.getpid(), **({} if resume else {"started": store.utc_now()}))
+            # pid, host and executor: who trains it now (a resume may run elsewhere, poc.runs.status reads them)
+            rd.update_run(status="running", pid=os.getpid(), host=socket.gethostname(), executor=executor_record(),
+                          **({} if resume else {"started": store.utc_now()}))
             rd.write_progress({"phase": "resuming" if resume else "starting", "epoch": None, "epochs": None,
                                "step": 0, "steps": None, "metrics": {}, "eta_seconds": None})
             run_phases(prepared, rd, speedups, resume=resume)
