@@ -17,6 +17,7 @@ from poc.cli import build_parser, config_from_args
 from poc.config import RunConfig
 from poc.data.demo import generate_demo_dataset
 from poc.errors import UserError
+from poc.train.demo import DEMO_SETTINGS, planned_runs
 
 TINY = dict(model="mobilenet_v2", weights="none", image_size=32, tl_epochs=1, ft_epochs=1, batch_size=16,
             augment=[])
@@ -198,8 +199,10 @@ def test_a_running_demo_reports_progress_from_the_runs_it_created(tmp_path):
                       "config": {"tl_epochs": 4, "ft_epochs": 4}, "pid": 1})
     second.write_progress({"phase": "ft", "epoch": 3, "epochs": 4, "step": 0, "steps": 10})  # 2/4 of ft done
     status = launcher.job_status(job, tmp_path, live={job.pid})
-    assert status.phase == "run 2 of 2"
-    assert status.progress == pytest.approx((1 + (4 + 2) / 8) / 2)
+    planned = planned_runs()  # the CNN and the ViT, then the CNN's sweep of two more cutoffs
+    assert planned == len(DEMO_SETTINGS["runs"]) + len(DEMO_SETTINGS["sweep"]) == 4
+    assert status.phase == f"run 2 of {planned}"
+    assert status.progress == pytest.approx((1 + (4 + 2) / 8) / planned)
 
 
 def test_find_job_gives_one_job_status_or_none(tmp_path):
@@ -252,8 +255,8 @@ def test_the_demo_progress_ignores_its_baseline_runs(tmp_path):
         store.RunDir(tmp_path / name).create().write_run(
             {"status": "completed", "created": "2026-01-01T10:01:00+00:00", "model": model, "family": "baseline"})
     status = launcher.job_status(job, tmp_path, live={job.pid})
-    assert status.phase == "run 1 of 2"  # not "run 2 of 2" with three runs counted
-    assert status.progress == pytest.approx(1 / 2)  # the CNN run of the two planned
+    assert status.phase == "run 1 of 4"  # not "run 3 of 4" with three runs counted
+    assert status.progress == pytest.approx(1 / 4)  # the CNN run of the four planned (two runs, two sweep runs)
 
 
 DEAD_PID = 2**22 + 54321  # above Linux's largest pid

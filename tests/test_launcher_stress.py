@@ -264,7 +264,11 @@ def test_a_launch_waits_while_a_live_process_holds_the_launch_lock(tmp_path, fak
 
 
 def test_the_demo_progress_moves_with_every_epoch(tmp_path):
-    """The demo plans two runs of 8 + 6 epochs: its bar counts epochs done across both, whatever the phase."""
+    """Each planned demo run counts 8 + 6 epochs here: the bar counts epochs done across the planned runs,
+    whatever the phase (the demo plans a CNN, a ViT and the CNN's sweep runs)."""
+    from poc.train.demo import planned_runs
+
+    planned = planned_runs()
     job = launcher.Job("demo-job", "demo", ["python", "-m", "poc", "demo"], 424242, "2026-01-01T10:00:00+00:00",
                        str(tmp_path / "demo-job.log"))
     config = {"tl_epochs": 8, "ft_epochs": 6}
@@ -276,7 +280,7 @@ def test_the_demo_progress_moves_with_every_epoch(tmp_path):
             cnn.write_progress({"phase": phase, "epoch": epoch, "epochs": epochs, "step": 5, "steps": 10})
             status = launcher.job_status(job, tmp_path, live={job.pid})
             done = (epoch - 0.5) + (8 if phase == "ft" else 0)  # epochs done, half of the current one
-            assert status.progress == pytest.approx(done / 14 / 2), (phase, epoch)
+            assert status.progress == pytest.approx(done / 14 / planned), (phase, epoch)
             seen.append(status.progress)
     cnn.update_run(status="completed")
     vit = store.RunDir(tmp_path / "20260101-100500-vit").create()
@@ -284,5 +288,5 @@ def test_the_demo_progress_moves_with_every_epoch(tmp_path):
     vit.write_progress({"phase": "tl", "epoch": 1, "epochs": 8, "step": 5, "steps": 10})
     status = launcher.job_status(job, tmp_path, live={job.pid})
     seen.append(status.progress)
-    assert status.phase == "run 2 of 2" and status.progress == pytest.approx((1 + 0.5 / 14) / 2)
+    assert status.phase == f"run 2 of {planned}" and status.progress == pytest.approx((1 + 0.5 / 14) / planned)
     assert seen == sorted(seen) and len(set(seen)) == len(seen)  # it moves at every epoch, never back

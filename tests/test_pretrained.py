@@ -309,6 +309,14 @@ def test_distillation_loss_is_half_true_labels_half_teacher_labels():
     assert float(loss) == pytest.approx(0.5 * ce(probs, labels) + 0.5 * ce(probs_taught, taught), rel=1e-5)
 
 
+def test_distillation_head_starts_as_a_copy_of_the_class_head():
+    # Continuing from trained weights, a random second head would first disturb the backbone.
+    model = build("vit_ti8", len(SHAPE_CLASSES), 32, "none")
+    trainer = distillation_trainer(model, len(SHAPE_CLASSES))
+    for mine, theirs in zip(trainer.get_layer("head_distill").get_weights(), model.get_layer("head").get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 class _BrightnessTeacher:
     """A stand-in teacher: class = mean brightness bucket; records the image sizes it was shown."""
 

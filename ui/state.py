@@ -80,11 +80,16 @@ def chosen_runs() -> list[str] | None:
     return list(st.session_state[SELECTED_KEY]) if SELECTED_KEY in st.session_state else None
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
 def verdict_bests(board: pd.DataFrame) -> dict[str, dict[str, str]]:
     """{test fingerprint: {family: id of its best run}} for every test set holding a completed run, in
     poc.analysis.leaderboard.comparison_groups' order (the most recent first); each best chosen by
-    leaderboard.verdict. Cached on the board's content: every page and session shares one computation."""
+    leaderboard.verdict. Cached on the completed runs' rows (the only ones either reads): every page and session
+    shares one computation, and a run in progress, whose row changes with each epoch, does not undo it."""
+    return _verdict_bests(board[board["status"] == "completed"] if not board.empty else board)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _verdict_bests(board: pd.DataFrame) -> dict[str, dict[str, str]]:
     groups = leaderboard.comparison_groups(board) if not board.empty else pd.DataFrame()
     out = {}
     for fingerprint in groups.get("test_fingerprint", []):

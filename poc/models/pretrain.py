@@ -305,10 +305,14 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
 def distillation_trainer(model, num_classes: int) -> keras.Model:
     """DeiT's hard-label distillation (Touvron et al., arXiv 2012.12877), with a second head in place of the
     distillation token: `model` plus a softmax head `head_distill` on the same class-token features, which learns
-    the teacher's argmax while `head` learns the true labels (loss 0.5 CE(true) + 0.5 CE(teacher)). Used only
-    while pretraining: what is saved is `model`'s backbone and head, a standard ViT."""
+    the teacher's argmax while `head` learns the true labels (loss 0.5 CE(true) + 0.5 CE(teacher)). It starts as
+    a copy of `head`: continuing from trained weights, a random second head would first send large gradients
+    through the backbone (measured: 49% -> 43% held-out in 100 steps). Used only while pretraining: what is saved
+    is `model`'s backbone and head, a standard ViT."""
     features = model.get_layer("dropout").output  # (B, D)
-    taught = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_distill")(features)
+    distill = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_distill")
+    taught = distill(features)  # (B, C)
+    distill.set_weights(model.get_layer("head").get_weights())
     return keras.Model(model.input, [model.output, taught], name="distillation_trainer")  # (B, C), (B, C)
 
 
