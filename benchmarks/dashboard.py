@@ -1,10 +1,11 @@
-"""Dashboard pages at scale: 200 runs plus one run of 10,000 test predictions, each page rendered server side
-(Streamlit AppTest) in a fresh process: the first render (cold: imports, file reads) and the
+"""Dashboard pages at scale: 200 (or 1,000) runs plus one run of 10,000 test predictions, each page rendered
+server side (Streamlit AppTest) in a fresh process: the first render (cold: imports, file reads) and the
 median of the next renders (warm: Streamlit's caches filled), for this checkout and, with `--baseline REF`, for
 an older commit's pages on the same runs folder, side by side in one run.
 
     python benchmarks/dashboard.py                      # this checkout, 200 runs
     python benchmarks/dashboard.py --baseline e055b7d   # plus that commit's pages (a git worktree in /tmp)
+    python benchmarks/dashboard.py --runs 1000          # cluster scale: sweeps x seeds x models
     python benchmarks/dashboard.py --runs 50 --quick    # smaller, a minute or two
 """
 

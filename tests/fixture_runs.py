@@ -116,7 +116,7 @@ def _run_info(rd: RunDir, *, model: str, family: str, explanation: str, status: 
               dataset_path: str = "", final_stage: str | None = None, legacy: bool = False) -> dict:
     """run.json as training writes it; `legacy`: as older versions did (no pretraining, final_stage)."""
     from poc.config import RunConfig
-    from poc.data.split import split_fingerprint
+    from poc.data.split import held_out_fingerprint, split_fingerprint
 
     config = RunConfig(data=dataset_path, model=model, image_size=IMAGE_SIZE, tl_epochs=tl_epochs,
                        ft_epochs=ft_epochs, fine_tune_at=fine_tune_at, batch_size=8, seed=1,
@@ -128,7 +128,8 @@ def _run_info(rd: RunDir, *, model: str, family: str, explanation: str, status: 
         "started": _stamp(hour, 1), "finished": finished, "config": config,
         "dataset": {"path": dataset_path, "split_fingerprint": split_fingerprint(split),
                     "counts": {s: int(counts.get(s, 0)) for s in ("train", "val", "test")},
-                    "num_classes": len(class_names)},
+                    "num_classes": len(class_names),
+                    **({} if legacy else {"test_fingerprint": held_out_fingerprint(split)})},
         "class_names": class_names, "model": model, "family": family, "explanation": explanation,
         "image_size": IMAGE_SIZE, "weights": "none", "from_run": None, "params": params,
         "fine_tune_at": fine_tune_at, "device": "CPU (x86_64)",

@@ -39,6 +39,7 @@ Derived views (pure functions of what the loaders return):
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -79,10 +80,6 @@ def _run_signature(rd: RunDir) -> Signature:
     return tuple(stamp(p) for p in paths)
 
 
-def _runs_signature(root: Path) -> Signature:
-    return (stamp(root),) + tuple(_run_signature(rd) for rd in store.run_dirs(root))
-
-
 def run_dir(run_id: str) -> RunDir:
     """The run's directory in the dashboard's runs folder."""
     return store.run_dir(runs_dir(), run_id)
@@ -90,20 +87,72 @@ def run_dir(run_id: str) -> RunDir:
 
 # ---------------------------------------------------------------- runs and leaderboard
 
-@st.cache_data(show_spinner=False, ttl=10)  # ttl: a killed training changes no file but its pid dies
-def _cached_leaderboard(root: str, signature: Signature) -> pd.DataFrame:
-    return leaderboard.leaderboard(store.list_runs(root))
+# The run index, process-wide: each run is read once per change of its files (store.run_stamps), so a rerun
+# with 1,000 runs costs one stat pass; a run still in progress is re-judged on every call, since a killed
+# training process changes no file.
+_RECORDS: dict[str, tuple[tuple, RunRecord, dict]] = {}  # run directory -> (stamps, record, leaderboard row)
+_BOARDS: dict[str, tuple] = {}  # runs folder -> (what it was built from, leaderboard, unique run labels)
+_INDEX_LOCK = threading.Lock()
+
+
+def _indexed(path: str, stamps: tuple) -> tuple[RunRecord, dict]:
+    known = _RECORDS.get(path)
+    if known is None or known[0] != stamps:
+        record = store.load_run(path)
+        known = _RECORDS[path] = (stamps, record, leaderboard.row(record))
+    record, row = known[1], known[2]
+    if record.status in ACTIVE:  # liveness and progress move without a file change
+        row = leaderboard.row(record)
+    return record, row
 
 
 def load_leaderboard() -> pd.DataFrame:
-    """One row per run (poc.analysis.leaderboard.COLUMNS); an empty frame with those columns when there is no run."""
+    """One row per run (poc.analysis.leaderboard.COLUMNS); an empty frame with those columns when there is no run.
+    A copy: callers may add columns."""
+    root = str(runs_dir())
+    listing = store.run_stamps(root)
+    with _INDEX_LOCK:
+        rows = [_indexed(path, stamps)[1] for path, stamps in listing]
+        listed = {path for path, _ in listing}
+        for gone in [path for path in _RECORDS if path not in listed and os.path.dirname(path) == root]:
+            del _RECORDS[gone]
+        built_from = (tuple(listing), tuple((r["status"], r["progress"]) for r in rows if r["status"] in ACTIVE))
+        known = _BOARDS.get(root)
+        if known is None or known[0] != built_from:
+            known = _BOARDS[root] = (built_from, leaderboard.frame(rows), _unique_labels(rows))
+    return known[1].copy()
+
+
+def indexed_runs(ids: list[str]) -> list[RunRecord]:
+    """The RunRecords of `ids` as the index last read them (load_leaderboard), in that order; unknown ids are
+    read now."""
     root = runs_dir()
-    return _cached_leaderboard(str(root), _runs_signature(root))
+    out = []
+    for run_id in ids:
+        path = str(store.run_dir(root, run_id).path)
+        known = _RECORDS.get(path)
+        out.append(known[1] if known is not None else store.load_run(path))
+    return out
+
+
+def _unique_labels(rows: list[dict]) -> dict[str, str]:
+    """id -> run_label, the id appended where two runs share a label."""
+    by_id = {r["id"]: run_label(r) for r in rows}
+    seen: dict[str, int] = {}
+    for label in by_id.values():
+        seen[label] = seen.get(label, 0) + 1
+    return {i: (f"{label} ({i})" if seen[label] > 1 else label) for i, label in by_id.items()}
 
 
 def any_active(board: pd.DataFrame, ids=None) -> bool:
     rows = board if ids is None else board[board["id"].isin(list(ids))]
     return bool(rows["status"].isin(ACTIVE).any())
+
+
+def have_weights(ids: list[str]) -> dict[str, bool]:
+    """id -> whether the run has its final weights file (one existence check each, no read)."""
+    root = runs_dir()
+    return {i: os.path.exists(store.run_dir(root, i).weights) for i in ids}
 
 
 def load_run(run_id: str) -> RunRecord | None:
@@ -245,14 +294,13 @@ def run_label(row) -> str:
 
 def run_labels(ids: list[str] | None = None) -> dict[str, str]:
     """id -> label for readable runs (all, or those in `ids` in that order); unknown ids map to themselves."""
-    board = load_leaderboard()
-    by_id = {r["id"]: run_label(r) for r in board.to_dict("records")}
-    seen: dict[str, int] = {}
-    for label in by_id.values():
-        seen[label] = seen.get(label, 0) + 1
-    by_id = {i: (f"{label} ({i})" if seen[label] > 1 else label) for i, label in by_id.items()}  # unique
+    known = _BOARDS.get(str(runs_dir()))  # the index as this rerun's load_leaderboard left it
+    if known is None:
+        load_leaderboard()
+        known = _BOARDS[str(runs_dir())]
+    by_id = known[2]
     if ids is None:
-        return by_id
+        return dict(by_id)
     return {i: by_id.get(i, i) for i in ids}
 
 

@@ -17,6 +17,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from poc.runs.store import STAGES
 from ui import data, state
 from ui import explain_view as ev
 from ui.chart_cache import shared
@@ -108,7 +109,7 @@ def topk_chart(top: list[tuple[str, float]], true_label: str | None) -> alt.Char
 def choose_runs(board: pd.DataFrame) -> list[str]:
     """Multiselect over completed runs; runs without weights are offered but flagged. The default: default_runs."""
     ids = board["id"].tolist()
-    has_weights = {i: ev.weights_stamp(i) is not None for i in ids}
+    has_weights = data.have_weights(ids)
     labels = data.run_labels(ids)
     if "live.runs" not in st.session_state or not set(st.session_state["live.runs"]) <= set(ids):
         everything = data.load_leaderboard()
@@ -134,8 +135,8 @@ def run_classes(run_ids: list[str]) -> dict[str, list[str] | None]:
 
 def picked_test_image(run_ids: list[str], board: pd.DataFrame) -> tuple[list, dict]:
     """[(name, bytes)] of one test image picked from a run's predictions.csv, and {name: true label}."""
-    sources = [i for i in run_ids + board["id"].tolist() if data.run_stages(i)]
-    sources = list(dict.fromkeys(sources))
+    evaluated = board.loc[board[[f"acc_{s}" for s in STAGES]].notna().any(axis=1), "id"].tolist()  # the index
+    sources = list(dict.fromkeys([i for i in run_ids if i in evaluated] + evaluated))
     if not sources:
         st.info("No run has evaluated test images yet; upload an image instead.")
         return [], {}

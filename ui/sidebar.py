@@ -12,7 +12,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from poc.runs import store
 from poc.launch import launcher
 from poc.runs import status as runstatus
 from poc.runs.run_info import run_label
@@ -20,6 +19,7 @@ from poc.config import AUGMENTATIONS, RunConfig
 from poc.errors import UserError
 from poc.models import kerashub_presets
 from poc.models.registry import KERAS_HUB_PREFIX, get_spec, model_names
+from ui import data
 from ui.executor_view import chosen as chosen_executor
 from ui.executor_view import executor_panel
 from ui.text import duration
@@ -183,8 +183,9 @@ def _preset_lookup(model: str) -> tuple:
 
 
 def _from_run_settings() -> dict | None:
-    runs = {r.id: r.info for r in store.list_runs()
-            if r.status == "completed" and r.dir.stage_weights("tl").exists()}
+    board = data.load_leaderboard()
+    completed = board.loc[board["status"] == "completed", "id"].tolist()
+    runs = {r.id: r.info for r in data.indexed_runs(completed) if r.dir.stage_weights("tl").exists()}
     if not runs:
         st.info("No completed run with phase-1 weights yet: train one from a backbone first.")
         return None
@@ -303,7 +304,9 @@ def _finished_job(job: launcher.JobStatus) -> None:
 
 def _resumable_runs() -> None:
     """Runs whose training process died (or that failed with a checkpoint), each with a Resume button."""
-    runs = launcher.resumable_runs()
+    board = data.load_leaderboard()
+    unfinished = board.loc[~board["status"].isin(["completed", "cancelled"]), "id"].tolist()
+    runs = launcher.resumable_runs(data.runs_dir(), ids=unfinished)
     if not runs:
         return
     with st.expander(f"Interrupted runs ({len(runs)})", expanded=True):

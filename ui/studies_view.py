@@ -20,7 +20,6 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from poc.runs import store
 from poc.analysis.study_results import study_summary, study_tests
 from ui import data, text
 from ui.safe import safely
@@ -42,18 +41,19 @@ HOLM_NOTE = ("The interval is per comparison: it excludes 0 exactly when that co
 
 # ---------------------------------------------------------------- loading
 
-@st.cache_data(show_spinner=False, ttl=10)
+@st.cache_data(show_spinner=False, max_entries=8)
 def _cached_studies(root: str, signature: tuple) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs = store.list_runs(root)
+    runs = data.indexed_runs([run_id for run_id, *_ in signature])
     summary = study_summary(runs)
     return summary, study_tests(runs, summary)
 
 
 def load_studies() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary: one row per study and cutoff / fraction, tests: each row against its study's best row, every
-    study's family adjusted on its own); keyed on every run's id, status and finish time, so a run that
-    completes shows up on the next rerun."""
+    study's family adjusted on its own); keyed on each study run's id, status and finish time, so a run that
+    completes shows up on the next rerun. Only the runs of a study are read."""
     board = data.load_leaderboard()
+    board = board[board["study_id"].notna()]
     signature = tuple(board[["id", "status", "finished"]].astype(str).itertuples(index=False, name=None))
     return _cached_studies(str(data.runs_dir()), signature)
 

@@ -34,13 +34,18 @@ SELECTION_RULE = ("the highest validation accuracy of each run's final stage (ti
 
 def leaderboard(runs: list[RunRecord]) -> pd.DataFrame:
     """One row per run (COLUMNS); numeric columns are floats (NaN: missing), text columns str or None."""
-    board = pd.DataFrame([_safe_row(r) for r in runs], columns=COLUMNS)
+    return frame([row(r) for r in runs])
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """The leaderboard of rows that `row` built (a reader that keeps rows between calls rebuilds only some)."""
+    board = pd.DataFrame(rows, columns=COLUMNS)
     for column in NUMERIC:
         board[column] = pd.to_numeric(board[column], errors="coerce").astype(float)
     return board
 
 
-def _safe_row(run: RunRecord) -> dict:
+def row(run: RunRecord) -> dict:
     """One leaderboard row; never raises: a run.json of an unexpected shape gives an "unreadable" row."""
     try:
         return _row(run)

@@ -91,12 +91,14 @@ def launch_resume(run_id: str, runs_dir: Path | str | None = None, executor: str
         return _start("resume", argv, runs_dir, run_id=rd.id, config=run.info.get("config"), executor=where)
 
 
-def resumable_runs(runs_dir: Path | str | None = None) -> list[store.RunRecord]:
-    """The runs `launch_resume` accepts, newest first. Reads run.json only (and asks a cluster about its runs
-    still marked active): cheap enough for every refresh."""
+def resumable_runs(runs_dir: Path | str | None = None, ids: list[str] | None = None) -> list[store.RunRecord]:
+    """The runs `launch_resume` accepts, newest first; `ids`: only these runs (a reader that indexed the runs
+    passes those not completed, so a thousand finished runs cost nothing). Reads run.json only (and asks a
+    cluster about its runs still marked active)."""
     runs_dir = _runs_dir(runs_dir)
     busy = _busy_runs(runs_dir)
-    runs = [store.RunRecord(rd, store.read_json(rd.run_json) or {}) for rd in store.run_dirs(runs_dir)]
+    dirs = store.run_dirs(runs_dir) if ids is None else [store.run_dir(runs_dir, i) for i in sorted(ids, reverse=True)]
+    runs = [store.RunRecord(rd, store.read_json(rd.run_json) or {}) for rd in dirs]
     return [r for r in runs if r.readable and runstatus.resume_refusal(r, busy, run_executor_alive(r.info)) is None]
 
 
@@ -264,7 +266,7 @@ def _submit(executor, job_id: str, kind: str, argv: list[str], runs_dir: Path, r
               executor=executor.record(submission_id))
     _save(job, runs_dir)
     try:
-        executor.submit(argv[3:], runs_dir, submission_id)  # argv[:3]: this machine's `python -m poc`
+        executor.submit(argv[3:], runs_dir, submission_id, driver=kind == "sweep")  # argv[:3]: `python -m poc`
     except BaseException:
         _job_file(runs_dir, job_id).unlink(missing_ok=True)
         raise
