@@ -4,10 +4,14 @@ Both run the same `python -m poc sweep` (tiny images, 4 cutoffs, one split, one 
 the five runs one after another with every core; `--executor ray` submits phase 1, then the four phase-2 runs at
 once to a local head started here (`ray start --head`, 2 CPUs, its own process group, stopped at the end), each
 job pinned to one core (VITRINE_RAY_CPUS=1: TensorFlow's thread pools sized to its share). Phase 1 stays one run
-in both; only the phase-2 part can divide by the number of slots. Measure on a quiet machine (`uptime` load < 2):
-the script prints the load before and after.
+in both; only the phase-2 part can divide by the number of slots. With `--pinned`, a third sweep runs on the local
+queue pinned to one core (what one slot gives a run). Each Ray job pays a fixed start (a fresh interpreter,
+TensorFlow's import, the model's build: about 7 s here) that the local queue, training in one process, does not:
+the ratio grows with the work per run. Measure on a quiet machine (`uptime` load < 2): the script prints the load
+before and after.
 
-    .venv/bin/python benchmarks/sweep_ray.py              # 4 cutoffs, 32 px, a few minutes on 2 cores
+    .venv/bin/python benchmarks/sweep_ray.py              # 4 cutoffs, 32 px, 3 epochs: 3 minutes on 2 cores
+    .venv/bin/python benchmarks/sweep_ray.py --per-class 30 --ft-epochs 12   # more work per run: 9 minutes
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per-class", type=int, default=12, help="generated images per class (10 classes)")
     p.add_argument("--ft-epochs", type=int, default=3)
     p.add_argument("--slots", type=int, default=2, help="CPU slots of the local cluster (one core per job)")
+    p.add_argument("--pinned", action="store_true", help="also time the local queue pinned to one core")
     return p.parse_args(argv)
 
 
@@ -64,15 +69,24 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="sweep_ray") as tmp:
         base = Path(tmp)
         generate_demo_dataset(base / "data", per_class=args.per_class, size=40, seed=0)
-        local_s, _ = sweep(args, base / "data", base / "runs_local")
+        local_s, local_infos = sweep(args, base / "data", base / "runs_local")
+        pinned_s = None
+        if args.pinned:
+            one_core = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+            pinned_s, _ = sweep(args, base / "data", base / "runs_pinned", env=one_core)
         with local_head(num_cpus=args.slots, cwd=base) as address:
             ray_s, infos = sweep(args, base / "data", base / "runs_ray", "--executor", "ray", "--cluster", address,
                                  env={"VITRINE_RAY_CPUS": "1"})
-    phase2 = sorted((i["started"], i["finished"]) for i in infos if (i.get("study") or {}).get("role") == "phase2")
     print(f"local queue   {local_s:7.1f} s  (5 runs one after another, every core)")
     print(f"ray, {args.slots} slots {ray_s:7.1f} s  (phase 1, then 4 phase-2 jobs, 1 core each)")
     print(f"ratio (local / ray): {local_s / ray_s:.2f}x   target >= 1.5x")
-    print("phase-2 intervals on ray: " + "; ".join(f"{a[11:19]}-{b[11:19]}" for a, b in phase2))
+    if pinned_s is not None:
+        print(f"local, 1 core {pinned_s:7.1f} s  (the local queue pinned to one core: what one slot gives a run)")
+        print(f"ratio (local on 1 core / ray): {pinned_s / ray_s:.2f}x   (the concurrency alone, same cores per run)")
+    for label, runs in (("local", local_infos), ("ray", infos)):
+        spans = sorted((i["started"], i["finished"], (i.get("study") or {}).get("role")) for i in runs)
+        print(f"{label} runs (started-finished, role): "
+              + "; ".join(f"{a[11:19]}-{b[11:19]} {role}" for a, b, role in spans))
     print(f"load average after: {load()}")
     return 0
 

@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--study-id", default=None, help=argparse.SUPPRESS)  # set by the dashboard launcher
     _add_executor_arguments(p)
-    p.add_argument("--detach", action="store_true", help="with --executor ray: return at once, printing the job id "
-                   "of the background process that submits the runs and follows them (python -m poc jobs)")
+    p.add_argument("--detach", action="store_true", help="with --executor ray: return at once, printing the Ray "
+                   "job id of the sweep's driver, which submits the runs on the cluster and follows them")
 
     p = sub.add_parser("evaluate", help="recompute the eval artifacts of a finished run")
     p.add_argument("run")
@@ -284,9 +284,10 @@ def cmd_sweep(a) -> int:
 
     if a.detach:
         job = remote.detach_sweep(executor, checked.config, [c.value for c in cutoffs], a.seeds, plan, a.runs_dir)
-        print(job.id)
-        print(f"submitting and following the sweep's runs in the background; see: python -m poc jobs "
-              f"--runs-dir {job.argv[job.argv.index('--runs-dir') + 1]}", file=sys.stderr)
+        print(job.executor["job_id"])  # the cluster's job id: `ray job status/logs/stop` take it
+        print(f"the sweep's driver runs on the cluster as Ray job {job.executor['job_id']}: it submits phase 1 now "
+              f"and each phase-2 run when phase 1 completes; follow them with: python -m poc jobs --runs-dir "
+              f"{job.argv[job.argv.index('--runs-dir') + 1]}", file=sys.stderr)
         return 0
     result, _ = remote.run_plan_on(executor, plan, a.runs_dir)
     return _print_study(result, a)

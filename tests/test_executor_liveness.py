@@ -79,3 +79,28 @@ def test_a_run_asks_for_one_gpu_when_the_cluster_has_gpus_and_never_more_cpus_th
     assert ex.share({"cpus": 16.0, "gpus": 2.0}) == {"num_gpus": 1, "num_cpus": 4}
     assert ex.share({"cpus": 2.0, "gpus": 0.0}) == {"num_gpus": 0, "num_cpus": 2}
     assert ex.share({"cpus": 2.0, "gpus": 4.0}) == {"num_gpus": 1, "num_cpus": 1}
+
+
+def test_a_sweep_driver_reserves_nothing_and_a_run_reserves_its_share(tmp_path):
+    """`sweep --detach` submits the sweep's driver as a job that only submits and follows runs: it must not take a
+    run's slot (entrypoint_num_cpus=0); a run asks for its share (poc.launch.ray_executor.RayExecutor.share)."""
+    pytest.importorskip("ray")
+    from poc.launch.ray_executor import RayExecutor
+
+    submitted = []
+
+    class Client:
+        def submit_job(self, **kwargs):
+            submitted.append(kwargs)
+            return kwargs["submission_id"]
+
+    ex = RayExecutor("127.0.0.1:9", num_cpus=2)
+    ex._client = Client()  # no cluster: the submission's arguments are what is checked
+    ex.share = lambda resources=None: {"num_gpus": 1, "num_cpus": 2}
+    ex.submit(["sweep", "--data", "d"], tmp_path, "driver", driver=True)
+    ex.submit(["train", "--data", "d"], tmp_path, "run")
+    driver, run = submitted
+    assert driver["entrypoint_num_cpus"] == 0 and not driver["entrypoint_num_gpus"]
+    assert " sweep " in f" {driver['entrypoint']} "
+    assert run["entrypoint_num_cpus"] == 2 and run["entrypoint_num_gpus"] == 1
+    assert run["runtime_env"]["env_vars"]["TF_NUM_INTRAOP_THREADS"] == "2"

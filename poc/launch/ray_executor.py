@@ -117,20 +117,35 @@ class RayExecutor:
         """run.json's `executor` block of a job on this cluster."""
         return {"kind": self.kind, "address": self.address, "job_id": job_id}
 
-    def submit(self, argv: list[str], runs_dir: Path, submission_id: str, env: dict | None = None) -> str:
+    def submit(self, argv: list[str], runs_dir: Path, submission_id: str, env: dict | None = None,
+               driver: bool = False) -> str:
         """Submit `python -m poc ARGV...` as one job; returns its submission id. The runs directory must have
-        passed `probe_storage`."""
-        share = self.share()
+        passed `probe_storage`. `driver`: a job that only submits and follows other jobs (a detached sweep): it
+        reserves no CPU or GPU, so it never takes a run's slot."""
+        share = {"num_gpus": 0, "num_cpus": 0} if driver else self.share()
         threads = str(max(1, share["num_cpus"]))
         env_vars = {"PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                     "VITRINE_RUNS_DIR": str(runs_dir), "VITRINE_EXECUTOR": json.dumps(self.record(submission_id)),
                     "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
                     "OMP_NUM_THREADS": threads, **(env or {})}
         self._states = None  # the next question sees this job
-        return self.client().submit_job(
+        return self._submit_job(
             entrypoint=shlex.join([self.python, "-m", "poc", *argv]), submission_id=submission_id,
             runtime_env={"env_vars": env_vars}, entrypoint_num_cpus=share["num_cpus"],
             entrypoint_num_gpus=share["num_gpus"] or None, metadata={"vitrine": "1"})
+
+    def _submit_job(self, wait_s: float = 60, **job) -> str:
+        """JobSubmissionClient.submit_job, tried again while the cluster says it is not ready yet: a head that has
+        just started answers on its dashboard a few seconds before its job agent takes submissions ("No available
+        agent to submit job, please try again later")."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.client().submit_job(**job)
+            except RuntimeError as exc:
+                if "try again later" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1.0)
 
     def states(self, fresh: bool = False) -> dict[str, str] | None:
         """Ray's state (PENDING RUNNING SUCCEEDED FAILED STOPPED) of every job on the cluster, by submission id;
@@ -198,8 +213,8 @@ class RayExecutor:
         target = Path(runs_dir) / ".jobs" / f".probe-{token}"
         code = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); "
                 "p.write_text(sys.argv[2])")
-        sid = self.client().submit_job(entrypoint=shlex.join([self.python, "-c", code, str(target), token]),
-                                       submission_id=f"vitrine-probe-{token}", entrypoint_num_cpus=0)
+        sid = self._submit_job(entrypoint=shlex.join([self.python, "-c", code, str(target), token]),
+                               submission_id=f"vitrine-probe-{token}", entrypoint_num_cpus=0)
         deadline, state = time.monotonic() + timeout_s, None
         while time.monotonic() < deadline:
             state = self.state(sid)
@@ -233,13 +248,19 @@ def local_head(num_cpus: int = 2, cwd: Path | str | None = None, timeout_s: floa
     """A one-node Ray cluster on 127.0.0.1 for the duration of the block; yields its job-submission address.
 
     `ray start --head --block` in its own process group, with a short temp dir (Unix socket paths are short);
-    stopping SIGTERMs that group only (a bare `ray stop` would stop every Ray instance of the user)."""
+    stopping SIGTERMs that group only (a bare `ray stop` would stop every Ray instance of the user). Every port is
+    a free one, agents' included: Ray's fixed defaults (e.g. the dashboard agent's 52365) would collide with
+    another Ray instance on the machine, and that head would answer but never take a job."""
     ray_bin = Path(sys.executable).with_name("ray")
     temp_dir = tempfile.mkdtemp(prefix="vr", dir="/tmp")
     port, dash = _free_port(), _free_port()
+    agents = [(flag, str(_free_port())) for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                                     "--metrics-export-port", "--runtime-env-agent-port",
+                                                     "--ray-client-server-port")]
     cmd = [str(ray_bin), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--num-cpus", str(num_cpus),
-           "--num-gpus", "0", "--include-dashboard", "true", "--temp-dir", temp_dir, "--disable-usage-stats"]
+           "--num-gpus", "0", "--include-dashboard", "true", "--temp-dir", temp_dir, "--disable-usage-stats",
+           *[part for pair in agents for part in pair]]
     log = open(Path(temp_dir) / "head.log", "ab")
     proc = subprocess.Popen(cmd, cwd=cwd or temp_dir, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from poc.config import RunConfig, config_to_argv
 from poc.errors import UserError
-from poc.launch import executors, launcher
+from poc.launch import launcher
 from poc.runs import status as runstatus
 from poc.runs import store
 from poc.runs.jobs import Job, JobStatus
@@ -98,7 +98,7 @@ def single_plan(config: RunConfig) -> Plan:
     return Plan(store.new_run_id(config.model), "run", [PlannedRun(config, {}, None)])
 
 
-def follow(jobs: list[Job], runs_dir: Path, out=sys.stderr, poll_s: float = 2.0) -> dict[str, JobStatus]:
+def follow(jobs: list[Job], runs_dir: Path, out=sys.stderr, poll_s: float = 0.5) -> dict[str, JobStatus]:
     """Wait until every job has ended, printing a line whenever a run's progress line changes. Returns the final
     status of each job by id."""
     last: dict[str, str] = {}
@@ -164,14 +164,14 @@ def executor_alive_of(ref: str, runs_dir: Path | str | None) -> bool | None:
 
 def detach_sweep(executor, config: RunConfig, cutoffs: list[str], seeds: list[int] | None, plan: Plan,
                  runs_dir: Path | str | None) -> Job:
-    """`sweep --detach`: the same sweep, not detached, as a local background job that submits the runs to the
-    cluster and follows them (its phase-2 runs wait for its phase 1). Returns that job; the cluster is probed
-    first, so a runs directory the nodes cannot see is refused here, nothing started."""
+    """`sweep --detach`: the same sweep, not detached, as a driver job on the cluster itself (it reserves no CPU),
+    which submits the runs and follows them (its phase-2 runs wait for its phase 1): this machine may go away.
+    Returns that job; the cluster is probed first, so a runs directory the nodes cannot see is refused here,
+    nothing started."""
     runs_dir = Path(runs_dir or store.default_runs_dir()).resolve()
     executor.probe_storage(runs_dir)
     argv = ["sweep", *config_to_argv(absolute(config)), "--cutoffs", ",".join(cutoffs), "--runs-dir", str(runs_dir),
             "--study-id", plan.id, "--executor", executor.kind, "--cluster", executor.address,
             *(["--seeds", ",".join(map(str, seeds))] if seeds else [])]
     study = {"id": plan.id, "cutoffs": cutoffs, "planned": len(plan.runs)}
-    return launcher.submit_command(argv, "sweep", runs_dir, executors.LOCAL, config={**config.to_dict(),
-                                                                                   "study": study})
+    return launcher.submit_command(argv, "sweep", runs_dir, executor, config={**config.to_dict(), "study": study})
