@@ -24,9 +24,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 
 
 def browser_marks(playwright_imported: bool) -> list:
-    """A browser test module's pytestmark: marked `browser`, skipped without Chromium or playwright."""
+    """A browser test module's pytestmark: marked `browser` and `system` (make test-system), skipped without
+    Chromium or playwright."""
     return [
         pytest.mark.browser,
+        pytest.mark.system,
         pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` executable on PATH (apt install chromium)"),
         pytest.mark.skipif(not playwright_imported, reason="the playwright Python package is not installed"),
     ]

@@ -62,6 +62,8 @@ def _other_dataset(root: Path, cartoons: Path) -> Path:
     return root
 
 
+pytestmark = pytest.mark.system  # the real demo, then a real browser: make test-system
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> dict:
     """{"runs_dir", "data_root", "demo": the demo's run dirs in order, "other": the second dataset's CNN}."""

@@ -36,6 +36,7 @@ def _files(rd: store.RunDir) -> set[str]:
     return {str(p.relative_to(rd.path)) for p in rd.path.rglob("*") if p.is_file() and "logs" not in p.parts}
 
 
+@pytest.mark.system
 def test_mirrored_on_two_cpu_devices_completes_with_the_same_artifacts(small_data, tmp_path):
     plain = run_cli("train", "--data", small_data, *TINY, runs_dir=tmp_path / "plain")
     mirrored = run_cli("train", "--data", small_data, *TINY, "--distribute", "mirrored",
@@ -89,6 +90,7 @@ EXACT = ["--model", "vgg16", "--weights", "none", "--image-size", "32", "--tl-ep
          "--fine-tune-at", "block5_conv1", "--augment", "none", "--dropout", "0"]
 
 
+@pytest.mark.system
 def test_two_workers_train_as_one_process_with_the_global_batch(small_data, tmp_path):
     # One step per epoch (16 training images): the gradient does not depend on the order of the images, which
     # tf.data's sharding for the workers changes. The one-process reference trains while the workers do.

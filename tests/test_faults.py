@@ -66,6 +66,8 @@ def _kill_at(proc: subprocess.Popen, runs: Path, target: tuple[str, int]) -> tup
     return None
 
 
+pytestmark = pytest.mark.system  # SIGKILLs at the phase boundaries: make test-system
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")

@@ -156,17 +156,20 @@ def scenario(demo_roots):
 
 # ---------------------------------------------------------------- the scenario
 
+@pytest.mark.system
 def test_simultaneous_launches_get_distinct_runs_and_jobs(scenario):
     x, y = scenario["launched"]
     assert x.run_id != y.run_id and x.id != y.id and x.pid != y.pid
 
 
+@pytest.mark.system
 def test_simultaneous_launches_queue_on_the_device_lock(scenario):
     """One trains while the other waits for the device, and then takes it when the first is gone."""
     assert scenario["first"].status == "running" and scenario["second"].phase == "queued"
     assert scenario["after_crash"][scenario["second"].id].phase != "queued"
 
 
+@pytest.mark.system
 def test_locks_left_by_a_crashed_process_block_nothing(scenario):
     """The SIGKILLed holder of both locks (its pid still written in them) did not stop the launches or the
     training, and a crashed training's device lock passed to the job waiting for it."""
@@ -175,6 +178,7 @@ def test_locks_left_by_a_crashed_process_block_nothing(scenario):
     assert scenario["after_crash"][scenario["second"].id].status == "running"
 
 
+@pytest.mark.system
 def test_a_crashed_run_is_interrupted_and_resumable_once(scenario):
     first = scenario["first"]
     assert scenario["after_crash"][first.id].status == "interrupted"
@@ -184,6 +188,7 @@ def test_a_crashed_run_is_interrupted_and_resumable_once(scenario):
     assert waiting.status == "queued" and waiting.phase == "resuming" and waiting.run_id == first.run_id
 
 
+@pytest.mark.system
 def test_jobs_are_listed_after_a_dashboard_restart(scenario):
     listed = scenario["after_restart"]
     assert listed[scenario["second"].id].status == "running"
@@ -191,6 +196,7 @@ def test_jobs_are_listed_after_a_dashboard_restart(scenario):
     assert listed[scenario["first"].id].status == "interrupted"
 
 
+@pytest.mark.system
 def test_cancel_from_a_restarted_dashboard_stops_only_its_own_job(scenario):
     after = scenario["after_cancel"]
     assert after["second"] is False and after["resume"] is True
@@ -198,6 +204,7 @@ def test_cancel_from_a_restarted_dashboard_stops_only_its_own_job(scenario):
     assert after["jobs"][scenario["resume"].id].active
 
 
+@pytest.mark.system
 def test_the_resumed_run_continues_its_history(scenario):
     history, crashed = scenario["resumed"], scenario["history_at_crash"]
     assert list(history["epoch"]) == list(range(1, len(history) + 1))  # no epoch repeated or lost
@@ -207,6 +214,7 @@ def test_the_resumed_run_continues_its_history(scenario):
     assert info["pid"] != scenario["crashed_pid"] and scenario["resumed_pid_alive"]  # the resumed process owns it
 
 
+@pytest.mark.system
 def test_the_resumed_run_is_cancellable(scenario):
     assert scenario["end"][scenario["resume"].id].status == "cancelled"
     assert scenario["end_info"]["status"] == "cancelled"
