@@ -118,6 +118,26 @@ def test_cluster_runs_pass_the_local_artifact_contract(sweep):
 
 
 @pytest.mark.system
+def test_compare_and_every_page_work_on_the_cluster_runs_as_on_local_runs(sweep, demo_roots, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from apptest_checks import assert_no_section_failed
+
+    _, runs = sweep
+    _, runs_dir = demo_roots
+    a, b = [r for r in runs if r.info["study"]["role"] == "phase2"]
+    compared = run_cli("compare", a.id, b.id, "--json", runs_dir=runs_dir)
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    result = json.loads(compared.stdout)
+    assert result["paired"] and result["n"] == len(pd.read_csv(a.dir.eval_file("ft", "predictions")))  # same images
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(runs_dir))
+    for page in sorted((REPO / "pages").glob("*.py")):
+        at = AppTest.from_file(str(page), default_timeout=300).run()
+        assert not at.exception, (page.name, [e.value for e in at.exception])
+        assert_no_section_failed(at)
+
+
+@pytest.mark.system
 def test_cancel_stops_a_cluster_run_that_read_running_while_it_trained(cluster, demo_roots):
     data_root, runs = demo_roots
     config = RunConfig(data=str(data_root / "demo"), model="mobilenet_v2", weights="none", image_size=32,

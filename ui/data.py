@@ -123,6 +123,22 @@ def load_leaderboard() -> pd.DataFrame:
     return known[1].copy()
 
 
+def unfinished_runs() -> list[str]:
+    """Ids of the runs whose run.json is not completed or cancelled (the candidates for Resume), from the index's
+    records: one stat pass, no leaderboard row rebuilt (the sidebar's job fragment asks every 2 s)."""
+    listing = store.run_stamps(str(runs_dir()))
+    with _INDEX_LOCK:
+        records = [_record(path, stamps) for path, stamps in listing]
+    return [r.id for r in records if r.status not in ("completed", "cancelled")]
+
+
+def _record(path: str, stamps: tuple) -> RunRecord:
+    known = _RECORDS.get(path)
+    if known is None or known[0] != stamps:
+        return _indexed(path, stamps)[0]
+    return known[1]
+
+
 def indexed_runs(ids: list[str]) -> list[RunRecord]:
     """The RunRecords of `ids` as the index last read them (load_leaderboard), in that order; unknown ids are
     read now."""

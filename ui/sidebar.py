@@ -304,9 +304,7 @@ def _finished_job(job: launcher.JobStatus) -> None:
 
 def _resumable_runs() -> None:
     """Runs whose training process died (or that failed with a checkpoint), each with a Resume button."""
-    board = data.load_leaderboard()
-    unfinished = board.loc[~board["status"].isin(["completed", "cancelled"]), "id"].tolist()
-    runs = launcher.resumable_runs(data.runs_dir(), ids=unfinished)
+    runs = launcher.resumable_runs(data.runs_dir(), ids=data.unfinished_runs())
     if not runs:
         return
     with st.expander(f"Interrupted runs ({len(runs)})", expanded=True):
