@@ -96,14 +96,17 @@ _INDEX_LOCK = threading.Lock()
 
 
 def _indexed(path: str, stamps: tuple) -> tuple[RunRecord, dict]:
+    """The run's record and leaderboard row as of `stamps`, read again only when they changed."""
     known = _RECORDS.get(path)
     if known is None or known[0] != stamps:
         record = store.load_run(path)
         known = _RECORDS[path] = (stamps, record, leaderboard.row(record))
-    record, row = known[1], known[2]
-    if record.status in ACTIVE:  # liveness and progress move without a file change
-        row = leaderboard.row(record)
-    return record, row
+    return known[1], known[2]
+
+
+def _live_row(record: RunRecord, row: dict) -> dict:
+    """A run still marked active is judged again: liveness and progress move without a file change."""
+    return leaderboard.row(record) if record.status in ACTIVE else row
 
 
 def load_leaderboard() -> pd.DataFrame:
@@ -112,7 +115,7 @@ def load_leaderboard() -> pd.DataFrame:
     root = str(runs_dir())
     listing = store.run_stamps(root)
     with _INDEX_LOCK:
-        rows = [_indexed(path, stamps)[1] for path, stamps in listing]
+        rows = [_live_row(*_indexed(path, stamps)) for path, stamps in listing]
         listed = {path for path, _ in listing}
         for gone in [path for path in _RECORDS if path not in listed and os.path.dirname(path) == root]:
             del _RECORDS[gone]
@@ -128,15 +131,8 @@ def unfinished_runs() -> list[str]:
     records: one stat pass, no leaderboard row rebuilt (the sidebar's job fragment asks every 2 s)."""
     listing = store.run_stamps(str(runs_dir()))
     with _INDEX_LOCK:
-        records = [_record(path, stamps) for path, stamps in listing]
+        records = [_indexed(path, stamps)[0] for path, stamps in listing]
     return [r.id for r in records if r.status not in ("completed", "cancelled")]
-
-
-def _record(path: str, stamps: tuple) -> RunRecord:
-    known = _RECORDS.get(path)
-    if known is None or known[0] != stamps:
-        return _indexed(path, stamps)[0]
-    return known[1]
 
 
 def indexed_runs(ids: list[str]) -> list[RunRecord]:
