@@ -460,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Cancelled as exc:
+        print(f"run {exc} cancelled", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the user sees one line, the log keeps the traceback
-        if isinstance(exc, Cancelled):
-            print(f"run {exc} cancelled", file=sys.stderr)
-            return 130
         if os.environ.get("VITRINE_DEBUG"):
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {exc} (set VITRINE_DEBUG=1 for the traceback)",

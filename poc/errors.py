@@ -5,5 +5,8 @@ class UserError(Exception):
     """Bad input the user can fix; the message names the problem and the fix."""
 
 
-class Cancelled(Exception):
-    """Raised in the training process when the launcher (or Ctrl-C) stops it; the run is marked cancelled."""
+class Cancelled(BaseException):
+    """Raised in the training process when the launcher (or Ctrl-C) stops it; the run is marked cancelled.
+    A BaseException, as KeyboardInterrupt is: the SIGTERM handler raises it wherever the main thread is, and a
+    library's `except Exception` must not swallow it. AutoGraph did: a Cancel that arrived while it converted a
+    tf.data function was taken for a conversion failure, and the run trained on, then hung."""
