@@ -36,3 +36,18 @@ def call_cli(capsys, monkeypatch, *args, runs_dir: Path | None = None) -> Result
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return Result(code, out, err)
+
+
+def call_main(*args, runs_dir: Path | None = None) -> Result:
+    """`call_cli` for module fixtures, which cannot take capsys or monkeypatch: output captured with contextlib,
+    the runs directory passed as `--runs-dir`."""
+    import contextlib
+    import io
+
+    from poc.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args] + ([] if runs_dir is None else ["--runs-dir", str(runs_dir)])
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return Result(code, out.getvalue(), err.getvalue())

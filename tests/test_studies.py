@@ -9,8 +9,6 @@ worked out independently (scipy's Wilson interval, numpy's standard deviation).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from scipy import stats as scipy_stats
 from streamlit.testing.v1 import AppTest
 
 from apptest_checks import assert_no_section_failed
-from cli import call_cli
+from cli import call_cli, call_main
 from conftest import make_class_folders
 from poc.runs import store
 from poc.launch import launcher
@@ -39,17 +37,6 @@ TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "-
 CUTOFFS = ["Conv_1", "155"]  # mobilenet_v2's last conv block, and the whole backbone frozen (155 layers)
 
 
-def _cli_json(*args) -> tuple[int, dict | None, str]:
-    """`python -m poc ARGS --json` in this process (module fixtures cannot use capsys)."""
-    from poc.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    text = out.getvalue()
-    return code, (json.loads(text) if text.strip().startswith("{") else None), text + err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     return make_class_folders(tmp_path_factory.mktemp("studies") / "data", {"circle": 6, "square": 6, "star": 6},
@@ -60,9 +47,9 @@ def tiny_data(tmp_path_factory) -> Path:
 def sweep(tiny_data, tmp_path_factory):
     """A real sweep: one phase 1, then one phase-2 run per cutoff."""
     runs = tmp_path_factory.mktemp("sweep_runs")
-    code, out, log = _cli_json("sweep", "--data", tiny_data, *TINY, "--cutoffs", ",".join(CUTOFFS), "--runs-dir", runs,
-                               "--json")
-    assert code == 0, log
+    result = call_main("sweep", "--data", tiny_data, *TINY, "--cutoffs", ",".join(CUTOFFS), "--json", runs_dir=runs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = json.loads(result.stdout)
     infos = {r["id"]: store.read_json(RunDir(Path(r["path"])).run_json) for r in out["runs"]}
     return {"runs_dir": runs, "out": out, "infos": infos}
 
@@ -71,16 +58,12 @@ def sweep(tiny_data, tmp_path_factory):
 def repeats(tiny_data, tmp_path_factory):
     """Real seed repeats x train fractions, phase 1 only: `train --seeds 0,1 --train-fraction 0.5,1.0`."""
     runs = tmp_path_factory.mktemp("repeat_runs")
-    from poc.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in ("train", "--data", tiny_data, *TINY, "--ft-epochs", "0", "--seed", "5",
-                                      "--seeds", "0,1", "--train-fraction", "0.5,1.0", "--runs-dir", runs)])
-    assert code == 0, err.getvalue()
-    paths = out.getvalue().split()
+    result = call_main("train", "--data", tiny_data, *TINY, "--ft-epochs", "0", "--seed", "5", "--seeds", "0,1",
+                       "--train-fraction", "0.5,1.0", runs_dir=runs)
+    assert result.returncode == 0, result.stderr
+    paths = result.stdout.split()
     return {"paths": paths, "infos": [store.read_json(RunDir(Path(p)).run_json) for p in paths],
-            "splits": [store.read_split(RunDir(Path(p))) for p in paths], "stderr": err.getvalue()}
+            "splits": [store.read_split(RunDir(Path(p))) for p in paths], "stderr": result.stderr}
 
 
 def _by_role(sweep, role: str) -> list[dict]:

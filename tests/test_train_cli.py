@@ -1,4 +1,5 @@
-"""A tiny end-to-end `python -m poc train` through the CLI, checked against the artifact contract."""
+"""A tiny end-to-end `python -m poc train` through the CLI's `main` (in this process; test_launcher runs the same
+command as a real process), checked against the artifact contract."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from cli import call_cli, run_cli
+from cli import call_cli, call_main
 from poc.runs import store
 
 TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
@@ -19,7 +20,7 @@ TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "-
 @pytest.fixture(scope="module")
 def tiny_run(demo_dataset, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    result = run_cli("train", "--data", demo_dataset, *TINY, "--name", "tiny", runs_dir=runs)
+    result = call_main("train", "--data", demo_dataset, *TINY, "--name", "tiny", runs_dir=runs)
     assert result.returncode == 0, result.stderr
     rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     return rd
@@ -179,47 +180,39 @@ def test_evaluate_rewrites_identical_metrics_and_the_logits_of_an_older_run(tiny
     assert after["temperature"] == pytest.approx(before["temperature"], rel=1e-3)
 
 
-def test_from_run_fine_tunes_from_phase_one_weights_on_the_same_split(tiny_run, demo_dataset, capsys,
-                                                                       monkeypatch):
-    result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--from-run", tiny_run.path,
-                     "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
-                     runs_dir=tiny_run.path.parent)
+@pytest.fixture(scope="module")
+def half_data_tl_only_run(demo_dataset, tmp_path_factory) -> store.RunDir:
+    """`--ft-epochs 0 --train-fraction 0.5`: phase 1 only, on half the training images."""
+    runs = tmp_path_factory.mktemp("tl_only")
+    result = call_main("train", "--data", demo_dataset, "--model", "mobilenet_v2", "--weights", "none",
+                       "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
+                       "--train-fraction", "0.5", runs_dir=runs)
     assert result.returncode == 0, result.stderr
-    new = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
-    source_info, info = (json.loads(p.read_text()) for p in (tiny_run.run_json, new.run_json))
-    assert info["dataset"]["split_fingerprint"] == source_info["dataset"]["split_fingerprint"]
-    assert info["from_run"] == tiny_run.id
-    history = pd.read_csv(new.history_csv)
-    assert set(history["phase"]) == {"ft"}
-    same_tl = [json.loads(rd.eval_file("tl", "metrics").read_text())["accuracy"] for rd in (tiny_run, new)]
-    assert same_tl[0] == same_tl[1]
+    return store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
 
 
-def test_zero_fine_tuning_epochs_skip_phase_two(demo_dataset, tmp_path, capsys, monkeypatch):
-    result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2",
-                      "--weights", "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
-                      runs_dir=tmp_path)
-    assert result.returncode == 0, result.stderr
-    rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
+def test_zero_fine_tuning_epochs_skip_phase_two(half_data_tl_only_run):
+    rd = half_data_tl_only_run
     assert set(pd.read_csv(rd.history_csv)["phase"]) == {"tl"}
     assert rd.eval_file("tl", "metrics").exists() and not rd.eval_dir("ft").exists()
     assert json.loads(rd.run_json.read_text())["status"] == "completed"
 
 
-def test_a_from_run_child_of_a_train_fraction_parent_keeps_its_split_csv_and_fingerprint(demo_dataset, tmp_path,
-                                                                                          capsys, monkeypatch):
-    parent = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--weights",
-                      "none", "--image-size", "32", "--tl-epochs", "1", "--ft-epochs", "0", "--batch-size", "16",
-                      "--train-fraction", "0.5", runs_dir=tmp_path)
-    assert parent.returncode == 0, parent.stderr
-    rd_parent = store.RunDir(store.Path(parent.stdout.strip().splitlines()[-1]))
-    child = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--from-run",
-                     rd_parent.id, "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
-                     runs_dir=tmp_path)
-    assert child.returncode == 0, child.stderr
-    rd_child = store.RunDir(store.Path(child.stdout.strip().splitlines()[-1]))
-    assert rd_child.split_csv.read_text() == rd_parent.split_csv.read_text()
-    parent_info, child_info = (json.loads(rd.run_json.read_text()) for rd in (rd_parent, rd_child))
+def test_from_run_fine_tunes_from_phase_one_weights_on_the_parents_split_and_train_fraction(
+        half_data_tl_only_run, demo_dataset, capsys, monkeypatch):
+    parent = half_data_tl_only_run
+    result = call_cli(capsys, monkeypatch, "train", "--data", demo_dataset, "--model", "mobilenet_v2", "--from-run",
+                      parent.id, "--ft-epochs", "1", "--fine-tune-at", "block_15_expand", "--batch-size", "16",
+                      runs_dir=parent.path.parent)
+    assert result.returncode == 0, result.stderr
+    child = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
+    parent_info, child_info = (json.loads(rd.run_json.read_text()) for rd in (parent, child))
+    assert child_info["from_run"] == parent.id
+    assert set(pd.read_csv(child.history_csv)["phase"]) == {"ft"}  # phase 1 is the parent's, not trained again
+    same_tl = [json.loads(rd.eval_file("tl", "metrics").read_text())["accuracy"] for rd in (parent, child)]
+    assert same_tl[0] == same_tl[1]
+    assert child.split_csv.read_text() == parent.split_csv.read_text()
     assert child_info["dataset"]["split_fingerprint"] == parent_info["dataset"]["split_fingerprint"]
     assert child_info["dataset"]["test_fingerprint"] == parent_info["dataset"]["test_fingerprint"]
     assert parent_info["dataset"]["counts"]["train"] == 50  # half of the 100 training images: the share is kept
+    assert child_info["dataset"]["counts"]["train"] == 50

@@ -173,11 +173,10 @@ def test_resume_refuses_a_run_whose_process_is_alive(tmp_path):
         resume("live", tmp_path / "runs")
 
 
-@pytest.mark.parametrize("code", [28, 30, 13])  # ENOSPC, EROFS, EACCES
-def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_dataset, tmp_path, monkeypatch,
-                                                                           code):
+def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_dataset, tmp_path, monkeypatch):
     import os
 
+    code = 28  # ENOSPC end to end; the other storage errors take the same path (the test below)
     real_write_csv = store.write_csv
 
     def full_disk(path, df, index=False):
@@ -197,6 +196,32 @@ def test_a_failing_disk_fails_the_run_with_the_reason_and_corrupts_nothing(demo_
     stage_tl = store.read_stage(rd, "tl")
     assert not stage_tl.problems  # the earlier stage's files still parse
     assert not list(rd.path.rglob("*.tmp"))  # no half-written temp file left behind
+
+
+@pytest.mark.parametrize("code", [28, 30, 13, 1, 122])  # ENOSPC, EROFS, EACCES, EPERM, EDQUOT
+def test_every_storage_error_fails_the_run_with_its_reason_and_the_resume_command(tmp_path, code):
+    import os
+
+    from poc.train.training import _fail
+
+    rd = store.RunDir(tmp_path / "runs" / "r1").create()
+    rd.write_run({"id": "r1", "status": "running", "config": {"data": "d"}})
+    with pytest.raises(UserError) as caught:
+        _fail(OSError(code, os.strerror(code), str(rd.path / "eval" / "ft" / "report.csv")), rd)
+    assert os.strerror(code) in str(caught.value) and "--resume r1" in str(caught.value)
+    info = json.loads(rd.run_json.read_text())
+    assert info["status"] == "failed" and os.strerror(code) in info["error"]
+
+
+def test_another_os_error_is_recorded_and_raised_as_itself(tmp_path):
+    from poc.train.training import _fail
+
+    rd = store.RunDir(tmp_path / "runs" / "r1").create()
+    rd.write_run({"id": "r1", "status": "running", "config": {"data": "d"}})
+    error = OSError(5, "Input/output error")  # EIO: not something the user fixes by freeing space
+    with pytest.raises(OSError) as caught:
+        _fail(error, rd)
+    assert caught.value is error and json.loads(rd.run_json.read_text())["status"] == "failed"
 
 
 def test_each_stage_records_a_temperature_fitted_on_validation(two_runs):

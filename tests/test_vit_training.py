@@ -1,4 +1,5 @@
-"""A tiny ViT-Ti/16 two-phase run through the CLI: contract files, attention maps, blocks:K counts, reload."""
+"""A tiny ViT-Ti/16 two-phase run through the CLI (in this process): contract files, attention maps, blocks:K
+counts, reload."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cli import run_cli
+from cli import call_main
 from poc.runs import store
 from poc.inference import load_model
 from fixture_runs import raw_pixels
@@ -20,9 +21,9 @@ CUTOFF_BLOCKS = 10
 @pytest.fixture(scope="module")
 def vit_run(demo_dataset, tmp_path_factory) -> store.RunDir:
     runs = tmp_path_factory.mktemp("runs")
-    result = run_cli("train", "--model", "vit_ti16", "--weights", "none", "--data", demo_dataset,
-                     "--image-size", SIZE, "--tl-epochs", 1, "--ft-epochs", 1, "--batch-size", 16,
-                     "--fine-tune-at", f"blocks:{CUTOFF_BLOCKS}", runs_dir=runs)
+    result = call_main("train", "--model", "vit_ti16", "--weights", "none", "--data", demo_dataset,
+                       "--image-size", SIZE, "--tl-epochs", 1, "--ft-epochs", 1, "--batch-size", 16,
+                       "--fine-tune-at", f"blocks:{CUTOFF_BLOCKS}", runs_dir=runs)
     assert result.returncode == 0, result.stderr
     return store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
 
