@@ -17,7 +17,8 @@ disjoint seed and printed. The backbone file holds no head; the 28-class head go
 
 Beside training: `--evaluate` prints the held-out accuracy of a backbone with its head (default: the committed
 files), `--fit-head` trains the head on the frozen backbone (a linear probe), and `--distill TEACHER` adds
-DeiT-style hard-label distillation from a committed demo classifier to the staged recipe.
+DeiT-style distillation from a committed demo classifier to the staged recipe: hard labels (the teacher's
+argmax), or with `--distill-temperature T` DeiT's soft variant (the teacher's probabilities softened by T).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--train-images images, default 5600) and write it beside the backbone")
     p.add_argument("--distill", choices=sorted(DISTILL_TEACHERS), default=None,
                    help="staged recipes: hard-label distillation from this committed demo classifier (DeiT)")
+    p.add_argument("--distill-temperature", type=float, default=None,
+                   help="with --distill: DeiT's soft distillation instead, on the teacher's probabilities "
+                        "softened by this temperature (DeiT and Hinton et al. use about 3)")
     p.add_argument("--init", default=None,
                    help="staged recipes: start from a backbone file and the head beside it ('demo': the "
                         "committed one) instead of from scratch")
@@ -115,6 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"{', '.join(staged_only)}: only the staged recipe (vit_ti8, or --stages) takes these")
     if args.distill == args.model:
         p.error(f"--distill {args.distill}: a model cannot be its own teacher")
+    if args.distill_temperature is not None and (not args.distill or args.distill_temperature <= 0):
+        p.error(f"--distill-temperature {args.distill_temperature:g}: needs --distill and a temperature above 0")
     if args.stages:
         final = args.stages[-1][0]
         if args.image_size not in (None, final):
@@ -271,15 +277,39 @@ def held_out_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> flo
 
 def teacher_labels(teacher, images: np.ndarray) -> np.ndarray:
     """The teacher's argmax class for each image (N, S, S, 3): (N,) int32."""
+    return np.argmax(teacher_probabilities(teacher, images), axis=-1).astype(np.int32)
+
+
+def teacher_probabilities(teacher, images: np.ndarray) -> np.ndarray:
+    """The teacher's class probabilities for each image (N, S, S, 3): (N, C) float32."""
     probs = [teacher.predict_on_batch(images[i:i + 256].astype(np.float32)) for i in range(0, len(images), 256)]
-    return np.argmax(np.concatenate(probs), axis=-1).astype(np.int32)
+    return np.concatenate(probs).astype(np.float32)
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / T) from the probabilities softmax(logits) (N, C): the log recovers the logits up to a
+    per-image constant, which the softmax removes. Probabilities that underflowed to 0 count as 1e-30."""
+    scaled = np.log(np.clip(probs.astype(np.float64), 1e-30, 1.0)) / temperature  # (N, C)
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    soft = np.exp(scaled)
+    return (soft / soft.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def teacher_targets(teacher, images: np.ndarray, temperature: float | None) -> np.ndarray:
+    """What the distillation head learns: the teacher's argmax (N,) int32, or with a temperature its softened
+    probabilities (N, C) float32."""
+    probs = teacher_probabilities(teacher, images)
+    if temperature is None:
+        return np.argmax(probs, axis=-1).astype(np.int32)
+    return soften(probs, temperature)
 
 
 def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
     """tf.data of `steps` batches (pixels (B, S, S, 3) float32 in [0, 255], labels (B,)): training images
     `start` .. of the seed's endless sequence, so no image repeats across steps or stages. With a teacher the
     labels are a pair (true (B,), the teacher's argmax (B,)); the teacher sees the same images, drawn from the
-    same random draws at its own size (64 px)."""
+    same random draws at its own size (64 px). With `--distill-temperature` the teacher's part is its softened
+    probabilities (B, C) instead of its argmax."""
     import tensorflow as tf
 
     from poc.data.shapes import make_shapes
@@ -290,7 +320,7 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
             images, labels = make_shapes(count, size, seed=args.seed, start=index)
             if teacher is not None:
                 seen = images if size == DEMO_IMAGE_SIZE else make_shapes(count, DEMO_IMAGE_SIZE, args.seed, index)[0]
-                taught = teacher_labels(teacher, seen)
+                taught = teacher_targets(teacher, seen, args.distill_temperature)
             for b in range(count // args.batch_size):
                 part = slice(b * args.batch_size, (b + 1) * args.batch_size)
                 pixels = images[part].astype(np.float32)
@@ -298,31 +328,54 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
 
     pixels = tf.TensorSpec((args.batch_size, size, size, 3), tf.float32)
     labels = tf.TensorSpec((args.batch_size,), tf.int32)
-    signature = (pixels, (labels, labels) if teacher is not None else labels)
+    if teacher is None:
+        signature = (pixels, labels)
+    elif args.distill_temperature is None:
+        signature = (pixels, (labels, labels))
+    else:
+        soft = tf.TensorSpec((args.batch_size, teacher.output_shape[-1]), tf.float32)
+        signature = (pixels, (labels, soft))
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 
 
-def distillation_trainer(model, num_classes: int) -> keras.Model:
+def distillation_trainer(model, num_classes: int, soft: bool = False) -> keras.Model:
     """DeiT's hard-label distillation (Touvron et al., arXiv 2012.12877), with a second head in place of the
     distillation token: `model` plus a softmax head `head_distill` on the same class-token features, which learns
     the teacher's argmax while `head` learns the true labels (loss 0.5 CE(true) + 0.5 CE(teacher)). It starts as
     a copy of `head`: continuing from trained weights, a random second head would first send large gradients
     through the backbone (measured: 49% -> 43% held-out in 100 steps). Used only while pretraining: what is saved
-    is `model`'s backbone and head, a standard ViT."""
+    is `model`'s backbone and head, a standard ViT. `soft`: the second head gives logits (no softmax), which the
+    soft distillation loss divides by the temperature."""
     features = model.get_layer("dropout").output  # (B, D)
-    distill = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head_distill")
+    distill = keras.layers.Dense(num_classes, activation=None if soft else "softmax", dtype="float32",
+                                 name="head_distill")
     taught = distill(features)  # (B, C)
     distill.set_weights(model.get_layer("head").get_weights())
     return keras.Model(model.input, [model.output, taught], name="distillation_trainer")  # (B, C), (B, C)
 
 
+def soft_distillation_loss(temperature: float):
+    """DeiT's soft distillation term: T^2 KL(teacher_T || softmax(student logits / T)) per image, with
+    teacher_T the teacher's probabilities softened by T (Hinton et al., arXiv 1503.02531: T^2 keeps the
+    gradients' scale as T grows)."""
+    def loss(softened, logits):  # (B, C) float32, (B, C)
+        log_student = keras.ops.log_softmax(keras.ops.cast(logits, "float32") / temperature, axis=-1)
+        log_teacher = keras.ops.log(keras.ops.clip(softened, 1e-12, 1.0))
+        return temperature ** 2 * keras.ops.sum(softened * (log_teacher - log_student), axis=-1)  # (B,)
+    return loss
+
+
 def compile_stage(trainer, args, steps: int, lr: float, distilled: bool) -> int:
-    """AdamW warming up then decaying to zero over the stage, clipped gradients; returns the warmup steps."""
+    """AdamW warming up then decaying to zero over the stage, clipped gradients; returns the warmup steps.
+    Distilled: 0.5 CE(true labels) + 0.5 the distillation term (hard: CE(teacher's argmax); soft: DeiT's KL)."""
     warmup = min(args.warmup_steps, steps // 5)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_target=lr,
                                                       warmup_steps=warmup)
     scce = keras.losses.SparseCategoricalCrossentropy()
-    loss, weights, metrics = (([scce, scce], [0.5, 0.5], [["accuracy"], ["accuracy"]]) if distilled
+    temperature = args.distill_temperature
+    taught = scce if temperature is None else soft_distillation_loss(temperature)
+    agreement = "accuracy" if temperature is None else "categorical_accuracy"  # the teacher's argmax, matched
+    loss, weights, metrics = (([scce, taught], [0.5, 0.5], [["accuracy"], [agreement]]) if distilled
                               else (scce, None, ["accuracy"]))
     trainer.compile(keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay, global_clipnorm=1.0), loss,
                     loss_weights=weights, metrics=metrics, jit_compile=args.jit_compile)
@@ -363,11 +416,19 @@ class StreamProgress(keras.callbacks.Callback):
         if self.args.curve:
             self.args.curve.parent.mkdir(parents=True, exist_ok=True)
             new = not self.args.curve.exists()
-            run = f"distill_{self.args.distill}" if self.args.distill else "no_distill"
+            run = distillation_name(self.args)
             row = (run, self.stage, size, total, total * self.args.batch_size, f"{self.accuracy:.4f}",
                    "" if loss is None else f"{loss:.4f}", f"{seconds:.0f}", f"{self.progress['eval_seconds']:.0f}")
             with open(self.args.curve, "a") as f:
                 f.write((",".join(CURVE_COLUMNS) + "\n" if new else "") + ",".join(map(str, row)) + "\n")
+
+
+def distillation_name(args) -> str:
+    """The curve's `run` column: no_distill, distill_TEACHER (hard labels) or distill_softT_TEACHER."""
+    if not args.distill:
+        return "no_distill"
+    temperature = args.distill_temperature
+    return f"distill_{args.distill}" if temperature is None else f"distill_soft{temperature:g}_{args.distill}"
 
 
 def pretrain_stages(args, num_classes: int):
@@ -384,8 +445,10 @@ def pretrain_stages(args, num_classes: int):
         teacher = demo_classifier(args.distill, DEMO_WEIGHTS[args.distill], num_classes)
         teacher.trainable = False
         teacher.compile(jit_compile=False)  # inference mode; XLA slows MobileNetV2 (see RECIPES)
+        how = ("hard labels" if args.distill_temperature is None
+               else f"soft targets at temperature {args.distill_temperature:g}")
         print(f"teacher: the committed {args.distill} with its head, frozen, at {DEMO_IMAGE_SIZE} px "
-              f"(hard labels, DeiT)", flush=True)
+              f"({how}, DeiT)", flush=True)
     progress = {"steps": 0, "eval_seconds": 0.0, "started": time.time()}
     model, accuracy, fit_seconds, start, carry = None, 0.0, 0.0, args.start_image, None
     with tempfile.TemporaryDirectory() as tmp:
@@ -395,7 +458,8 @@ def pretrain_stages(args, num_classes: int):
             else:
                 model = build(args.model, num_classes, size, carry or "none")
             model.trainable = True
-            trainer = distillation_trainer(model, num_classes) if teacher else model
+            trainer = (distillation_trainer(model, num_classes, soft=args.distill_temperature is not None)
+                       if teacher else model)
             warmup = compile_stage(trainer, args, steps, lr, distilled=teacher is not None)
             held_out = make_shapes(args.val_images, size, seed=args.seed + 1)
             source = "from the previous stage" if carry else f"from {args.init}" if args.init else "from scratch"
