@@ -72,12 +72,6 @@ def stamp(path: Path) -> tuple[str, int, int]:
         return (str(path), -1, -1)
 
 
-def _run_signature(rd: RunDir) -> Signature:
-    """Changes whenever a file the leaderboard reads is replaced (atomic writes also touch the folder)."""
-    paths = [rd.path, rd.run_json, rd.history_csv, rd.progress_json, rd.path / "eval"]
-    for stage in store.STAGES:
-        paths += [rd.eval_dir(stage), rd.eval_file(stage, "metrics")]
-    return tuple(stamp(p) for p in paths)
 
 
 def run_dir(run_id: str) -> RunDir:
@@ -171,7 +165,7 @@ def load_run(run_id: str) -> RunRecord | None:
     rd = run_dir(run_id)
     if not rd.path.is_dir():
         return None
-    return _cached_run(str(rd.path), _run_signature(rd))
+    return _cached_run(str(rd.path), store.run_stamp(str(rd.path)))
 
 
 @st.cache_data(show_spinner=False)
