@@ -12,6 +12,8 @@ before and after.
 
     .venv/bin/python benchmarks/sweep_ray.py              # 4 cutoffs, 32 px, 3 epochs: 3 minutes on 2 cores
     .venv/bin/python benchmarks/sweep_ray.py --per-class 30 --ft-epochs 12   # more work per run: 9 minutes
+    .venv/bin/python benchmarks/sweep_ray.py --per-class 30 --ft-epochs 50 --patience 50   # the reference
+        # study's phase 2 (50 epochs), every epoch trained: about 12 minutes
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--per-class", type=int, default=12, help="generated images per class (10 classes)")
     p.add_argument("--ft-epochs", type=int, default=3)
+    p.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience (default: the tool's); = --ft-epochs trains every epoch")
     p.add_argument("--slots", type=int, default=2, help="CPU slots of the local cluster (one core per job)")
     p.add_argument("--pinned", action="store_true", help="also time the local queue pinned to one core")
     return p.parse_args(argv)
@@ -46,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def sweep(args, data: Path, runs: Path, *extra: str, env: dict | None = None) -> tuple[float, list[dict]]:
     argv = [sys.executable, "-m", "poc", "sweep", "--data", str(data), "--model", "mobilenet_v2", "--weights", "none",
             "--image-size", str(args.image_size), "--tl-epochs", "1", "--ft-epochs", str(args.ft_epochs),
-            "--batch-size", "16", "--cutoffs", args.cutoffs, "--runs-dir", str(runs), *extra]
+            "--batch-size", "16", "--cutoffs", args.cutoffs, "--runs-dir", str(runs),
+            *(["--patience", str(args.patience)] if args.patience else []), *extra]
     start = time.perf_counter()
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start

@@ -215,13 +215,13 @@ class RayExecutor:
                 "p.write_text(sys.argv[2])")
         sid = self._submit_job(entrypoint=shlex.join([self.python, "-c", code, str(target), token]),
                                submission_id=f"vitrine-probe-{token}", entrypoint_num_cpus=0)
-        deadline, state = time.monotonic() + timeout_s, None
-        while time.monotonic() < deadline:
+        deadline, state, seen = time.monotonic() + timeout_s, None, False
+        while time.monotonic() < deadline:  # the file is the answer: no need to wait for the job's end
             state = self.state(sid)
-            if state in FINAL_STATES:
+            seen = _holds(target, token)  # read after the state: a job that ended wrote its file before
+            if seen or state in FINAL_STATES:
                 break
-            time.sleep(0.3)
-        seen = target.is_file() and target.read_text() == token
+            time.sleep(0.2)
         with contextlib.suppress(OSError):
             target.unlink()
         if not seen:
@@ -233,6 +233,13 @@ class RayExecutor:
                 "--runs-dir / VITRINE_RUNS_DIR at an absolute path on storage every node mounts; nothing was "
                 "submitted")
         self._probed.add(key)
+
+
+def _holds(path: Path, token: str) -> bool:
+    try:
+        return path.read_text() == token
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- a local head (tests, benchmark, trying it out)
