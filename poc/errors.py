@@ -7,6 +7,5 @@ class UserError(Exception):
 
 class Cancelled(BaseException):
     """Raised in the training process when the launcher (or Ctrl-C) stops it; the run is marked cancelled.
-    A BaseException, as KeyboardInterrupt is: the SIGTERM handler raises it wherever the main thread is, and a
-    library's `except Exception` must not swallow it. AutoGraph did: a Cancel that arrived while it converted a
-    tf.data function was taken for a conversion failure, and the run trained on, then hung."""
+    A BaseException, as KeyboardInterrupt is, so that no library's `except Exception` between a safe point
+    (poc.runs.writer.raise_if_cancelled) and the training's own handler can swallow it."""

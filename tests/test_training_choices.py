@@ -273,9 +273,30 @@ def test_a_train_fraction_keeps_a_stratified_share_and_the_full_split_fingerprin
     assert subsample_train(split, 1.0, seed=3) is split
 
 
+def test_sigterm_only_records_the_cancel_and_the_next_safe_point_raises_it(monkeypatch):
+    """The handler must not raise wherever the main thread is (inside TensorFlow's tracing that crashed the
+    process or was swallowed): it records the request, and training's next batch, epoch or evaluation step raises
+    Cancelled."""
+    import signal
+
+    from poc.errors import Cancelled
+    from poc.runs import writer as runwriter
+
+    monkeypatch.setattr(runwriter, "_CANCEL_REQUESTED", [])
+    callback = runwriter.RunWriter(store.RunDir.__new__(store.RunDir), "tl", 3, [], steps=2, first_epoch=0)
+    with runwriter.cancel_on_sigterm():
+        runwriter.raise_if_cancelled()  # nothing requested yet
+        signal.raise_signal(signal.SIGTERM)  # returns: no exception from the handler
+        assert runwriter.cancel_requested()
+        for safe_point in (runwriter.raise_if_cancelled, lambda: callback.on_train_batch_end(0, {"loss": 1.0}),
+                           lambda: callback.on_epoch_begin(1), lambda: callback.on_test_batch_end(0)):
+            with pytest.raises(Cancelled):
+                safe_point()
+
+
 def test_a_cancel_that_surfaces_as_another_exception_still_cancels_the_run(demo_dataset, tmp_path, monkeypatch):
-    """Cancel's SIGTERM handler raises inside TensorFlow's C code, which can answer with a SystemError: the run
-    is cancelled, not failed."""
+    """Whatever exception ends a run after Cancel's SIGTERM arrived (here a SystemError from C code), the run is
+    cancelled, not failed."""
     import signal
 
     from poc.train import phases
@@ -285,10 +306,8 @@ def test_a_cancel_that_surfaces_as_another_exception_still_cancels_the_run(demo_
     from poc.train.training import train
 
     def interrupted(*args, **kwargs):
-        try:
-            signal.raise_signal(signal.SIGTERM)  # the handler records the request and raises Cancelled
-        except Cancelled:
-            raise SystemError("Objects/listobject.c:338: bad argument to internal function") from None
+        signal.raise_signal(signal.SIGTERM)  # the handler only records the request
+        raise SystemError("Objects/listobject.c:338: bad argument to internal function")
 
     monkeypatch.setattr(phases, "run_phases", interrupted)
     monkeypatch.setattr(runwriter, "_CANCEL_REQUESTED", [])

@@ -66,10 +66,15 @@ class RunWriter(keras.callbacks.Callback):
         self._resumed_epochs = len(self.history) - self._phase_first_epoch  # epochs done before a resume
 
     def on_epoch_begin(self, epoch, logs=None):
+        raise_if_cancelled()
         self._epoch = epoch
         self._epoch_start = time.monotonic()
 
+    def on_test_batch_end(self, batch, logs=None):  # the validation pass inside fit
+        raise_if_cancelled()
+
     def on_train_batch_end(self, batch, logs=None):
+        raise_if_cancelled()
         self._steps_done += 1
         self._check_finite(logs, f"step {batch + 1}")
         now = time.monotonic()
@@ -185,18 +190,26 @@ _CANCEL_REQUESTED: list[bool] = []  # a SIGTERM arrived (a list: set from the si
 
 
 def cancel_requested() -> bool:
-    """Whether Cancel's SIGTERM arrived. The handler's Cancelled can surface as another exception when it is
-    raised inside C code that calls back into Python (TensorFlow answers with a SystemError): the run was
-    still cancelled, not failed."""
+    """Whether Cancel's SIGTERM arrived. An exception that ends a run after it (whatever its type) cancelled
+    the run, it did not fail it."""
     return bool(_CANCEL_REQUESTED)
+
+
+def raise_if_cancelled() -> None:
+    """A safe point: Cancelled here once SIGTERM arrived (each training and validation batch, each epoch, each
+    evaluation batch, each batch of the feature pass, each phase)."""
+    if _CANCEL_REQUESTED:
+        raise Cancelled()
 
 
 @contextlib.contextmanager
 def cancel_on_sigterm():
-    """The launcher's Cancel sends SIGTERM to our process group: turn it into Cancelled, so status is written."""
+    """The launcher's Cancel sends SIGTERM to our process group: the handler only records it, and training
+    raises Cancelled at its next safe point (raise_if_cancelled), so the status is written. Raised from the
+    handler itself, wherever the main thread was, it broke TensorFlow: a Cancel while tf.data's functions were
+    being traced was swallowed by AutoGraph (the run trained on, then hung) or crashed the process (exit -11)."""
     def handler(signum, frame):
         _CANCEL_REQUESTED.append(True)
-        raise Cancelled()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:

@@ -31,7 +31,7 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     With `resume`, phases whose weights and evaluation exist are skipped and the phase in progress continues
     from its last checkpoint; history.csv keeps exactly the epochs that checkpoint covers."""
     from poc.data.pipeline import make_dataset
-    from poc.runs.writer import checkpoint_dir, read_checkpoint, save_model_weights
+    from poc.runs.writer import checkpoint_dir, raise_if_cancelled, read_checkpoint, save_model_weights
 
     from poc.train.distribute import replicas
 
@@ -49,6 +49,7 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
         if val_losses["tl"] is None:
             val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
     for phase in plan_phases(cfg, p.cutoff_index):
+        raise_if_cancelled()
         if resume and rd.stage_weights(phase.stage).exists():  # the phase finished before the interruption
             _load_weights(p.model, rd.stage_weights(phase.stage))  # its rows stay, and so do a later phase's
             val_losses[phase.stage] = _stage_done(rd, phase.stage)
@@ -172,7 +173,10 @@ def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict, batch: int):
     cfg = p.config
     clock = {"start": time.monotonic(), "last": 0.0}
 
+    from poc.runs.writer import raise_if_cancelled
+
     def progress(done: int, total: int) -> None:
+        raise_if_cancelled()  # called after each batch of the feature pass
         now = time.monotonic()
         if now - clock["last"] < 0.5 and done < total:
             return
@@ -242,7 +246,12 @@ def _predict_dataset(call, dataset, classes: int) -> np.ndarray:
     """Outputs (N, C) of a compiled call over a (pixels, labels) dataset, in dataset order, as float64."""
     import tensorflow as tf
 
-    out = [np.asarray(call(tf.cast(pixels, tf.float32)), np.float64) for pixels, _ in dataset]
+    from poc.runs.writer import raise_if_cancelled
+
+    out = []
+    for pixels, _ in dataset:
+        raise_if_cancelled()
+        out.append(np.asarray(call(tf.cast(pixels, tf.float32)), np.float64))
     return np.concatenate(out) if out else np.zeros((0, classes))
 
 
