@@ -63,20 +63,23 @@ def demo_dataset(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_runs(tmp_path_factory) -> dict[str, Path]:
-    """The dashboard's fixture runs (tests/fixture_runs.py), built once per test session and shared read-only:
-    under xdist the first worker that needs them builds them in the session's folder, under a lock, and the
-    others read that folder (about 15 s of CPU each saved)."""
+    """The dashboard's fixture runs (tests/fixture_runs.py), shared read-only. Under xdist the first worker that
+    needs them builds them in the session's folder and the others read that folder (about 15 s of CPU saved); a
+    worker that needs them while another is still building builds its own copy rather than wait idle."""
     import fcntl
     import json
 
     from fixture_runs import make_fixture_runs
 
-    session = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        session = session.parent  # pytest-N/popen-gwK -> pytest-N, the one folder of this session's workers
+    own = tmp_path_factory.getbasetemp()
+    session = own.parent if os.environ.get("PYTEST_XDIST_WORKER") else own  # pytest-N: this session's workers
     base, index = session / "fixture_runs", session / "fixture_runs.json"
     with open(session / "fixture_runs.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another worker is building them now
+            base = tmp_path_factory.mktemp("fixture_runs")
+            return make_fixture_runs(base / "runs", base / "images")
         if not index.is_file():
             runs = make_fixture_runs(base / "runs", base / "images")
             index.write_text(json.dumps({key: str(path) for key, path in runs.items()}))
