@@ -275,11 +275,6 @@ def held_out_accuracy(classifier, images: np.ndarray, labels: np.ndarray) -> flo
     return float(np.mean(np.argmax(probs, axis=-1) == labels))
 
 
-def teacher_labels(teacher, images: np.ndarray) -> np.ndarray:
-    """The teacher's argmax class for each image (N, S, S, 3): (N,) int32."""
-    return np.argmax(teacher_probabilities(teacher, images), axis=-1).astype(np.int32)
-
-
 def teacher_probabilities(teacher, images: np.ndarray) -> np.ndarray:
     """The teacher's class probabilities for each image (N, S, S, 3): (N, C) float32."""
     probs = [teacher.predict_on_batch(images[i:i + 256].astype(np.float32)) for i in range(0, len(images), 256)]

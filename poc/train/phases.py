@@ -19,6 +19,8 @@ import numpy as np
 from poc.runs import store
 from poc.train import cached_phase
 from poc.runs.store import RunDir
+from poc.runs.writer import (Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir, raise_if_cancelled,
+                             read_checkpoint, save_model_weights)
 from poc.config import RunConfig
 from poc.errors import UserError
 from poc.train.plan import Phase, Prepared, plan_phases
@@ -31,7 +33,6 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     With `resume`, phases whose weights and evaluation exist are skipped and the phase in progress continues
     from its last checkpoint; history.csv keeps exactly the epochs that checkpoint covers."""
     from poc.data.pipeline import make_dataset
-    from poc.runs.writer import checkpoint_dir, raise_if_cancelled, read_checkpoint, save_model_weights
 
     from poc.train.distribute import replicas
 
@@ -81,7 +82,6 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
     from poc.data.pipeline import make_dataset
     from poc.train.distribute import fit, replicas, scope
     from poc.models.cutoffs import freeze_backbone, frozen_view, unfreeze_from
-    from poc.runs.writer import Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir
 
     cfg = p.config
     batch = cfg.batch_size * replicas(p.strategy)  # --batch-size is per replica
@@ -173,8 +173,6 @@ def _cached_phase_inputs(p: Prepared, rd: RunDir, frames: dict, batch: int):
     cfg = p.config
     clock = {"start": time.monotonic(), "last": 0.0}
 
-    from poc.runs.writer import raise_if_cancelled
-
     def progress(done: int, total: int) -> None:
         raise_if_cancelled()  # called after each batch of the feature pass
         now = time.monotonic()
@@ -245,8 +243,6 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
 def _predict_dataset(call, dataset, classes: int) -> np.ndarray:
     """Outputs (N, C) of a compiled call over a (pixels, labels) dataset, in dataset order, as float64."""
     import tensorflow as tf
-
-    from poc.runs.writer import raise_if_cancelled
 
     out = []
     for pixels, _ in dataset:
