@@ -33,6 +33,11 @@ def _predictions(run: Path, stage: str) -> pd.DataFrame:
     return pd.read_csv(store.RunDir(run).eval_file(stage, "predictions"))
 
 
+def _runs_picker(at: AppTest):
+    """The "Runs" multiselect (its key carries the selection it was drawn from)."""
+    return next(m for m in at.multiselect if m.label == "Runs")
+
+
 def _captions(at: AppTest) -> list[str]:
     return [caption for image in at.get("image") for caption in image.captions]
 
@@ -43,7 +48,7 @@ def test_curves_overlay_the_default_selection(fixture_runs, monkeypatch):
     at = _page(CURVES, fixture_runs["cnn"].parent, monkeypatch)
     assert not at.exception
     assert_no_section_failed(at)
-    assert at.multiselect(key="curves.runs").value == [fixture_runs["cnn"].name, fixture_runs["vit"].name]
+    assert _runs_picker(at).value == [fixture_runs["cnn"].name, fixture_runs["vit"].name]
     assert len(at.get("vega_lite_chart")) == 1
     table = at.dataframe[0].value
     assert sorted(zip(table["run"], table["phase"])) == sorted(
@@ -54,7 +59,7 @@ def test_curves_overlay_the_default_selection(fixture_runs, monkeypatch):
 def test_curves_render_each_run(fixture_runs, monkeypatch):
     at = _page(CURVES, fixture_runs["cnn"].parent, monkeypatch)
     for key in ("cnn", "vit", "no_ft", "failed", "running", "many_classes"):
-        at.multiselect(key="curves.runs").set_value([fixture_runs[key].name]).run()
+        _runs_picker(at).set_value([fixture_runs[key].name]).run()
         assert not at.exception, key
         assert_no_section_failed(at)
         history = store.read_history(store.RunDir(fixture_runs[key]))

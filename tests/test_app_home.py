@@ -33,6 +33,11 @@ def _texts(at: AppTest) -> str:
     return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
 
 
+def _compare_picker(at: AppTest):
+    """Home's "Runs to compare" multiselect (its key carries the selection it was drawn from)."""
+    return next(m for m in at.multiselect if m.label == "Runs to compare on the other pages")
+
+
 def _board(at: AppTest) -> pd.DataFrame:
     return at.dataframe[0].value
 
@@ -76,7 +81,7 @@ def test_running_run_shows_its_progress(home, fixture_runs):
 
 
 def test_default_comparison_is_latest_cnn_and_latest_vit(home, fixture_runs):
-    compare = home.multiselect(key="home.compare")
+    compare = _compare_picker(home)
     assert compare.value == [fixture_runs["cnn"].name, fixture_runs["vit"].name]
 
 
@@ -300,6 +305,49 @@ def test_the_default_split_follows_the_latest_completed_run_until_one_is_chosen(
     at.selectbox(key="home.split").set_value(first).run()
     at.run()
     assert at.selectbox(key="home.split").value == first  # the user's choice stays
+
+
+# ---------------------------------------------------------------- the shared selection
+
+def test_home_and_learning_curves_share_one_selection(fixture_runs, monkeypatch):
+    at = _home(fixture_runs["cnn"].parent, monkeypatch)
+    _compare_picker(at).set_value([fixture_runs["vit"].name]).run()
+    assert _compare_picker(at).value == [fixture_runs["vit"].name]
+    at.switch_page("pages/1_Learning_curves.py").run()
+    runs = next(m for m in at.multiselect if m.label == "Runs")
+    assert runs.value == [fixture_runs["vit"].name]
+    runs.set_value([fixture_runs["cnn"].name, fixture_runs["no_ft"].name]).run()
+    at.switch_page("pages/0_Home.py").run()
+    assert _compare_picker(at).value == [fixture_runs["cnn"].name, fixture_runs["no_ft"].name]
+    _compare_picker(at).set_value([]).run()  # a user may clear it: the other pages then ask for a choice
+    at.switch_page("pages/1_Learning_curves.py").run()
+    assert next(m for m in at.multiselect if m.label == "Runs").value == []
+    assert "Choose one or more runs" in _texts(at)
+
+
+def _two_pickers():
+    """Two pickers drawn from one selection, as a browser that still sends a widget of an earlier draw."""
+    from ui import data, state
+
+    options = data.load_leaderboard()["id"].tolist()
+    state.compare_picker("first", options, key="t.first")
+    state.compare_picker("second", options, key="t.second")
+
+
+def test_a_widget_drawn_from_an_older_choice_cannot_overwrite_the_selection(fixture_runs, monkeypatch):
+    """The load test's lost selection: a browser on a busy machine sent a widget's value after the selection it
+    was drawn from had changed. The first change applies; one sent in the same rerun by a widget drawn from the
+    choice before it is dropped, empty or not."""
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(fixture_runs["cnn"].parent))
+    at = AppTest.from_function(_two_pickers, default_timeout=60).run()
+    first, second = at.multiselect
+    assert first.value == second.value == [fixture_runs["cnn"].name, fixture_runs["vit"].name]
+    first.set_value([fixture_runs["vit"].name])
+    second.set_value([])
+    at.run()
+    assert not at.exception
+    assert at.session_state["vitrine.selected_runs"] == [fixture_runs["vit"].name]
+    assert [m.value for m in at.multiselect] == [[fixture_runs["vit"].name]] * 2
 
 
 # ---------------------------------------------------------------- navigation and import direction

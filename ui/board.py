@@ -91,15 +91,9 @@ def _filters(board: pd.DataFrame) -> pd.DataFrame:
 
 def _compare_picker(board: pd.DataFrame) -> None:
     options = board.loc[board["status"] != "unreadable", "id"].tolist()
-    labels = data.run_labels(options)
-    current = [i for i in state.selected_runs() if i in options]
-    if COMPARE_KEY not in st.session_state or st.session_state[COMPARE_KEY] != current:
-        st.session_state[COMPARE_KEY] = current
-    st.multiselect("Runs to compare on the other pages", options, key=COMPARE_KEY,
-                   format_func=lambda i: labels.get(i, i),
-                   on_change=lambda: state.set_selected_runs(st.session_state[COMPARE_KEY]),
-                   help="Learning curves overlay these runs; the error explorer starts with the first. "
-                        "Default: the most recent completed CNN and ViT.")
+    state.compare_picker("Runs to compare on the other pages", options, key=COMPARE_KEY,
+                         help="Learning curves overlay these runs; the error explorer starts with the first. "
+                              "Default: the most recent completed CNN and ViT.")
 
 
 def _damaged(board: pd.DataFrame) -> None:

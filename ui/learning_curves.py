@@ -105,14 +105,8 @@ def pick_runs(board: pd.DataFrame) -> tuple[list[str], str, bool] | None:
     if not options:
         st.info("No runs yet. Generate the demo runs on the Home page, or train one from the sidebar.")
         return None
-    labels = data.run_labels(options)
-    current = [i for i in state.selected_runs() if i in options]
-    if st.session_state.get(RUNS_KEY) != current:
-        st.session_state[RUNS_KEY] = current
     c1, c2, c3 = st.columns([4, 2, 1])
-    picked = c1.multiselect("Runs", options, key=RUNS_KEY, format_func=lambda i: labels.get(i, i),
-                            on_change=lambda: state.set_selected_runs(st.session_state[RUNS_KEY]),
-                            help="The same selection as on Home.")
+    picked = state.compare_picker("Runs", options, key=RUNS_KEY, container=c1, help="The same selection as on Home.")
     metric = c2.radio("Metric", ["loss", "accuracy"], horizontal=True, key="curves.metric")
     log_scale = c3.checkbox("Log scale", key="curves.log", disabled=metric != "loss",
                             help="for the loss; useful when it spans orders of magnitude")

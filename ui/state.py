@@ -9,6 +9,8 @@ Public API (stable; other pages import it):
                                           (or the newest completed run). Ids whose directory vanished are dropped.
     chosen_runs() -> list[str] | None     the runs the user picked on Home; None until they pick
     set_selected_runs(ids) -> None        store a selection (order kept, duplicates dropped)
+    compare_picker(label, options, key=..., container=st, help=None) -> list[str]
+                                          a multiselect over `options` that shows and sets the selection
     default_selection(board) -> list[str] the default above, from a leaderboard frame
     compared_test_set(board) -> str|None  the test set Home's verdict compares ("Compare the runs of"): the one
                                           the user chose while it has completed runs, else the test set of the
@@ -26,6 +28,8 @@ Public API (stable; other pages import it):
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import pandas as pd
 import streamlit as st
@@ -118,6 +122,27 @@ def compared_pair(board: pd.DataFrame) -> list[str]:
 
 def set_selected_runs(ids) -> None:
     st.session_state[SELECTED_KEY] = list(dict.fromkeys(str(i) for i in ids))
+
+
+def compare_picker(label: str, options: list[str], *, key: str, container=st, help: str | None = None) -> list[str]:
+    """A multiselect over `options` that starts on the selection and stores the user's change as the selection.
+
+    The script never writes the widget's value: its key carries the selection it was drawn from, so a new
+    selection draws a new widget with that default. A change applies only while the stored choice is still the
+    one the widget was drawn from: a browser that sends a widget's old value late (a click while the page
+    switches, a fragment rerun on a busy machine) cannot overwrite the selection, or empty it."""
+    labels = data.run_labels(options)
+    current = [i for i in selected_runs() if i in options]
+    drawn_from = chosen_runs()
+    widget_key = f"{key}.{hashlib.sha1(repr((current, drawn_from)).encode()).hexdigest()[:12]}"
+    return container.multiselect(label, options, default=current, key=widget_key,
+                                 format_func=lambda i: labels.get(i, i), help=help,
+                                 on_change=_picked, args=(widget_key, drawn_from))
+
+
+def _picked(widget_key: str, drawn_from: list[str] | None) -> None:
+    if chosen_runs() == drawn_from and widget_key in st.session_state:
+        set_selected_runs(st.session_state[widget_key])
 
 
 def focused_run() -> str | None:
