@@ -81,6 +81,22 @@ def test_a_run_asks_for_one_gpu_when_the_cluster_has_gpus_and_never_more_cpus_th
     assert ex.share({"cpus": 2.0, "gpus": 4.0}) == {"num_gpus": 1, "num_cpus": 1}
 
 
+def test_a_just_started_cluster_is_asked_again_until_its_cpus_register_and_refused_when_they_never_do():
+    """A head answers on its dashboard seconds before its node's CPUs show in the cluster status (the CI failure
+    of 2026-12-07: a run submitted then was refused with "no CPUs or GPUs")."""
+    pytest.importorskip("ray")
+    from poc.launch.ray_executor import RayExecutor
+
+    answers = iter([{"cpus": 0.0, "gpus": 0.0}] * 2 + [{"cpus": 2.0, "gpus": 0.0}])
+    ex = RayExecutor("127.0.0.1:9", num_cpus=1)
+    ex.resources = lambda timeout_s=3.0: {**next(answers), "cpus_free": 0.0, "gpus_free": 0.0}
+    assert ex.share(wait_s=10) == {"num_gpus": 0, "num_cpus": 1}
+
+    ex.resources = lambda timeout_s=3.0: {"cpus": 0.0, "gpus": 0.0, "cpus_free": 0.0, "gpus_free": 0.0}
+    with pytest.raises(UserError, match="no CPUs or GPUs.*nothing was submitted"):
+        ex.share(wait_s=0.6)
+
+
 def test_a_sweep_driver_reserves_nothing_and_a_run_reserves_its_share(tmp_path):
     """`sweep --detach` submits the sweep's driver as a job that only submits and follows runs: it must not take a
     run's slot (entrypoint_num_cpus=0); a run asks for its share (poc.launch.ray_executor.RayExecutor.share)."""

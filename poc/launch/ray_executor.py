@@ -99,16 +99,27 @@ class RayExecutor:
             out[name], out[f"{name}_free"] = float(total), max(0.0, float(total) - float(used))
         return out
 
-    def share(self, resources: dict | None = None) -> dict:
+    def registered_resources(self, wait_s: float = 30.0) -> dict:
+        """`resources()`, asked again while the cluster reports none at all: a head that has just started answers
+        on its dashboard a few seconds before its node's CPUs and GPUs show in the cluster status."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            resources = self.resources()
+            if resources["cpus"] >= 1 or resources["gpus"] >= 1 or time.monotonic() > deadline:
+                return resources
+            time.sleep(0.5)
+
+    def share(self, resources: dict | None = None, wait_s: float = 30.0) -> dict:
         """What one run asks for: one GPU when the cluster has GPUs, else `num_cpus` CPUs; never more than the
         cluster has. {"num_gpus", "num_cpus"}: num_cpus is also the thread count the job is pinned to."""
-        resources = resources if resources is not None else self.resources()
+        resources = resources if resources is not None else self.registered_resources(wait_s)
         total_cpus, total_gpus = int(resources["cpus"]), int(resources["gpus"])
         if total_gpus >= 1:
             per_gpu = max(1, total_cpus // total_gpus) if total_cpus else 1
             return {"num_gpus": 1, "num_cpus": min(self.num_cpus, per_gpu)}
         if total_cpus < 1:
-            raise UserError(f"the Ray cluster at {self.address} has no CPUs or GPUs to run on")
+            raise UserError(f"the Ray cluster at {self.address} has no CPUs or GPUs to run on; nothing was "
+                            "submitted. Check that its nodes joined (ray status)")
         return {"num_gpus": 0, "num_cpus": min(self.num_cpus, total_cpus)}
 
     # ---------------------------------------------------------------- jobs
@@ -282,6 +293,7 @@ def local_head(num_cpus: int = 2, cwd: Path | str | None = None, timeout_s: floa
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the local Ray head did not start; see {temp_dir}/head.log") from None
                 time.sleep(0.5)
+        RayExecutor(address).registered_resources(wait_s=max(1.0, deadline - time.monotonic()))
         yield address
     finally:
         for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
