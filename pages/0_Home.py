@@ -23,7 +23,7 @@ def main() -> None:
         return
     home.follow_demo(had_runs=True)
     # While something trains, the board refreshes itself (progress, new eval files) without a page rerun.
-    st.fragment(run_every=3 if data.any_active(runs) else None)(_live_board)()
+    st.fragment(run_every=5 if data.any_active(runs) else None)(_live_board)()
 
 
 shell.frame()

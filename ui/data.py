@@ -122,7 +122,7 @@ def load_leaderboard() -> pd.DataFrame:
 
 def unfinished_runs() -> list[str]:
     """Ids of the runs whose run.json is not completed or cancelled (the candidates for Resume), from the index's
-    records: one stat pass, no leaderboard row rebuilt (the sidebar's job fragment asks every 2 s)."""
+    records: one stat pass, no leaderboard row rebuilt (the sidebar's job fragment asks every few seconds)."""
     listing = store.run_stamps(str(runs_dir()))
     with _INDEX_LOCK:
         records = [_indexed(path, stamps)[0] for path, stamps in listing]

@@ -1,8 +1,8 @@
 """Sidebar on every page: the training launcher and the background jobs list.
 
 Cheap on every rerun: the launcher's content (which imports TensorFlow to list cutoffs and the device) runs
-only while its expander is open; the jobs list reads a few small JSON files and refreshes itself every 2 s
-while a job is active. Jobs belong to `poc.launch.launcher`, not to this browser session.
+only while its expander is open; the jobs list reads a few small JSON files and refreshes itself every few
+seconds while a job is active. Jobs belong to `poc.launch.launcher`, not to this browser session.
 """
 
 from __future__ import annotations
@@ -249,13 +249,16 @@ def _launch(config: RunConfig) -> None:
 # ---------------------------------------------------------------- jobs
 
 JOBS_READ = "sidebar.jobs_read"  # the job list the page run read, handed to its fragment's first run
+# Every open session reruns the jobs list while a job trains, and each rerun costs the server and that browser a
+# render: progress that moves by epochs needs no faster refresh (2 s before; README, "Load").
+JOBS_REFRESH_S = 5
 
 def _jobs_section() -> None:
     jobs = launcher.list_jobs()  # read once per page run: its fragment's first run below takes it as it is
     active = any(j.active for j in jobs)
     st.session_state[JOBS_READ] = jobs
-    # Refresh every 2 s only while something runs; the fragment reruns alone, not the page.
-    st.fragment(run_every=2 if active else None)(_jobs)(active)
+    # Refresh only while something runs; the fragment reruns alone, not the page.
+    st.fragment(run_every=JOBS_REFRESH_S if active else None)(_jobs)(active)
 
 
 def _jobs(was_active: bool) -> None:
