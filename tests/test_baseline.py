@@ -259,7 +259,10 @@ def test_probe_is_a_logistic_regression_on_the_runs_frozen_phase1_features(demo_
     assert info["baseline"]["C"] == chosen and info["baseline"]["features"] == 1280
     predictions = store.read_predictions(probe, "tl").set_index("path").loc[frames["test"]["path"]]
     written = predictions[[f"prob_{n}" for n in names]].to_numpy()
-    np.testing.assert_allclose(written, fitted[chosen].predict_proba(x["test"]), atol=1e-3)
+    # lbfgs stops at its tolerance, not at the exact optimum: features that differ in the last float bits (other
+    # batches, threaded kernels) move a probability by up to ~1e-3 (seen: 1.2e-3); a wrong C or wrong features
+    # move them by far more.
+    np.testing.assert_allclose(written, fitted[chosen].predict_proba(x["test"]), atol=5e-3)
     assert _metrics(probe)["accuracy"] == pytest.approx(accuracy_score(predictions["label"], predictions["pred"]))
 
 
