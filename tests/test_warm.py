@@ -70,3 +70,25 @@ def test_the_thread_starts_once_per_runs_folder_and_not_when_turned_off(tmp_path
         if thread.name == "vitrine-warm-caches":
             thread.join(timeout=10)
     assert sorted(started) == [str(tmp_path / "a"), str(tmp_path / "b")]
+
+
+def test_the_thread_warms_only_after_the_script_run_that_started_it_has_ended(tmp_path, monkeypatch):
+    """Warming beside the first page's render slowed it: the thread waits for the run's thread to end. The
+    stand-in script run below blocks until released; a warming that began meanwhile would see it alive."""
+    from ui import warm
+
+    starter_alive, called, release = [], threading.Event(), threading.Event()
+
+    def fake_warm(runs_dir, models=True):
+        starter_alive.append(starter.is_alive())
+        called.set()
+
+    monkeypatch.setattr(warm, "warm", fake_warm)
+    monkeypatch.setenv("VITRINE_WARM_CACHES", "1")
+    monkeypatch.setenv("VITRINE_RUNS_DIR", str(tmp_path / "runs"))
+    starter = threading.Thread(target=lambda: (warm.start(), release.wait(30)), name="ScriptRunner.scriptThread")
+    starter.start()
+    assert not called.wait(1.0)  # the run has not ended: nothing warmed yet
+    release.set()
+    assert called.wait(30)
+    assert starter_alive == [False]
