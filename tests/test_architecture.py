@@ -143,7 +143,8 @@ def test_every_page_file_is_at_most_sixty_lines():
 
 
 PRIVATE = re.compile(r"\brunpy\b|sys\._getframe|inspect\.currentframe|f_globals|streamlit\.runtime|"
-                     r"_clean_problem_modules|_flatten_layers|clear_session\s*=[^=]")
+                     r"_clean_problem_modules|_flatten_layers|clear_session\s*=[^=]|"
+                     r"\bkeras\.src\b|\bstreamlit\.(web|elements)\b")  # keras.src: Keras's private modules
 
 
 def test_no_private_internals_of_streamlit_or_keras_are_reached_for():

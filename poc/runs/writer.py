@@ -30,16 +30,11 @@ class NonFiniteLoss(UserError):
 
 
 def save_model_weights(model: keras.Model, path: Path) -> None:
-    """Atomically write the model's weights only: `Model.save_weights` would also store Adam's moments, which
-    triple a fine-tuned model's file (a resume checkpoint may keep them; a model file does not)."""
+    """Atomically write the model's weights only: `Model.save_weights` of a compiled model would also store
+    Adam's moments, which triple a fine-tuned model's file (a resume checkpoint may keep them; a model file does
+    not). A functional view of the same layers has no optimizer and writes the same layout without them."""
     tmp = store.atomic_target(path)
-    try:
-        from keras.src.saving import saving_lib
-
-        skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
-        saving_lib.save_weights_only(model, str(tmp), objects_to_skip=skip)
-    except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip: same file, larger
-        model.save_weights(tmp)
+    keras.Model(model.inputs, model.outputs, name=model.name).save_weights(tmp)
     store.commit(tmp, path)
 
 
