@@ -33,7 +33,7 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     With `resume`, phases whose weights and evaluation exist are skipped and the phase in progress continues
     from its last checkpoint; history.csv keeps exactly the epochs that checkpoint covers."""
     from poc.data.pipeline import make_dataset
-
+    from poc.inference import compile_logits
     from poc.train.distribute import replicas
 
     cfg = p.config
@@ -41,6 +41,7 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     frames = {s: p.split[p.split["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     sets = {s: (make_dataset(frames[s], p.class_names, p.image_size, batch), frames[s])
             for s in ("val", "test")}
+    logits = compile_logits(p.model, p.image_size)  # traced once: it reads the variables each stage sets
     history = _history_rows(rd) if resume else []
     checkpoint = read_checkpoint(rd) if resume else None
     val_losses: dict[str, float] = {}  # stage -> validation loss of its (restored best) weights
@@ -48,21 +49,21 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
         _load_weights(p.model, p.source_run.stage_weights("tl"))
         val_losses["tl"] = _stage_done(rd, "tl") if resume else None
         if val_losses["tl"] is None:
-            val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets)
+            val_losses["tl"] = _evaluate_stage(p, rd, "tl", sets, logits)
     for phase in plan_phases(cfg, p.cutoff_index):
         raise_if_cancelled()
         if resume and rd.stage_weights(phase.stage).exists():  # the phase finished before the interruption
             _load_weights(p.model, rd.stage_weights(phase.stage))  # its rows stay, and so do a later phase's
             val_losses[phase.stage] = _stage_done(rd, phase.stage)
             if val_losses[phase.stage] is None:  # killed during its evaluation
-                val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
+                val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets, logits)
             continue
         state = checkpoint if checkpoint and checkpoint["stage"] == phase.stage else None
         history = [r for r in history if _phase_order(r["phase"]) < _phase_order(phase.stage)
                    or (state and r["phase"] == phase.stage and r["epoch"] <= state["epoch"])]
         _fit_phase(p, rd, phase, history, frames, sets["val"][0], speedups, state)
         save_model_weights(p.model, rd.stage_weights(phase.stage))
-        val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets)
+        val_losses[phase.stage] = _evaluate_stage(p, rd, phase.stage, sets, logits)
     final = choose_final_stage(val_losses)
     if final != list(val_losses)[-1]:
         log.info("stage %s has the lower validation loss (%s): it is the final model", final,
@@ -204,21 +205,20 @@ def choose_final_stage(val_losses: dict[str, float]) -> str:
     return [s for s, v in finite.items() if v == best][-1]
 
 
-def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
+def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict, logits) -> float:
     """Writes eval/<stage>/ (test split) with the stage's validation loss and accuracy in metrics.json and the
     pre-softmax outputs of both splits (logits.npz, what the temperature is fitted on); returns that validation
-    loss (what chooses the final stage)."""
+    loss (what chooses the final stage). `logits`: poc.inference.compile_logits of p.model, compiled once per run
+    (each trace of a backbone costs seconds; every stage's weights load into the same variables)."""
     from scipy.special import softmax
 
     from poc.analysis.calibration import temperature_metrics
     from poc.analysis.evaluation import evaluate_probabilities, loss_and_accuracy
     from poc.explain.maps import explain_images
-    from poc.inference import compile_logits, compile_predict
 
     rd.write_progress({"phase": f"eval_{stage}", "epoch": None, "epochs": None, "step": 0, "steps": None,
                        "metrics": {}, "eta_seconds": None})
     (val_ds, val_frame), (test_ds, test_frame) = sets["val"], sets["test"]
-    logits = compile_logits(p.model, p.image_size)
     index = {name: i for i, name in enumerate(p.class_names)}
     y_val, y_test = (np.array([index[c] for c in frame["label"]], dtype=int) for frame in (val_frame, test_frame))
     val_logits = _predict_dataset(logits, val_ds, len(p.class_names))  # (N_val, C)
@@ -226,7 +226,7 @@ def _evaluate_stage(p: Prepared, rd: RunDir, stage: str, sets: dict) -> float:
     val_probs, probs = softmax(val_logits, axis=1), softmax(test_logits, axis=1)
     val_loss, val_accuracy = loss_and_accuracy(val_probs, y_val)
     result = evaluate_probabilities(test_frame, probs, p.class_names, seed=p.config.seed)
-    latency = _latency_ms(compile_predict(p.model, p.image_size), test_ds)  # the call `predict` and Live predict use
+    latency = _latency_ms(logits, test_ds)  # predict's and Live predict's compiled forward pass, less the softmax
     result["metrics"].update(val_loss=val_loss, val_accuracy=val_accuracy, latency_ms=latency,
                              **temperature_metrics(val_logits, y_val, test_logits, y_test))
     explained = explain_images(p.model, p.spec, test_ds)
@@ -254,18 +254,18 @@ def _predict_dataset(call, dataset, classes: int) -> np.ndarray:
 LATENCY_CALLS = 5
 
 
-def _latency_ms(predict, dataset) -> float | None:
-    """Median milliseconds of one single-image compiled call on this run's device (after one warm-up call):
-    the model cost the Compare page shows. None without a test image."""
+def _latency_ms(forward, dataset) -> float | None:
+    """Median milliseconds of one single-image compiled forward pass on this run's device (after one warm-up
+    call): the model cost the Compare page shows. None without a test image."""
     import tensorflow as tf
 
     for pixels, _ in dataset.take(1):
         one = tf.cast(pixels[:1], tf.float32)
-        np.asarray(predict(one))  # warm-up (the batch dimension is free: traced once already)
+        np.asarray(forward(one))  # warm-up (the batch dimension is free: traced once already)
         times = []
         for _ in range(LATENCY_CALLS):
             start = time.perf_counter()
-            np.asarray(predict(one))
+            np.asarray(forward(one))
             times.append(time.perf_counter() - start)
         return round(float(np.median(times)) * 1000, 3)
     return None
@@ -290,15 +290,16 @@ def evaluate_run(rd: RunDir) -> list[str]:
     model = rebuild_model(info)
     frames = {s: split[split["split"] == s].reset_index(drop=True) for s in ("val", "test")}
     sets = {s: (make_dataset(f, info["class_names"], spec_size, cfg.batch_size), f) for s, f in frames.items()}
+    from poc.inference import compile_logits
     from poc.models import get_spec
 
     p = Prepared(cfg, get_spec(info["model"]), spec_size, split, info["class_names"], model, 0, "", None,
                  info["dataset"]["path"], info.get("pretraining", "none"))
-    done = []
+    logits, done = compile_logits(model, spec_size), []
     for stage in store.STAGES:
         if rd.stage_weights(stage).exists():
             _load_weights(model, rd.stage_weights(stage))
-            _evaluate_stage(p, rd, stage, sets)
+            _evaluate_stage(p, rd, stage, sets, logits)
             done.append(stage)
     if not done:
         raise UserError(f"run {rd.id} has no saved stage weights to evaluate")
