@@ -297,7 +297,7 @@ def test_evaluate_without_a_head_file_says_how_to_make_one(tmp_path, capsys):
 
 
 def _stage_args(**changes) -> argparse.Namespace:
-    values = dict(warmup_steps=0, weight_decay=0.0, jit_compile=False, batch_size=4, seed=0, init=None, curve=None,
+    values = dict(warmup_steps=0, weight_decay=0.0, jit_compile=False, batch_size=4, seed=0, init=None, curve=None, pool=None,
                   distill=None, distill_temperature=None)
     return argparse.Namespace(**(values | changes))
 
@@ -388,6 +388,25 @@ def test_soft_distillation_stream_pairs_true_labels_with_the_softened_teacher_pr
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), labels)
     np.testing.assert_allclose(np.concatenate([b[1] for b in batches]),
                                pretrain.soften(teacher.predict_on_batch(seen).astype(np.float32), 2.0), rtol=1e-6)
+
+
+def test_a_pool_stream_shows_each_pool_image_once_a_pass_augmented_and_the_teacher_labels_that_view():
+    teacher = _BrightnessTeacher()
+    args = _stage_args(pool=4, start_image=5)
+    stream = pretrain.fresh_stream(args, SIZE, 4, start=5, teacher=teacher)  # 16 draws: four passes over 4 images
+    batches = [(x.numpy(), y.numpy(), t.numpy()) for x, (y, t) in stream]
+    pixels, labels, taught = (np.concatenate([b[k] for b in batches]) for k in range(3))
+    originals, pool_labels = make_shapes(4, SIZE, seed=0, start=5)
+    for one_pass in labels.reshape(4, 4):  # every pass is a reshuffle of the same four images
+        assert sorted(one_pass) == sorted(pool_labels)
+    assert not any(np.array_equal(view, image) for view in pixels for image in originals.astype(np.float32))
+    assert pixels.min() >= 0 and pixels.max() <= 255
+    np.testing.assert_array_equal(taught, np.argmax(teacher.predict_on_batch(pixels), axis=1))  # the view shown
+
+
+def test_pool_is_refused_outside_the_staged_recipe():
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(["--model", "vit_ti16", "--pool", "640"])
 
 
 def test_a_distilled_model_saves_a_standard_vit_backbone_and_its_true_label_head(tmp_path):

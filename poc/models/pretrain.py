@@ -19,6 +19,8 @@ Beside training: `--evaluate` prints the held-out accuracy of a backbone with it
 files), `--fit-head` trains the head on the frozen backbone (a linear probe), and `--distill TEACHER` adds
 DeiT-style distillation from a committed demo classifier to the staged recipe: hard labels (the teacher's
 argmax), or with `--distill-temperature T` DeiT's soft variant (the teacher's probabilities softened by T).
+`--pool N` swaps the endless stream for a finite pool of N images seen in augmented views, the few-images regime
+that distillation is meant for.
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--start-image", type=int, default=0,
                    help="staged recipes: index of the stream's first training image (continuing a run: past "
                         "the images it saw)")
+    p.add_argument("--pool", type=int, default=None,
+                   help="staged recipes: train on a finite pool of N images (from --start-image), reshuffled each "
+                        "pass and shifted/zoomed at random each draw, instead of fresh images")
     p.add_argument("--eval-every", type=int, default=None,
                    help="staged recipes: held-out accuracy every N steps (default: 5 times a stage)")
     p.add_argument("--curve", type=Path, default=None,
@@ -113,7 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, key, recipe.get(key))
     args.jit_compile = recipe["jit_compile"]
     staged_only = [flag for flag, value in (("--distill", args.distill), ("--init", args.init),
-                                            ("--start-image", args.start_image), ("--eval-every", args.eval_every),
+                                            ("--start-image", args.start_image), ("--pool", args.pool),
+                                            ("--eval-every", args.eval_every),
                                             ("--curve", args.curve)) if value]
     if staged_only and not args.stages:
         p.error(f"{', '.join(staged_only)}: only the staged recipe (vit_ti8, or --stages) takes these")
@@ -309,11 +315,20 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
 
     from poc.data.shapes import make_shapes
 
+    pool = _Pool(args, size, args.start_image) if args.pool else None  # the same images in every stage
+
     def batches():
         for first in range(0, steps, CHUNK_BATCHES):
             count, index = min(CHUNK_BATCHES, steps - first) * args.batch_size, start + first * args.batch_size
-            images, labels = make_shapes(count, size, seed=args.seed, start=index)
-            if teacher is not None:
+            if pool is not None:  # the teacher labels the augmented view the student sees
+                images, labels = pool.draw(count)
+            else:
+                images, labels = make_shapes(count, size, seed=args.seed, start=index)
+            if pool is not None and teacher is not None:
+                seen = images if size == DEMO_IMAGE_SIZE else keras.ops.convert_to_numpy(
+                    keras.ops.image.resize(images.astype(np.float32), (DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE)))
+                taught = teacher_targets(teacher, seen, args.distill_temperature)
+            elif teacher is not None:
                 seen = images if size == DEMO_IMAGE_SIZE else make_shapes(count, DEMO_IMAGE_SIZE, args.seed, index)[0]
                 taught = teacher_targets(teacher, seen, args.distill_temperature)
             for b in range(count // args.batch_size):
@@ -331,6 +346,31 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
         soft = tf.TensorSpec((args.batch_size, teacher.output_shape[-1]), tf.float32)
         signature = (pixels, (labels, soft))
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+class _Pool:
+    """`--pool N`: a finite training set, images `start` .. `start + N - 1` of the seed's sequence, drawn in a new
+    shuffled order each pass, each draw shifted and zoomed at random (RandomTranslation 0.1, RandomZoom 0.3): the
+    regime DeiT's distillation was made for (few images, augmented views whose true label may no longer hold),
+    unlike the endless stream of fresh, correctly labelled images."""
+
+    def __init__(self, args, size: int, start: int):
+        from poc.data.shapes import make_shapes
+
+        self.images, self.labels = make_shapes(args.pool, size, seed=args.seed, start=start)
+        self.rng, self.order = np.random.default_rng(args.seed), np.zeros(0, int)
+        self.augment = [keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=args.seed),
+                        keras.layers.RandomZoom(0.3, fill_mode="reflect", seed=args.seed + 1)]
+
+    def draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels (count, S, S, 3) float32 in [0, 255], labels (count,)) of the next `count` draws."""
+        while len(self.order) < count:
+            self.order = np.concatenate([self.order, self.rng.permutation(len(self.labels))])
+        picked, self.order = self.order[:count], self.order[count:]
+        pixels = self.images[picked].astype(np.float32)
+        for layer in self.augment:
+            pixels = keras.ops.convert_to_numpy(layer(pixels, training=True))
+        return np.clip(pixels, 0.0, 255.0), self.labels[picked]
 
 
 def distillation_trainer(model, num_classes: int, soft: bool = False) -> keras.Model:
@@ -458,8 +498,10 @@ def pretrain_stages(args, num_classes: int):
             warmup = compile_stage(trainer, args, steps, lr, distilled=teacher is not None)
             held_out = make_shapes(args.val_images, size, seed=args.seed + 1)
             source = "from the previous stage" if carry else f"from {args.init}" if args.init else "from scratch"
-            print(f"stage {k + 1}/{len(args.stages)}: {steps} steps x batch {args.batch_size} of fresh images "
-                  f"{start}.. at {size} px, AdamW peak lr {lr:g} (warmup {warmup} steps, cosine), weight decay "
+            images = (f"a pool of {args.pool} images {args.start_image}.., shifted and zoomed at random"
+                      if args.pool else f"fresh images {start}..")
+            print(f"stage {k + 1}/{len(args.stages)}: {steps} steps x batch {args.batch_size} of {images} "
+                  f"at {size} px, AdamW peak lr {lr:g} (warmup {warmup} steps, cosine), weight decay "
                   f"{args.weight_decay:g}, {source}{', distilled' if teacher else ''}", flush=True)
             progress_callback = StreamProgress(model, held_out, args.eval_every or max(steps // 5, 1), k + 1, args,
                                                progress)
