@@ -297,8 +297,8 @@ def test_evaluate_without_a_head_file_says_how_to_make_one(tmp_path, capsys):
 
 
 def _stage_args(**changes) -> argparse.Namespace:
-    values = dict(warmup_steps=0, weight_decay=0.0, jit_compile=False, batch_size=4, seed=0, init=None, curve=None, pool=None,
-                  distill=None, distill_temperature=None)
+    values = dict(warmup_steps=0, weight_decay=0.0, jit_compile=False, batch_size=4, seed=0, init=None, curve=None,
+                  pool=None, distill=None, distill_temperature=None)
     return argparse.Namespace(**(values | changes))
 
 

@@ -320,16 +320,18 @@ def fresh_stream(args, size: int, steps: int, start: int, teacher=None):
     def batches():
         for first in range(0, steps, CHUNK_BATCHES):
             count, index = min(CHUNK_BATCHES, steps - first) * args.batch_size, start + first * args.batch_size
-            if pool is not None:  # the teacher labels the augmented view the student sees
+            if pool is not None:
                 images, labels = pool.draw(count)
             else:
                 images, labels = make_shapes(count, size, seed=args.seed, start=index)
-            if pool is not None and teacher is not None:
-                seen = images if size == DEMO_IMAGE_SIZE else keras.ops.convert_to_numpy(
-                    keras.ops.image.resize(images.astype(np.float32), (DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE)))
-                taught = teacher_targets(teacher, seen, args.distill_temperature)
-            elif teacher is not None:
-                seen = images if size == DEMO_IMAGE_SIZE else make_shapes(count, DEMO_IMAGE_SIZE, args.seed, index)[0]
+            if teacher is not None:  # a pool's teacher labels the augmented view the student sees
+                if size == DEMO_IMAGE_SIZE:
+                    seen = images
+                elif pool is not None:
+                    seen = keras.ops.convert_to_numpy(keras.ops.image.resize(
+                        images.astype(np.float32), (DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE)))
+                else:
+                    seen = make_shapes(count, DEMO_IMAGE_SIZE, args.seed, index)[0]
                 taught = teacher_targets(teacher, seen, args.distill_temperature)
             for b in range(count // args.batch_size):
                 part = slice(b * args.batch_size, (b + 1) * args.batch_size)
