@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -97,9 +98,9 @@ def write_split(path: Path, df: pd.DataFrame) -> Path:
     return Path(path)
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
+def write_npz(path: Path, compress: bool = True, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     _atomic_write_bytes(path, buf.getvalue())
 
 
@@ -111,6 +112,17 @@ def atomic_target(path: Path) -> Path:
 
 def commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
+
+
+def copy_file(source: Path, path: Path) -> None:
+    """`path` becomes a copy of `source`, atomically."""
+    tmp = atomic_target(path)
+    try:
+        shutil.copyfile(source, tmp)
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(obj: Any) -> Any:

@@ -19,8 +19,8 @@ import numpy as np
 from poc.runs import store
 from poc.train import cached_phase
 from poc.runs.store import RunDir
-from poc.runs.writer import (Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir, raise_if_cancelled,
-                             read_checkpoint, save_model_weights)
+from poc.runs.writer import (Checkpoint, ResumableEarlyStopping, RunWriter, checkpoint_dir, load_checkpoint_arrays,
+                             raise_if_cancelled, read_checkpoint, save_model_weights)
 from poc.config import RunConfig
 from poc.errors import UserError
 from poc.train.plan import Phase, Prepared, plan_phases
@@ -68,9 +68,9 @@ def run_phases(p: Prepared, rd: RunDir, speedups: dict, resume: bool = False) ->
     if final != list(val_losses)[-1]:
         log.info("stage %s has the lower validation loss (%s): it is the final model", final,
                  ", ".join(f"{s} {v:.4f}" for s, v in val_losses.items()))
-        _load_weights(p.model, p.source_run.stage_weights(final) if p.source_run and final == "tl"
-                             else rd.stage_weights(final))
-    save_model_weights(p.model, rd.weights)
+    # The final stage's file is the model's file: copied, not serialised from the model a second time.
+    store.copy_file(p.source_run.stage_weights(final) if p.source_run and final == "tl" else rd.stage_weights(final),
+                    rd.weights)
     rd.update_run(final_stage=final)
     shutil.rmtree(checkpoint_dir(rd), ignore_errors=True)  # a completed run needs no resume point
 
@@ -111,9 +111,8 @@ def _fit_phase(p: Prepared, rd: RunDir, phase: Phase, history: list[dict], frame
         with scope(p.strategy):
             fit_model.optimizer.build(fit_model.trainable_variables)  # so the checkpoint's Adam moments load
         if state.get("best_file"):
-            _load_weights(fit_model, checkpoint_dir(rd) / state["best_file"])
-            best_weights = fit_model.get_weights()
-        fit_model.load_weights(checkpoint_dir(rd) / state["last_file"])
+            best_weights = _checkpoint_weights(fit_model, checkpoint_dir(rd) / state["best_file"])
+        _restore_checkpoint(fit_model, checkpoint_dir(rd) / state["last_file"])
         initial_epoch = state["epoch"]
         log.info("phase %s resumes after epoch %d (global) from its checkpoint", phase.stage, initial_epoch)
     early = ResumableEarlyStopping(cfg.patience, state["early"] if state else None, best_weights)
@@ -150,6 +149,31 @@ def _load_weights(model, path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model.load_weights(path)
+
+
+def _checkpoint_weights(fit_model, path) -> list:
+    """A resume file's model weights; a `.weights.h5` one (written before checkpoints were arrays) goes through
+    the model."""
+    if path.suffix == ".h5":
+        _load_weights(fit_model, path)
+        return fit_model.get_weights()
+    return load_checkpoint_arrays(path)[0]
+
+
+def _restore_checkpoint(fit_model, path) -> None:
+    """The fitted model's weights and its (built) optimizer's variables from a resume file."""
+    if path.suffix == ".h5":  # written before checkpoints were arrays: Keras's file holds both
+        fit_model.load_weights(path)
+        return
+    weights, optimizer_values = load_checkpoint_arrays(path)
+    variables = fit_model.optimizer.variables
+    if len(weights) != len(fit_model.weights) or len(optimizer_values) != len(variables):
+        raise UserError(f"the checkpoint {path} does not match this run's model ({len(weights)} weights and "
+                        f"{len(optimizer_values)} optimizer variables, expected {len(fit_model.weights)} and "
+                        f"{len(variables)}); start the run again")
+    fit_model.set_weights(weights)
+    for variable, value in zip(variables, optimizer_values):
+        variable.assign(value)
 
 
 def _phase_order(stage: str) -> int:
