@@ -1,6 +1,7 @@
 """What training claims, checked on tiny data: early stopping restores its best epoch, augmentation touches
 training batches only and changes every epoch, frozen BatchNorm keeps its statistics, train and test never
-share an image, the ViT feature is the class token, shuffled batches mix classes, the same seed repeats."""
+share an image, the ViT feature is the class token, shuffled batches mix classes, the same seed repeats, and
+fit creates no variable inside its first step (which would trace it twice)."""
 
 from __future__ import annotations
 
@@ -188,3 +189,33 @@ def test_same_seed_same_training_batches_other_seed_other_batches(demo_dataset):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
+
+
+# ---------------------------------------------------------------- the training step is traced once
+
+def test_a_model_compiled_for_fit_creates_no_variable_during_fit():
+    """A variable created inside fit's first step (a metric given by name, Adam's moments) makes TensorFlow trace
+    the step a second time; tf.variable_creator_scope sees every variable created, traced or eager."""
+    import tensorflow as tf
+
+    from poc.train.phases import compile_for_fit
+
+    x = np.random.default_rng(0).random((32, 4), dtype=np.float32)
+    y = keras.utils.to_categorical(np.arange(32) % 3, 3)
+
+    def variables_created_by_fit(compile_model) -> list[str]:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+        compile_model(model)
+        created = []
+
+        def record(next_creator, **kwargs):
+            created.append(kwargs.get("name"))
+            return next_creator(**kwargs)
+
+        with tf.variable_creator_scope(record):
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        return created
+
+    lazily = variables_created_by_fit(lambda m: m.compile("adam", "categorical_crossentropy", metrics=["accuracy"]))
+    assert {"total", "count"} <= set(lazily) and any("momentum" in name for name in lazily)  # the check sees them
+    assert variables_created_by_fit(lambda m: compile_for_fit(m, 1e-3, jit_compile=False)) == []
