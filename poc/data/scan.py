@@ -132,6 +132,17 @@ class ScanReport:
         return "\n".join(lines)
 
 
+def check_dataset_folder(root: str | Path) -> Path:
+    """The dataset folder, resolved; UserError when it is missing or not a folder. Cheap, so a command can say it
+    before importing TensorFlow (seconds) for a mistyped path."""
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise UserError(f"dataset folder {root} does not exist; check the path")
+    if not root.is_dir():
+        raise UserError(f"dataset path {root} is not a folder; pass the folder holding one sub-folder per class")
+    return root
+
+
 def scan_dataset(root: str | Path, min_per_class: int = 3,
                  progress: Callable[[int, int], None] | None = None) -> ScanReport:
     """Decode every image under `root`, group it by class, and list skipped files, duplicates and problems.
@@ -140,11 +151,7 @@ def scan_dataset(root: str | Path, min_per_class: int = 3,
     when `root` is missing, not a folder, or has no class sub-folders.
     `progress(done, total)` is called after each image file is checked.
     """
-    root = Path(root).expanduser().resolve()
-    if not root.exists():
-        raise UserError(f"dataset folder {root} does not exist; check the path")
-    if not root.is_dir():
-        raise UserError(f"dataset path {root} is not a folder; pass the folder holding one sub-folder per class")
+    root = check_dataset_folder(root)
     layout, class_dirs, split_folders, notes = _find_class_dirs(root)
     report = ScanReport(root=root, layout=layout, class_names=[], split_folders=split_folders)
     report.warnings += notes

@@ -130,10 +130,13 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
                       "created": store.utc_now(), "config": config.to_dict(), "model": config.model,
                       "weights": config.weights, "pid": os.getpid(), "error": None})
     try:
+        from poc.data.scan import check_dataset_folder
         from poc.device import configure
-
         from poc.train.distribute import make_strategy, split_cpu_from_env
 
+        validate(config, runs_dir, probe=False)  # the settings, and the folder below, before TensorFlow's import
+        if not config.from_run:
+            check_dataset_folder(config.data)
         split_cpu_from_env()
         speedups = configure(config.mixed_precision, config.jit_compile)
         prepared = prepare(config, runs_dir, make_strategy(config.distribute), split_seed=split_seed)
