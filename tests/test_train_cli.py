@@ -1,16 +1,20 @@
 """A tiny end-to-end `python -m poc train` through the CLI's `main` (in this process; test_launcher runs the same
-command as a real process), checked against the artifact contract."""
+command as a real process), checked against the artifact contract; the same command through the Python API gives
+the same predictions, and what the run decided (the final stage, each stage's temperature) is checked."""
 
 from __future__ import annotations
 
 import json
 
+import h5py
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from cli import call_cli, call_main
+from poc.errors import UserError
 from poc.runs import store
 
 TINY = ["--model", "mobilenet_v2", "--weights", "none", "--image-size", "32", "--tl-epochs", "2", "--ft-epochs", "2",
@@ -24,6 +28,16 @@ def tiny_run(demo_dataset, tmp_path_factory):
     assert result.returncode == 0, result.stderr
     rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     return rd
+
+
+@pytest.fixture(scope="module")
+def twin_run(demo_dataset, tmp_path_factory) -> store.RunDir:
+    """tiny_run's command again, through the Python API (poc.train.training.train), in a runs folder of its own."""
+    from poc.cli import build_parser, config_from_args
+    from poc.train.training import train
+
+    args = build_parser().parse_args(["train", "--data", str(demo_dataset), *TINY, "--name", "tiny"])
+    return train(config_from_args(args), tmp_path_factory.mktemp("twin_runs"))
 
 
 def test_run_json_records_status_config_dataset_and_params(tiny_run):
@@ -132,6 +146,104 @@ def test_runs_command_lists_the_run(tiny_run, capsys, monkeypatch):
     result = call_cli(capsys, monkeypatch, "runs", "--runs-dir", tiny_run.path.parent, "--json")
     rows = json.loads(result.stdout)
     assert result.returncode == 0 and rows[0]["id"] == tiny_run.id and rows[0]["status"] == "completed"
+
+
+# ---------------------------------------------------------------- what a completed run records and decides
+
+def _probs(rd, stage):
+    frame = pd.read_csv(rd.eval_file(stage, "predictions"))
+    return frame[[c for c in frame if c.startswith("prob_")]].to_numpy()
+
+
+def test_the_same_command_twice_gives_identical_predictions(tiny_run, twin_run):
+    a, b = tiny_run, twin_run
+    for stage in ("tl", "ft"):
+        np.testing.assert_array_equal(_probs(a, stage), _probs(b, stage))
+
+
+def test_each_stage_records_validation_loss_and_accuracy_of_its_restored_weights(tiny_run):
+    rd = tiny_run
+    info = json.loads(rd.run_json.read_text())
+    history = pd.read_csv(rd.history_csv)
+    for stage in ("tl", "ft"):
+        metrics = json.loads(rd.eval_file(stage, "metrics").read_text())
+        best_row = history[(history["phase"] == stage) & (history["epoch"] == info["best_epoch"][stage])].iloc[0]
+        # Keras' own val_loss at the best epoch (early stopping restored those weights), computed independently
+        assert metrics["val_loss"] == pytest.approx(best_row["val_loss"], rel=1e-4)
+        assert metrics["val_accuracy"] == pytest.approx(best_row["val_accuracy"], abs=1e-6)
+
+
+def test_the_final_model_is_the_stage_with_the_lower_validation_loss(tiny_run):
+    rd = tiny_run
+    info = json.loads(rd.run_json.read_text())
+    losses = {s: json.loads(rd.eval_file(s, "metrics").read_text())["val_loss"] for s in ("tl", "ft")}
+    expected = "tl" if losses["tl"] < losses["ft"] else "ft"
+    assert info["final_stage"] == expected
+    with h5py.File(rd.weights) as final, h5py.File(rd.stage_weights(expected)) as stage:
+        final_arrays, stage_arrays = [], []
+        final.visititems(lambda n, o: final_arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+        stage.visititems(lambda n, o: stage_arrays.append(o[()]) if isinstance(o, h5py.Dataset) else None)
+    assert len(final_arrays) == len(stage_arrays)
+    for x, y in zip(final_arrays, stage_arrays):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_weights_files_hold_no_optimizer_state_and_match_the_parameter_size(tiny_run):
+    rd = tiny_run
+    info = json.loads(rd.run_json.read_text())
+    for path in (rd.weights, rd.stage_weights("tl"), rd.stage_weights("ft")):
+        with h5py.File(path) as f:
+            assert "optimizer" not in f.keys()
+        # the file is the parameters plus a little HDF5 structure
+        assert abs(path.stat().st_size / 1e6 - info["params"]["size_mb"]) < 0.05 * info["params"]["size_mb"]
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg")
+    expected_mb = (model.count_params() + 1280 * 10 + 10) * 4 / 1e6  # float32 backbone + 10-class head
+    assert info["params"]["size_mb"] == pytest.approx(expected_mb, abs=0.01)
+
+
+def test_run_json_names_the_pretraining_and_the_frozen_random_choice(tiny_run):
+    info = json.loads(tiny_run.run_json.read_text())
+    assert info["pretraining"] == "none" and info["frozen_random"] is True
+    assert info["dataset"]["carved"] == {}  # class folders: split by fractions, nothing carved
+
+
+def test_resume_refuses_a_completed_run(tiny_run):
+    from poc.train.training import resume
+
+    with pytest.raises(UserError, match="already completed"):
+        resume(tiny_run.id, tiny_run.path.parent)
+
+
+def test_each_stage_records_a_temperature_fitted_on_validation(tiny_run):
+    from poc.analysis.stats import expected_calibration_error
+
+    rd = tiny_run
+    split = pd.read_csv(rd.split_csv)
+    metrics = json.loads(rd.eval_file("tl", "metrics").read_text())
+    assert metrics["temperature"] > 0 and 0 <= metrics["ece_calibrated"] <= 1
+    # the test split's own best temperature differs in general: the recorded one must not be fitted on test
+    frame = pd.read_csv(rd.eval_file("tl", "predictions"))
+    names = json.loads(rd.run_json.read_text())["class_names"]
+    y_test = frame["label"].map({n: i for i, n in enumerate(names)}).to_numpy()
+    probs = frame[[f"prob_{n}" for n in names]].to_numpy()
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(probs, y_test))
+    assert len(split[split["split"] == "val"]) > 0
+
+
+def test_compare_cli_pairs_two_runs_on_the_same_split(tiny_run, twin_run, capsys, monkeypatch):
+    from scipy.stats import binomtest
+
+    from cli import call_cli
+
+    a, b = tiny_run, twin_run
+    result = call_cli(capsys, monkeypatch, "compare", a.path, b.path, "--stage", "ft", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    pa, pb = (pd.read_csv(rd.eval_file("ft", "predictions")) for rd in (a, b))
+    ok_a, ok_b = (pa["label"] == pa["pred"]).to_numpy(), (pb["label"] == pb["pred"]).to_numpy()
+    only_a, only_b = int((ok_a & ~ok_b).sum()), int((~ok_a & ok_b).sum())
+    expected = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    assert out["paired"] is True and out["mcnemar"]["p_value"] == pytest.approx(expected)
 
 
 def _validation_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
