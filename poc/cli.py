@@ -275,8 +275,13 @@ def cmd_sweep(a) -> int:
     if a.detach and executor.kind == "local":
         raise UserError("--detach is for --executor ray; the local queue's sweeps run in the foreground "
                         "(or from the dashboard)")
+    config = config_from_args(a)
+    if executor.kind == "local" and not config.from_run:  # a mistyped folder, said before TensorFlow's import
+        from poc.data.scan import check_dataset_folder
+
+        check_dataset_folder(config.data)
     # The settings and every cutoff checked before anything trains.
-    checked, cutoffs = validate_sweep(config_from_args(a), a.cutoffs, a.runs_dir)
+    checked, cutoffs = validate_sweep(config, a.cutoffs, a.runs_dir)
     plan = plan_sweep(checked.config, cutoffs, a.seeds, study_id=a.study_id)
     if executor.kind == "local":
         return _run_study(plan, a.runs_dir, a)

@@ -37,6 +37,24 @@ def test_a_missing_data_folder_is_named_and_no_run_is_created(tmp_path):
     assert run_ids(tmp_path / "runs") == []
 
 
+@pytest.mark.parametrize("command", [["train"], ["sweep", "--cutoffs", "Conv_1"]], ids=["train", "sweep"])
+def test_a_missing_data_folder_is_named_before_tensorflow_is_imported(tmp_path, command):
+    """A mistyped --data costs no TensorFlow import (seconds on a laptop's CPU) before its message."""
+    import subprocess
+    import sys
+
+    from cli import ROOT
+
+    argv = [*command, "--data", str(tmp_path / "nope"), *FAST, "--runs-dir", str(tmp_path / "runs")]
+    script = ("import sys\nfrom poc.cli import main\ncode = main(sys.argv[1:])\n"
+              "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\nsys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert_clean_failure(result, f"dataset folder {tmp_path / 'nope'} does not exist")
+    assert result.stdout.strip() == "no tensorflow"
+    assert run_ids(tmp_path / "runs") == []
+
+
 def test_a_single_class_is_refused_naming_it_and_the_minimum(tmp_path, cli):
     data = make_class_folders(tmp_path / "data", {"cat": 6})
     result = cli("train", "--data", data, *FAST, runs_dir=tmp_path / "runs")
