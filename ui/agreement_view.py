@@ -17,6 +17,7 @@ from poc.runs import store
 from poc.analysis.agreement import explanation_agreement
 from poc.errors import UserError
 from ui import data
+from ui.chart_cache import chart_spec
 
 NOTE = ("Attention rollout (arXiv 2005.00928) is **class-agnostic**: it shows where the ViT's attention flows, "
         "whatever it predicts; Grad-CAM (arXiv 1610.02391) explains the CNN's **predicted** class. A low IoU can "
@@ -68,7 +69,7 @@ def render_agreement(run_a: str, run_b: str, stage_a: str | None = None, stage_b
     st.metric("Mean IoU", "—" if pd.isna(mean) else f"{mean:.2f}", help=f"over {result['n']} test images")
     per_class = result["per_class"]
     left, right = st.columns([3, 2])
-    left.altair_chart(_per_class_chart(per_class), width="stretch")
+    left.vega_lite_chart(spec=chart_spec(_per_class_chart, per_class), width="stretch")
     right.dataframe(per_class.rename(columns={"mean_iou": "mean IoU", "constant": "left out (flat map)"}),
                     hide_index=True, column_config={"mean IoU": st.column_config.NumberColumn(format="%.2f")})
     st.caption(NOTE)

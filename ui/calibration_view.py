@@ -15,7 +15,7 @@ import streamlit as st
 from poc.runs import store
 from poc.analysis.calibration import calibration
 from ui import data
-from ui.chart_cache import shared
+from ui.chart_cache import chart_spec
 
 BEFORE, AFTER = "test predictions", "after temperature scaling"
 
@@ -74,7 +74,7 @@ def render_calibration(run_id: str, stage: str, title: str | None = None) -> Non
         st.info(f"No test probabilities to calibrate at stage {stage} (eval/{stage}/predictions.csv missing or "
                 "without prob_<class> columns).")
         return
-    st.altair_chart(shared(reliability_chart, result), width="stretch")
+    st.vega_lite_chart(spec=chart_spec(reliability_chart, result), width="stretch")
     if result["temperature"]:
         after = (f"after temperature scaling **{result['ece_calibrated']:.3f}** (T = {result['temperature']:.2f}, "
                  "fitted on the validation split only, applied to the test predictions)")

@@ -25,6 +25,7 @@ from poc.analysis.compare import compare_runs, scope_text, stage_change as run_s
 from poc.analysis.report import build_report
 from poc.errors import UserError
 from ui import calibration_view, cost, data, state, text
+from ui.chart_cache import chart_spec
 from ui.safe import safely
 
 PICK_A, PICK_B, STAGE_KEY, CELL_KEY = "compare.run_a", "compare.run_b", "compare.stage", "compare.cell"
@@ -129,6 +130,18 @@ def _agreement(result: dict, run_a: str, run_b: str) -> None:
     _gallery(result["table"][cell], _captions(run_a, result["run_a"]["stage"], run_b, result["run_b"]["stage"]))
 
 
+def f1_delta_chart(frame: pd.DataFrame, names: tuple[str, str]) -> alt.Chart:
+    """Per-class F1 of run A minus run B as bars, largest first (blue: A better, red: B better)."""
+    order = frame.sort_values("delta", ascending=False)["class"].astype(str).tolist()
+    return alt.Chart(frame.dropna(subset=["delta"])).mark_bar().encode(
+        y=alt.Y("class:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False)),
+        x=alt.X("delta:Q", title=f"F1 {names[0]} − F1 {names[1]}"),
+        color=alt.condition(alt.datum.delta >= 0, alt.value("#3182bd"), alt.value("#d62728")),
+        tooltip=["class:N", alt.Tooltip("f1_a:Q", format=".3f", title=f"F1 {names[0]}"),
+                 alt.Tooltip("f1_b:Q", format=".3f", title=f"F1 {names[1]}"), alt.Tooltip("delta:Q", format="+.3f")],
+    ).properties(height=alt.Step(20 if len(frame) <= 30 else 8))
+
+
 def _f1_differences(rows: list[dict], names: tuple[str, str]) -> None:
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -136,16 +149,8 @@ def _f1_differences(rows: list[dict], names: tuple[str, str]) -> None:
     shown = frame.rename(columns={"f1_a": f"F1 {names[0]}", "f1_b": f"F1 {names[1]}", "delta": "difference"})
     if "worse" in shown:
         shown["worse"] = shown["worse"].map({True: "⚠ worse", False: ""})
-    order = frame.sort_values("delta", ascending=False)["class"].astype(str).tolist()
-    chart = alt.Chart(frame.dropna(subset=["delta"])).mark_bar().encode(
-        y=alt.Y("class:N", sort=order, title=None, axis=alt.Axis(labelOverlap=False)),
-        x=alt.X("delta:Q", title=f"F1 {names[0]} − F1 {names[1]}"),
-        color=alt.condition(alt.datum.delta >= 0, alt.value("#3182bd"), alt.value("#d62728")),
-        tooltip=["class:N", alt.Tooltip("f1_a:Q", format=".3f", title=f"F1 {names[0]}"),
-                 alt.Tooltip("f1_b:Q", format=".3f", title=f"F1 {names[1]}"), alt.Tooltip("delta:Q", format="+.3f")],
-    ).properties(height=alt.Step(20 if len(frame) <= 30 else 8))
     left, right = st.columns(2)
-    left.altair_chart(chart, width="stretch")
+    left.vega_lite_chart(spec=chart_spec(f1_delta_chart, frame, tuple(names)), width="stretch")
     right.dataframe(shown, hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in (f"F1 {names[0]}", f"F1 {names[1]}", "difference")})
 

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import charts, compare_view, data, state
-from ui.chart_cache import shared
+from ui.chart_cache import chart_spec
 from ui.safe import safely
 
 STAGE_TITLES = {"tl": "After transfer learning (tl)", "ft": "After fine-tuning (ft)"}
@@ -169,8 +169,8 @@ def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     if cm is None:
         st.caption("No confusion matrix to show (see the warning above).")
         return
-    chart = shared(charts.confusion_heatmap, cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
-    event = st.altair_chart(chart, key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
+    spec = chart_spec(charts.confusion_heatmap, cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
+    event = st.vega_lite_chart(spec=spec, key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
                             selection_mode="cell", width="content")
     _apply_click(run_id, stage, clicked_cell(event))
     st.download_button(
@@ -260,7 +260,7 @@ def render_per_class(stages: list[str], evals: dict) -> None:
     table = per_class_table(reports)
     st.dataframe(table, hide_index=True, column_config={
         c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c not in ("class", "support")})
-    st.altair_chart(shared(charts.per_class_bars, per_class_long(reports)), width="content")
+    st.vega_lite_chart(spec=chart_spec(charts.per_class_bars, per_class_long(reports)), width="content")
 
 
 def render_class_galleries(stages: list[str], evals: dict) -> None:

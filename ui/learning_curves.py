@@ -15,7 +15,7 @@ import streamlit as st
 
 from poc.runs.run_info import best_epochs  # the best-epoch rule: run.json's, else the lowest val_loss
 from ui import charts, data, state
-from ui.chart_cache import shared
+from ui.chart_cache import chart_spec
 
 RUNS_KEY = "curves.runs"
 CAPTION = ("Train (solid) vs validation (dashed) per epoch. The dotted rule marks where fine-tuning starts; "
@@ -148,7 +148,7 @@ def render_curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
     if not runs:
         return
     tables = curve_tables(runs, metric, log_scale)
-    st.altair_chart(shared(charts.learning_curves, tables.long, metric, log_scale, tables.boundaries, tables.bests),
+    st.vega_lite_chart(spec=chart_spec(charts.learning_curves, tables.long, metric, log_scale, tables.boundaries, tables.bests),
                     width="stretch")
     st.subheader("Per phase")
     st.dataframe(tables.summary, hide_index=True, column_config={

@@ -20,7 +20,7 @@ import streamlit as st
 from poc.runs.store import STAGES
 from ui import data, state
 from ui import explain_view as ev
-from ui.chart_cache import shared
+from ui.chart_cache import chart_spec
 from ui.overlay import overlay, thumbnail
 
 MAX_IMAGES = 6  # per rerun: each image costs one forward + one explanation per run
@@ -244,7 +244,7 @@ def show_prediction(run_id: str, upload: ev.Upload, true_label: str | None, opac
         if note:
             st.caption(note)
     st.markdown(verdict_line(result, true_label))
-    st.altair_chart(shared(topk_chart, result.top, true_label if knows(result.class_names, true_label or "") else None),
+    st.vega_lite_chart(spec=chart_spec(topk_chart, result.top, true_label if knows(result.class_names, true_label or "") else None),
                     width="stretch")
     st.caption(latency_caption(result))
     shown = thumbnail(upload.image, DISPLAY_SIDE)

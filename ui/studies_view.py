@@ -22,6 +22,7 @@ import streamlit as st
 
 from poc.analysis.study_results import study_summary, study_tests
 from ui import data, text
+from ui.chart_cache import chart_spec
 from ui.safe import safely
 
 STUDIES_KEY = "sweep.studies"
@@ -230,12 +231,12 @@ def _sweeps(table: pd.DataFrame, tests: pd.DataFrame) -> None:
         return
     _notes(shown)
     x, x_title = "trainable_params", "trainable parameters in fine-tuning (log)"
-    st.altair_chart(trend_chart(shown, x, "acc_mean", x_title, "test accuracy", low="acc_low", high="acc_high",
+    st.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "acc_mean", x_title, "test accuracy", low="acc_low", high="acc_high",
                                 spread="acc_std"), width="stretch")
     left, right = st.columns(2)
-    left.altair_chart(trend_chart(shown, x, "gap_mean", x_title, "train − val accuracy", spread="gap_std",
+    left.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "gap_mean", x_title, "train − val accuracy", spread="gap_std",
                                   fmt="+.3f", height=240), width="stretch")
-    right.altair_chart(trend_chart(shown, x, "train_seconds_mean", x_title, "seconds (own run)",
+    right.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "train_seconds_mean", x_title, "seconds (own run)",
                                    spread="train_seconds_std", fmt=".0f", height=240), width="stretch")
     st.caption("Head only: the sweep's shared phase 1 (backbone frozen). Each other point is a fine-tuning run "
                "started from that phase 1's weights; its time excludes the shared phase 1.")
@@ -246,7 +247,7 @@ def _sweeps(table: pd.DataFrame, tests: pd.DataFrame) -> None:
 def _data_size(table: pd.DataFrame, tests: pd.DataFrame) -> None:
     st.subheader("Data size: accuracy against training images")
     _notes(table)
-    st.altair_chart(trend_chart(table, "train_images", "acc_mean", "training images", "test accuracy",
+    st.vega_lite_chart(spec=chart_spec(trend_chart, table, "train_images", "acc_mean", "training images", "test accuracy",
                                 low="acc_low", high="acc_high", spread="acc_std", x_log=False),
                     width="stretch")
     st.caption("Each point trains on a stratified share of one split's training images (smaller shares are "
