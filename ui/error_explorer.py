@@ -169,9 +169,10 @@ def _matrix(run_id: str, stage: str, ev, normalise: bool) -> None:
     if cm is None:
         st.caption("No confusion matrix to show (see the warning above).")
         return
-    spec = chart_spec(charts.confusion_heatmap, cm, normalise, title=f"rows: true class · columns: predicted ({stage})")
-    event = st.vega_lite_chart(spec=spec, key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
-                            selection_mode="cell", width="content")
+    title = f"rows: true class · columns: predicted ({stage})"
+    event = st.vega_lite_chart(spec=chart_spec(charts.confusion_heatmap, cm, normalise, title=title),
+                               key=f"errors.cm.{run_id}.{stage}.{normalise}", on_select="rerun",
+                               selection_mode="cell", width="content")
     _apply_click(run_id, stage, clicked_cell(event))
     st.download_button(
         "Download as PNG (seaborn)", key=f"errors.png.{run_id}.{stage}",

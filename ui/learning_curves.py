@@ -148,8 +148,8 @@ def render_curves(run_ids: list[str], metric: str, log_scale: bool) -> None:
     if not runs:
         return
     tables = curve_tables(runs, metric, log_scale)
-    st.vega_lite_chart(spec=chart_spec(charts.learning_curves, tables.long, metric, log_scale, tables.boundaries, tables.bests),
-                    width="stretch")
+    st.vega_lite_chart(spec=chart_spec(charts.learning_curves, tables.long, metric, log_scale, tables.boundaries,
+                                       tables.bests), width="stretch")
     st.subheader("Per phase")
     st.dataframe(tables.summary, hide_index=True, column_config={
         **{c: st.column_config.NumberColumn(format="%.4f")

@@ -244,8 +244,8 @@ def show_prediction(run_id: str, upload: ev.Upload, true_label: str | None, opac
         if note:
             st.caption(note)
     st.markdown(verdict_line(result, true_label))
-    st.vega_lite_chart(spec=chart_spec(topk_chart, result.top, true_label if knows(result.class_names, true_label or "") else None),
-                    width="stretch")
+    known_label = true_label if knows(result.class_names, true_label or "") else None
+    st.vega_lite_chart(spec=chart_spec(topk_chart, result.top, known_label), width="stretch")
     st.caption(latency_caption(result))
     shown = thumbnail(upload.image, DISPLAY_SIDE)
     if result.heatmap is None:

@@ -231,13 +231,13 @@ def _sweeps(table: pd.DataFrame, tests: pd.DataFrame) -> None:
         return
     _notes(shown)
     x, x_title = "trainable_params", "trainable parameters in fine-tuning (log)"
-    st.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "acc_mean", x_title, "test accuracy", low="acc_low", high="acc_high",
-                                spread="acc_std"), width="stretch")
+    st.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "acc_mean", x_title, "test accuracy", low="acc_low",
+                                       high="acc_high", spread="acc_std"), width="stretch")
     left, right = st.columns(2)
-    left.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "gap_mean", x_title, "train − val accuracy", spread="gap_std",
-                                  fmt="+.3f", height=240), width="stretch")
+    left.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "gap_mean", x_title, "train − val accuracy",
+                                         spread="gap_std", fmt="+.3f", height=240), width="stretch")
     right.vega_lite_chart(spec=chart_spec(trend_chart, shown, x, "train_seconds_mean", x_title, "seconds (own run)",
-                                   spread="train_seconds_std", fmt=".0f", height=240), width="stretch")
+                                          spread="train_seconds_std", fmt=".0f", height=240), width="stretch")
     st.caption("Head only: the sweep's shared phase 1 (backbone frozen). Each other point is a fine-tuning run "
                "started from that phase 1's weights; its time excludes the shared phase 1.")
     st.dataframe(_display(shown, "cutoff"), hide_index=True, column_config=COLUMN_CONFIG)
@@ -247,9 +247,9 @@ def _sweeps(table: pd.DataFrame, tests: pd.DataFrame) -> None:
 def _data_size(table: pd.DataFrame, tests: pd.DataFrame) -> None:
     st.subheader("Data size: accuracy against training images")
     _notes(table)
-    st.vega_lite_chart(spec=chart_spec(trend_chart, table, "train_images", "acc_mean", "training images", "test accuracy",
-                                low="acc_low", high="acc_high", spread="acc_std", x_log=False),
-                    width="stretch")
+    st.vega_lite_chart(spec=chart_spec(trend_chart, table, "train_images", "acc_mean", "training images",
+                                       "test accuracy", low="acc_low", high="acc_high", spread="acc_std", x_log=False),
+                       width="stretch")
     st.caption("Each point trains on a stratified share of one split's training images (smaller shares are "
                "subsets of larger ones); validation and test images are the same for every point.")
     st.dataframe(_display(table, "share"), hide_index=True, column_config=COLUMN_CONFIG)

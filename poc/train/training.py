@@ -28,13 +28,14 @@ log = logging.getLogger("poc.train.training")
 
 # ---------------------------------------------------------------- preparation (no run dir yet)
 
-def prepare(config: RunConfig, runs_dir: Path, strategy=None, split_seed: int | None = None) -> Prepared:
-    """`split_seed` seeds the split and the --train-fraction share (default: config.seed); a seed study passes
-    one split seed to runs of different config.seed, so they train and test on the same images."""
+def prepare(checked: Checked, strategy=None, split_seed: int | None = None) -> Prepared:
+    """The run's split and classifier from its validated settings (`validate(config, runs_dir, probe=False)`: the
+    cutoff is resolved on the model built here). `split_seed` seeds the split and the --train-fraction share
+    (default: config.seed); a seed study passes one split seed to runs of different config.seed, so they train
+    and test on the same images."""
     from poc.data.split import scan_and_split
     from poc.models import pretraining_kind
 
-    checked = validate(config, runs_dir, probe=False)  # the cutoff is resolved on the model built below
     config = checked.config
     _seed_everything(config.seed)  # before anything random: the head's and a random backbone's initial weights
     if checked.source:
@@ -134,12 +135,12 @@ def train(config: RunConfig, runs_dir: Path | str | None = None, run_id: str | N
         from poc.device import configure
         from poc.train.distribute import make_strategy, split_cpu_from_env
 
-        validate(config, runs_dir, probe=False)  # the settings, and the folder below, before TensorFlow's import
-        if not config.from_run:
+        checked = validate(config, runs_dir, probe=False)  # settings and folder before TensorFlow's import
+        if not checked.source:
             check_dataset_folder(config.data)
         split_cpu_from_env()
         speedups = configure(config.mixed_precision, config.jit_compile)
-        prepared = prepare(config, runs_dir, make_strategy(config.distribute), split_seed=split_seed)
+        prepared = prepare(checked, make_strategy(config.distribute), split_seed=split_seed)
     except Exception as exc:
         if run_id_given:
             rd.update_run(status="failed", error=str(exc), finished=store.utc_now())
