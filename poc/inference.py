@@ -98,16 +98,33 @@ def load_model(rd: RunDir, stage: str | None = None) -> LoadedRun:
     size = recorded_image_size(info)
     if size is None:
         raise UserError(f"run {rd.id}: run.json does not say which image size the run trained at")
+    try:
+        _open_hdf5(weights)  # a truncated or non-HDF5 file is named before seconds go into building the model
+    except OSError as exc:
+        raise _weights_refused(rd, weights, info, size, exc) from None
     model = rebuild_model(info)
     try:
         model.load_weights(weights)
-    except (OSError, ValueError) as exc:  # h5py: truncated or not HDF5; Keras: layers or shapes that differ
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"run {rd.id}: {weights.name} does not fit the model its run.json describes "
-                        f"({info['model']}, {len(info['class_names'])} classes, {size} px) or is damaged "
-                        f"({reason}); train the run again or delete it") from None
+    except (OSError, ValueError) as exc:  # h5py: unreadable datasets; Keras: layers or shapes that differ
+        raise _weights_refused(rd, weights, info, size, exc) from None
     return LoadedRun(rd, info, model, get_spec(info["model"]), size, list(info["class_names"]),
                      compile_predict(model, size))
+
+
+def _weights_refused(rd: RunDir, weights: Path, info: dict, size: int, exc: Exception) -> UserError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return UserError(f"run {rd.id}: {weights.name} does not fit the model its run.json describes "
+                     f"({info['model']}, {len(info['class_names'])} classes, {size} px) or is damaged "
+                     f"({reason}); train the run again or delete it")
+
+
+def _open_hdf5(path: Path) -> None:
+    """OSError unless `path` opens as an HDF5 file: HDF5 checks the signature and the end of file its superblock
+    records, so a truncated or non-HDF5 file fails here, in milliseconds."""
+    import h5py
+
+    with h5py.File(path, "r"):
+        pass
 
 
 def warm_up(run: LoadedRun) -> None:

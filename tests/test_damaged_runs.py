@@ -152,6 +152,20 @@ def test_weights_that_do_not_fit_give_a_message_naming_the_run(damaged, name):
         load_model(store.run_dir(damaged["runs"], run_id))
 
 
+@pytest.mark.parametrize("name", ["truncated-weights", "vit-truncated-weights"])
+def test_a_truncated_weights_file_is_named_before_the_model_is_built(damaged, monkeypatch, name):
+    from poc.inference import load_model
+    from poc.runs import run_info
+
+    def no_build(info):
+        raise AssertionError("the model was built for a weights file that cannot be opened")
+
+    monkeypatch.setattr(run_info, "rebuild_model", no_build)
+    run_id = damaged["ids"][name]
+    with pytest.raises(UserError, match=rf"run {run_id}: model\.weights\.h5 .*truncated file"):
+        load_model(store.run_dir(damaged["runs"], run_id))
+
+
 def test_the_weights_of_a_healthy_copy_still_load(damaged, fixture_runs):
     from poc.inference import load_model
 
