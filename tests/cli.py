@@ -19,6 +19,21 @@ def run_cli(*args: str, runs_dir: Path | None = None, timeout: int = 600, **env:
                           capture_output=True, text=True, timeout=timeout)
 
 
+# `python -m poc ARGS` that also prints, last, whether TensorFlow was imported ("tensorflow imported" or
+# "no tensorflow"): what a refusal before TensorFlow's import is checked with.
+_NOTING_TENSORFLOW = ("import sys\nfrom poc.cli import main\ncode = main(sys.argv[1:])\n"
+                      "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
+                      "sys.exit(code)")
+
+
+def run_cli_noting_tensorflow(*args: str, runs_dir: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    if runs_dir is not None:
+        environ["VITRINE_RUNS_DIR"] = str(runs_dir)
+    return subprocess.run([sys.executable, "-c", _NOTING_TENSORFLOW, *map(str, args)], cwd=ROOT, env=environ,
+                          capture_output=True, text=True, timeout=120)
+
+
 @dataclass
 class Result:
     returncode: int

@@ -40,16 +40,9 @@ def test_a_missing_data_folder_is_named_and_no_run_is_created(tmp_path):
 @pytest.mark.parametrize("command", [["train"], ["sweep", "--cutoffs", "Conv_1"]], ids=["train", "sweep"])
 def test_a_missing_data_folder_is_named_before_tensorflow_is_imported(tmp_path, command):
     """A mistyped --data costs no TensorFlow import (seconds on a laptop's CPU) before its message."""
-    import subprocess
-    import sys
+    from cli import run_cli_noting_tensorflow
 
-    from cli import ROOT
-
-    argv = [*command, "--data", str(tmp_path / "nope"), *FAST, "--runs-dir", str(tmp_path / "runs")]
-    script = ("import sys\nfrom poc.cli import main\ncode = main(sys.argv[1:])\n"
-              "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\nsys.exit(code)")
-    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = run_cli_noting_tensorflow(*command, "--data", tmp_path / "nope", *FAST, "--runs-dir", tmp_path / "runs")
     assert_clean_failure(result, f"dataset folder {tmp_path / 'nope'} does not exist")
     assert result.stdout.strip() == "no tensorflow"
     assert run_ids(tmp_path / "runs") == []

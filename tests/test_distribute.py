@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cli import ROOT, call_cli, run_cli
+from cli import ROOT, call_cli, run_cli, run_cli_noting_tensorflow
 from conftest import make_class_folders
 from poc.runs import store
 
@@ -120,12 +120,16 @@ def test_two_workers_train_as_one_process_with_the_global_batch(small_data, tmp_
 
 
 def test_multiworker_without_a_cluster_description_says_how_to_give_one(small_data, tmp_path):
-    missing = run_cli("train", "--data", small_data, *TINY, "--distribute", "multiworker", runs_dir=tmp_path)
-    broken = run_cli("train", "--data", small_data, *TINY, "--distribute", "multiworker", runs_dir=tmp_path,
-                     TF_CONFIG='{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}')
+    """Refused before TensorFlow's import: a worker started with a broken TF_CONFIG answers in a moment."""
+    missing = run_cli_noting_tensorflow("train", "--data", small_data, *TINY, "--distribute", "multiworker",
+                                        runs_dir=tmp_path)
+    broken = run_cli_noting_tensorflow("train", "--data", small_data, *TINY, "--distribute", "multiworker",
+                                       runs_dir=tmp_path, TF_CONFIG='{"cluster": {"worker": ["localhost:1"]}, '
+                                                                    '"task": {"type": "worker", "index": 3}}')
     assert missing.returncode == broken.returncode == 2
     assert "needs TF_CONFIG" in missing.stderr and "task worker 3 is not in the cluster" in broken.stderr
     assert "Traceback" not in missing.stderr + broken.stderr
+    assert missing.stdout.strip() == broken.stdout.strip() == "no tensorflow"
 
 
 def test_studies_refuse_multiworker_before_training(small_data, tmp_path, capsys, monkeypatch):
