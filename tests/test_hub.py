@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cli import run_cli
+from cli import call_cli
 from poc.runs import store
 from poc.errors import UserError
 from poc.models import build, get_spec
@@ -182,9 +182,10 @@ def test_a_handle_that_cannot_be_downloaded_is_a_user_error(monkeypatch):
         build("hub:https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5", CLASSES, SIZE)
 
 
-def test_cli_trains_a_hub_model_without_explanations(saved_model, demo_dataset, tmp_path):
-    result = run_cli("train", "--model", "hub:" + saved_model, "--weights", "none", "--data", demo_dataset, "--image-size",
-                     str(SIZE), "--tl-epochs", "1", "--ft-epochs", "1", "--batch-size", "16", runs_dir=tmp_path / "runs")
+def test_cli_trains_a_hub_model_without_explanations(saved_model, demo_dataset, tmp_path, capsys, monkeypatch):
+    result = call_cli(capsys, monkeypatch, "train", "--model", "hub:" + saved_model, "--weights", "none", "--data",
+                      demo_dataset, "--image-size", str(SIZE), "--tl-epochs", "1", "--ft-epochs", "1", "--batch-size",
+                      "16", runs_dir=tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     rd = store.RunDir(store.Path(result.stdout.strip().splitlines()[-1]))
     info = json.loads(rd.run_json.read_text())

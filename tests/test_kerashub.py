@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from apptest_checks import assert_no_section_failed
-from cli import ROOT, call_cli, run_cli
+from cli import ROOT, call_cli
 from conftest import settled
 from poc.errors import UserError
 from poc.models import build, get_spec
@@ -241,10 +241,13 @@ def test_a_download_that_hangs_is_cut_short_with_the_offline_message(monkeypatch
     assert time.monotonic() - begin < 5
 
 
-def test_train_with_a_preset_name_offline_exits_2_naming_the_preset_and_the_local_alternative(tiny_data, tmp_path):
-    begin = time.monotonic()  # no network: a proxy that refuses every connection
-    result = run_cli("train", "--model", "keras_hub:dinov2_small", "--data", tiny_data, runs_dir=tmp_path / "runs",
-                     timeout=120, HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+def test_train_with_a_preset_name_offline_exits_2_naming_the_preset_and_the_local_alternative(tiny_data, tmp_path,
+                                                                                             capsys, monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy"):  # no network: a proxy that refuses every connection
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    begin = time.monotonic()
+    result = call_cli(capsys, monkeypatch, "train", "--model", "keras_hub:dinov2_small", "--data", tiny_data,
+                      runs_dir=tmp_path / "runs")
     assert result.returncode == 2, result.stderr
     assert "preset dinov2_small could not be downloaded (offline?): give a local preset directory" in result.stderr
     assert "Traceback" not in result.stderr
