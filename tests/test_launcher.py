@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -76,6 +77,42 @@ def test_cancel_of_a_queued_job_marks_the_run_cancelled(jobs):
     assert not _group_alive(job.pid)
     assert store.read_json(store.run_dir(runs, job.run_id).run_json)["status"] == "cancelled"
     assert launcher.job_status(launcher.load_job(job.id, runs), runs).status == "cancelled"
+
+
+def test_a_job_runs_below_the_dashboards_priority(jobs):
+    """The job's processes (the wrapper and the training it started, every thread of the training) run
+    JOB_NICENESS steps nicer than the process that launched them, so pages and the browser get the CPU first."""
+    job, runs = jobs["long"]
+    assert wait_for(runs, job.id, lambda s: s.status == "running" or not s.active).status == "running"
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + launcher.JOB_NICENESS)
+    assert launcher.JOB_NICENESS > 0
+    members = {int(p.name): _stat(p) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    members = {pid: stat for pid, stat in members.items() if stat and int(stat[2]) == job.pid}  # field 5: group
+    assert len(members) >= 2, members  # the wrapper and the training process
+    assert {int(stat[16]) for stat in members.values()} == {expected}  # field 19: niceness
+    training = next(pid for pid in members if pid != job.pid)
+    threads = [_stat(t) for t in Path(f"/proc/{training}/task").iterdir()]
+    assert {int(stat[16]) for stat in threads if stat} == {expected}
+    group = Path(f"/proc/{training}/autogroup")  # Linux's autogroup: the session's scheduling group
+    if group.exists():
+        assert group.read_text().split()[-1] == str(launcher.JOB_NICENESS), group.read_text()
+
+
+def _stat(proc: Path) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (index 0 is field 3), or None once it is gone."""
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.parametrize("value, message", [("ten", "is not a whole number"), ("25", "is out of range")])
+def test_a_bad_job_niceness_is_refused_before_anything_starts(demo_roots, fake_spawn, monkeypatch, tmp_path, value,
+                                                              message):
+    monkeypatch.setenv("VITRINE_JOB_NICENESS", value)
+    with pytest.raises(UserError, match=f"VITRINE_JOB_NICENESS.*{message}"):
+        launcher.launch_training(RunConfig(data=str(demo_roots[0] / "demo"), **TINY), tmp_path / "runs")
+    assert fake_spawn == [] and launcher.list_jobs(tmp_path / "runs") == []
 
 
 def test_cancel_stops_a_running_job_and_marks_its_run_cancelled(jobs):

@@ -1,7 +1,8 @@
 """Background training jobs started from the dashboard, owned by this module rather than a browser session.
 
-A job is one process group: a small wrapper (`python -m poc.launch.launcher run-job EXIT_FILE -- CMD...`) that runs
-`python -m poc train ... --run-id ID` (or `train --resume RUN`, or `python -m poc demo`) and records its exit code when it ends. All
+A job is one process group: a small wrapper (`python -m poc.launch.launcher run-job EXIT_FILE NICENESS -- CMD...`)
+that runs `python -m poc train ... --run-id ID` (or `train --resume RUN`, or `python -m poc demo`) below the
+dashboard's priority (JOB_NICENESS) and records its exit code when it ends. All
 state is on disk under `<runs_dir>/.jobs/` (the runs listing skips dot-folders), so jobs outlive a browser
 reload or a dashboard restart:
 
@@ -49,6 +50,10 @@ PHASE_WORDS = {"starting": "starting", "resuming": "resuming from the last compl
                "tl": "transfer learning", "ft": "fine-tuning",
                "eval_tl": "evaluating (after transfer learning)", "eval_ft": "evaluating (after fine-tuning)"}
 TRAIN_KINDS = ("train", "resume")  # jobs that follow one run's run.json
+# A job trains beside the pages that show it: at this niceness (its threads' and its session's scheduling group's)
+# the scheduler serves the dashboard, its model server and the browser first and gives the job every cycle they
+# leave (VITRINE_JOB_NICENESS; 0: the dashboard's priority).
+JOB_NICENESS = 10
 
 # Children started by this process: polled so they are reaped (an unreaped child is a zombie that still
 # answers kill(pid, 0)). After a dashboard restart the old children belong to init, which reaps them.
@@ -236,14 +241,16 @@ def _check_data_folder(data: str) -> Path:
 def _start(kind: str, argv: list[str], runs_dir: Path, run_id: str | None = None,
            config: dict | None = None, executor=None) -> Job:
     """Start `argv` (`python -m poc ...`) as a job: a process group here, or one job on a cluster."""
+    local = executor is None or executor.kind == "local"
+    niceness = job_niceness() if local else 0  # a bad setting is refused before anything is written
     job_id = _new_job_id(kind)
     folder = jobs_dir(runs_dir)
     folder.mkdir(parents=True, exist_ok=True)
     log_path = _job_file(runs_dir, job_id, ".log")
-    if executor is not None and executor.kind != "local":
+    if not local:
         return _submit(executor, job_id, kind, argv, runs_dir, run_id, config, log_path)
     exit_path = _job_file(runs_dir, job_id, ".exit.json")
-    wrapper = [sys.executable, "-m", "poc.launch.launcher", "run-job", str(exit_path), "--", *argv]
+    wrapper = [sys.executable, "-m", "poc.launch.launcher", "run-job", str(exit_path), str(niceness), "--", *argv]
     record = executors.LOCAL.record(job_id)
     env = {**os.environ, "VITRINE_RUNS_DIR": str(runs_dir), "PYTHONUNBUFFERED": "1",
            "VITRINE_EXECUTOR": json.dumps(record)}
@@ -277,6 +284,22 @@ def submit_command(argv: list[str], kind: str, runs_dir: Path | str | None, exec
                    config: dict | None = None) -> Job:
     """`python -m poc ARGV...` as a job on `executor` (the CLI's runs on a cluster, poc.launch.remote)."""
     return _start(kind, [sys.executable, "-m", "poc", *argv], _runs_dir(runs_dir), run_id, config, executor)
+
+
+def job_niceness() -> int:
+    """How much lower than the dashboard a local job runs: VITRINE_JOB_NICENESS, else JOB_NICENESS."""
+    text = os.environ.get("VITRINE_JOB_NICENESS", "").strip()
+    if not text:
+        return JOB_NICENESS
+    try:
+        niceness = int(text)
+    except ValueError:
+        raise UserError(f"VITRINE_JOB_NICENESS={text!r} is not a whole number; use 0 (the dashboard's priority) "
+                        f"to 19 (the lowest), or unset it for the default of {JOB_NICENESS}") from None
+    if not 0 <= niceness <= 19:
+        raise UserError(f"VITRINE_JOB_NICENESS={niceness} is out of range; use 0 (the dashboard's priority) to 19 "
+                        f"(the lowest), or unset it for the default of {JOB_NICENESS}")
+    return niceness
 
 
 def _spawn(wrapper: list[str], env: dict, log) -> subprocess.Popen:
@@ -520,15 +543,27 @@ def device_summary() -> dict:
 
 # ---------------------------------------------------------------- the wrapper process
 
-def _run_job(exit_file: str, argv: list[str]) -> int:
-    """Run `argv`, then record its exit code. SIGTERM reaches the whole group, so here it only waits on."""
+def _run_job(exit_file: str, niceness: int, argv: list[str]) -> int:
+    """Run `argv` `niceness` steps below this process's priority (inherited by all it starts), then record its
+    exit code. SIGTERM reaches the whole group, so here it only waits on."""
+    os.nice(niceness)
+    _lower_session_group(niceness)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # a handler, not SIG_IGN: the child must not inherit it
     code = subprocess.Popen(argv).wait()
     store.write_json(Path(exit_file), {"returncode": code, "finished": store.utc_now()})
     return code if code >= 0 else 128 - code
 
 
+def _lower_session_group(niceness: int) -> None:
+    """The job is a session of its own (its process group), and with Linux's autogroup scheduling (on by default)
+    each session is one scheduling group, weighed against the dashboard's and the browser's sessions by the
+    group's niceness, not its threads': threads at nice 10 in a group at 0 still get a full group's share.
+    Without autogroup (another kernel or OS) there is no such file and the threads' niceness is what counts."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(niceness))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 5 or sys.argv[1] != "run-job" or sys.argv[3] != "--":
-        sys.exit("usage: python -m poc.launch.launcher run-job EXIT_FILE -- COMMAND...")
-    sys.exit(_run_job(sys.argv[2], sys.argv[4:]))
+    if len(sys.argv) < 6 or sys.argv[1] != "run-job" or not sys.argv[3].isdigit() or sys.argv[4] != "--":
+        sys.exit("usage: python -m poc.launch.launcher run-job EXIT_FILE NICENESS -- COMMAND...")
+    sys.exit(_run_job(sys.argv[2], int(sys.argv[3]), sys.argv[5:]))
