@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from poc.runs import store
-from poc.analysis import evaluation
 from poc.runs.run_info import recorded_split
 from poc.runs.store import RunDir
 from poc.errors import UserError
@@ -204,6 +203,8 @@ def choose_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     smaller C). The test split is not an argument: it cannot take part in the choice."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+
+    from poc.analysis import evaluation  # scipy: kept out of the CLI's parser, which imports this module
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
