@@ -12,11 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, runs_dir: Path | None = None, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
-    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
-    if runs_dir is not None:
-        environ["VITRINE_RUNS_DIR"] = str(runs_dir)
-    return subprocess.run([sys.executable, "-m", "poc", *map(str, args)], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return _run(["-m", "poc"], args, runs_dir, timeout, env)
 
 
 # `python -m poc ARGS` that also prints, last, whether TensorFlow was imported ("tensorflow imported" or
@@ -27,11 +23,15 @@ _NOTING_TENSORFLOW = ("import sys\nfrom poc.cli import main\ncode = main(sys.arg
 
 
 def run_cli_noting_tensorflow(*args: str, runs_dir: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    return _run(["-c", _NOTING_TENSORFLOW], args, runs_dir, 120, env)
+
+
+def _run(program: list[str], args, runs_dir: Path | None, timeout: int, env: dict) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     if runs_dir is not None:
         environ["VITRINE_RUNS_DIR"] = str(runs_dir)
-    return subprocess.run([sys.executable, "-c", _NOTING_TENSORFLOW, *map(str, args)], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, *program, *map(str, args)], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @dataclass

@@ -101,8 +101,8 @@ def test_a_job_runs_below_the_dashboards_priority(jobs):
 def _stat(proc: Path) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name (index 0 is field 3), or None once it is gone."""
     try:
-        return (proc / "stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        return runstatus._proc_fields((proc / "stat").read_text())
+    except OSError:
         return None
 
 

@@ -291,14 +291,13 @@ def job_niceness() -> int:
     text = os.environ.get("VITRINE_JOB_NICENESS", "").strip()
     if not text:
         return JOB_NICENESS
+    hint = f"use 0 (the dashboard's priority) to 19 (the lowest), or unset it for the default of {JOB_NICENESS}"
     try:
         niceness = int(text)
     except ValueError:
-        raise UserError(f"VITRINE_JOB_NICENESS={text!r} is not a whole number; use 0 (the dashboard's priority) "
-                        f"to 19 (the lowest), or unset it for the default of {JOB_NICENESS}") from None
+        raise UserError(f"VITRINE_JOB_NICENESS={text!r} is not a whole number; {hint}") from None
     if not 0 <= niceness <= 19:
-        raise UserError(f"VITRINE_JOB_NICENESS={niceness} is out of range; use 0 (the dashboard's priority) to 19 "
-                        f"(the lowest), or unset it for the default of {JOB_NICENESS}")
+        raise UserError(f"VITRINE_JOB_NICENESS={niceness} is out of range; {hint}")
     return niceness
 
 

@@ -203,11 +203,11 @@ def choose_logistic(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
     smaller C). The test split is not an argument: it cannot take part in the choice."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-
-    from poc.analysis import evaluation  # scipy: kept out of the CLI's parser, which imports this module
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
+
+    from poc.analysis import evaluation  # scipy: kept out of the CLI's parser, which imports this module
 
     fitted, rows = {}, []
     # Small fits run far faster on one BLAS thread: on a busy 2-core machine, two spinning threads made a
